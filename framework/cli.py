@@ -1,0 +1,201 @@
+"""The ``gptf`` command line (typer). Each command is a thin layer over the engine."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gptf.errors import GptfError
+
+app = typer.Typer(
+    name="gptf",
+    help="Build, train and question a small Chinese GPT, one swappable component at a time.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Check training data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+for _c in (console, err_console):
+    if not _c.is_terminal:
+        _c.width = max(_c.width, 120)  # logs and pipes: wide enough for tables
+_options = {"debug": False}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@app.callback()
+def _global(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    _options["debug"] = debug
+
+
+def friendly_errors(command: F) -> F:
+    """Expected errors: one clear message and a non-zero exit; ``--debug`` re-raises."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except GptfError as exc:
+            if _options["debug"]:
+                raise
+            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            if _options["debug"]:
+                raise
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file, e.g. recipes/teacher_3m.yaml")]
+OverridesArg = Annotated[list[str] | None, typer.Argument(help="Overrides KEY=VALUE, e.g. model.positional=learned")]
+
+
+@app.command()
+@friendly_errors
+def run(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
+    """Train a recipe end to end: tokenizer, training, saving, quantization, demo answers."""
+    from gptf.pipeline import run_recipe
+    from gptf.recipe import load_recipe
+
+    loaded = load_recipe(recipe, overrides or [])
+    run_recipe(loaded, console)
+
+
+@app.command()
+@friendly_errors
+def generate(
+    ckpt: Annotated[Path, typer.Option(help="Run directory, e.g. checkpoints/teacher_3m")],
+    prompt: Annotated[list[str], typer.Option(help="Question (repeat for several)")],
+    temperature: Annotated[float | None, typer.Option(min=0.0, help="0 = greedy")] = None,
+    top_k: Annotated[int | None, typer.Option(min=0, help="0 = off")] = None,
+    top_p: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
+    repetition_penalty: Annotated[float | None, typer.Option(min=0.0)] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(min=1)] = None,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable): --stop 。")] = None,
+    quantized: Annotated[bool, typer.Option(help="Use the int8 weights")] = False,
+    show_label: Annotated[bool, typer.Option(help="Print 回答: before the answer")] = False,
+    seed: Annotated[int | None, typer.Option(help="Random seed for sampling")] = None,
+    no_cache: Annotated[bool, typer.Option(help="Recompute the whole sequence each token")] = False,
+    stats: Annotated[bool, typer.Option(help="Print tokens/s and first-token latency")] = False,
+) -> None:
+    """Answer prompts with a trained run."""
+    from gptf.pipeline import load_run, sampling_settings
+
+    loaded = load_run(ckpt, quantized=quantized)
+    settings = sampling_settings(
+        loaded.recipe, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens
+    )
+    generator = loaded.generator(repetition_penalty=repetition_penalty, stops=stop, use_cache=not no_cache)
+    for text in prompt:
+        answer = generator.generate(text, settings, seed=seed)
+        console.print(f"回答: {answer.text}" if show_label else answer.text, markup=False)
+        if stats:
+            err_console.print(
+                f"[dim]{len(answer.tokens)} tokens, {answer.tokens_per_s:,.0f} tokens/s, "
+                f"first token {answer.first_token_s * 1000:.1f} ms, stop: {answer.stop_reason}[/]"
+            )
+
+
+@app.command()
+@friendly_errors
+def inspect(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
+    """Build the model without training; show each component, its plugin and parameters."""
+    from gptf.builder import build_model, count_parameters, registry_for
+    from gptf.pipeline import components_table, parameter_lines
+    from gptf.recipe import load_recipe
+
+    loaded = load_recipe(recipe, overrides or [])
+    registry = registry_for(loaded)
+    vocab = _known_vocab_size(loaded.recipe, registry)
+    model = build_model(loaded.recipe, registry, vocab)
+    console.print(f"recipe chain: {' -> '.join(str(p) for p in loaded.chain)}")
+    console.print(components_table(loaded.recipe, registry))
+    table = Table(title="parameters by module", title_justify="left")
+    table.add_column("module")
+    table.add_column("parameters", justify="right")
+    table.add_row(
+        "embed (tied with head)" if loaded.recipe.model.tie_embeddings else "embed",
+        f"{count_parameters(model.embed):,}",
+    )
+    table.add_row("positional", f"{count_parameters(model.positional):,}")
+    for i, block in enumerate(model.blocks):
+        table.add_row(f"blocks.{i}", f"{count_parameters(block):,}")
+    table.add_row("norm (final)", f"{count_parameters(model.norm):,}")
+    if not loaded.recipe.model.tie_embeddings:
+        table.add_row("head", f"{count_parameters(model.head):,}")
+    console.print(table)
+    for line in parameter_lines(loaded.recipe, model):
+        console.print(line)
+
+
+def _known_vocab_size(recipe: Any, registry: Any) -> int:
+    """The vocabulary of an existing tokenizer file, else the recipe's requested size."""
+    from gptf.builder import new_tokenizer
+
+    path = Path(recipe.tokenizer.path)
+    if path.is_file() and not recipe.tokenizer.rebuild:
+        tokenizer = new_tokenizer(recipe, registry)
+        try:
+            tokenizer.load(path)
+            return tokenizer.vocab_size
+        except Exception:
+            pass
+    return recipe.tokenizer.vocab_size
+
+
+@app.command()
+@friendly_errors
+def plugins(
+    recipe: Annotated[Path | None, typer.Option(help="Also load the plugins this recipe names")] = None,
+) -> None:
+    """List every loaded plugin, where it came from, and what it registered."""
+    from gptf.builder import open_registry
+    from gptf.recipe import load_recipe
+
+    if recipe is not None:
+        loaded = load_recipe(recipe)
+        registry = open_registry(loaded.recipe.plugins, loaded.base_dir)
+    else:
+        registry = open_registry()
+    by_plugin: dict[str, list[str]] = {}
+    for kind, components in registry.components.items():
+        for name, info in components.items():
+            by_plugin.setdefault(info.plugin, []).append(f"{kind}: {name}")
+    table = Table(title="gptf plugins", title_justify="left")
+    for column in ("plugin", "origin", "location", "registers"):
+        table.add_column(column)
+    for info in registry.plugins:
+        registers = ", ".join(by_plugin.get(info.name, [])) or "-"
+        if not info.ok:
+            registers = f"[red]FAILED: {info.error}[/]"
+        version = f" {info.version}" if info.version else ""
+        table.add_row(info.name, info.origin, f"{info.location}{version}", registers)
+    console.print(table)
+    failed = [i for i in registry.plugins if not i.ok]
+    if failed:
+        err_console.print(f"[yellow]{len(failed)} plugin(s) failed to load and were skipped[/]")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="gptf")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""How a question/answer pair becomes token ids and training targets.
+
+Every sample is laid out as
+
+    <bos> 用户:{prompt}\n助手: {completion} <eos>
+    └──────── prompt part ──────┘└── answer part ──┘
+
+and the model is trained to predict the *next* token at every position, but the loss
+only counts predictions inside the answer part (and its <eos>): we teach it to answer,
+not to invent questions. All of that lives in this one file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import attrs
+import torch
+
+from gptf.errors import DataError
+from gptf.interfaces import Tokenizer
+
+PROMPT_TEMPLATE = "用户:{prompt}\n助手:"
+IGNORE = -100  # target value that cross-entropy skips
+MAX_ERRORS_SHOWN = 20
+
+_SPACES = re.compile(r"[ \u3000]+")
+
+
+def normalize_prompt(prompt: str) -> str:
+    """Drop ASCII and full-width spaces, as the training data has none in prompts."""
+    return _SPACES.sub("", prompt).strip()
+
+
+def format_prompt(prompt: str) -> str:
+    return PROMPT_TEMPLATE.format(prompt=normalize_prompt(prompt))
+
+
+@attrs.frozen
+class Sample:
+    prompt: str
+    completion: str
+    source: str = ""  # "file:line", for messages
+
+
+def read_jsonl(path: str | Path) -> list[Sample]:
+    """Read ``{"prompt": ..., "completion": ...}`` lines; every bad line is reported."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    samples: list[Sample] = []
+    errors: list[str] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            errors.append(f"{where}: not valid JSON ({exc.msg}, column {exc.colno})")
+            continue
+        if not isinstance(record, dict):
+            errors.append(f"{where}: expected a JSON object, got {type(record).__name__}")
+            continue
+        problem = next((p for p in (_field_problem(record, k) for k in ("prompt", "completion")) if p), None)
+        if problem:
+            errors.append(f"{where}: {problem}")
+            continue
+        samples.append(Sample(record["prompt"], record["completion"], where))
+    if errors:
+        shown = "\n".join(f"  {e}" for e in errors[:MAX_ERRORS_SHOWN])
+        more = f"\n  ... and {len(errors) - MAX_ERRORS_SHOWN} more" if len(errors) > MAX_ERRORS_SHOWN else ""
+        raise DataError(f"{path}: {len(errors)} bad line(s):\n{shown}{more}")
+    if not samples:
+        raise DataError(f"{path}: no samples (the file is empty)")
+    return samples
+
+
+def _field_problem(record: dict, key: str) -> str | None:
+    if key not in record:
+        return f'missing field \'{key}\' (each line needs "prompt" and "completion")'
+    if not isinstance(record[key], str):
+        return f"field '{key}' must be a string, got {type(record[key]).__name__}"
+    if not record[key].strip():
+        return f"field '{key}' is empty"
+    return None
+
+
+@attrs.frozen
+class Encoded:
+    ids: list[int]  # <bos> prompt part, answer part, <eos>
+    answer_start: int  # index in ids of the first answer token
+
+
+def encode_sample(tokenizer: Tokenizer, sample: Sample) -> Encoded:
+    prompt_ids = [tokenizer.bos_id, *tokenizer.encode(format_prompt(sample.prompt))]
+    answer_ids = [*tokenizer.encode(sample.completion), tokenizer.eos_id]
+    return Encoded(prompt_ids + answer_ids, len(prompt_ids))
+
+
+def training_texts(samples: Sequence[Sample]) -> Iterator[str]:
+    """What a tokenizer is trained on: the samples as the model will see them."""
+    for s in samples:
+        yield format_prompt(s.prompt) + s.completion
+
+
+@attrs.define
+class TokenizedSplit:
+    """A data split as tensors: inputs are ids[:-1], targets ids[1:] masked to the answer."""
+
+    inputs: list[torch.Tensor]
+    targets: list[torch.Tensor]
+    truncated: int  # samples cut to seq_len
+    dropped: int  # samples whose prompt alone filled seq_len (nothing left to learn)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(x) for x in self.inputs]
+
+    @property
+    def answer_tokens(self) -> int:
+        return sum(int((t != IGNORE).sum()) for t in self.targets)
+
+
+def tokenize_split(
+    samples: Sequence[Sample], tokenizer: Tokenizer, seq_len: int, *, truncate: bool, source: str
+) -> TokenizedSplit:
+    """Encode every sample once, up front, so the training loop does no Python text work."""
+    inputs, targets = [], []
+    too_long: list[str] = []
+    dropped = 0
+    for sample in samples:
+        enc = encode_sample(tokenizer, sample)
+        ids = enc.ids
+        if len(ids) > seq_len:
+            too_long.append(f"{sample.source} ({len(ids)} tokens)")
+            ids = ids[:seq_len]
+        if enc.answer_start >= len(ids):
+            dropped += 1
+            continue
+        x = torch.tensor(ids[:-1], dtype=torch.long)
+        y = torch.tensor(ids[1:], dtype=torch.long)
+        y[: enc.answer_start - 1] = IGNORE  # no loss on predicting the prompt
+        inputs.append(x)
+        targets.append(y)
+    if too_long and not truncate:
+        listed = "\n".join(f"  {s}" for s in too_long[:MAX_ERRORS_SHOWN])
+        raise DataError(
+            f"{source}: {len(too_long)} sample(s) longer than model.seq_len={seq_len} tokens:\n{listed}",
+            hint="set data.truncate: true to cut them, or raise model.seq_len",
+        )
+    if not inputs:
+        raise DataError(f"{source}: no usable samples (every prompt fills model.seq_len={seq_len})")
+    return TokenizedSplit(inputs, targets, len(too_long), dropped)
+
+
+def pad_batch(
+    inputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest row of *this* batch (not to seq_len).
+
+    Right padding needs no attention mask: with the causal mask, real tokens only look
+    left, so they never see the padding; and padded targets are IGNORE, so no loss.
+    """
+    width = max(len(x) for x in inputs)
+    x = torch.full((len(inputs), width), pad_id, dtype=torch.long)
+    y = torch.full((len(inputs), width), IGNORE, dtype=torch.long)
+    for row, (xi, yi) in enumerate(zip(inputs, targets, strict=True)):
+        x[row, : len(xi)] = xi
+        y[row, : len(yi)] = yi
+    return x, y
+
+
+def sample_stream(n: int, seed: int, start: int, count: int) -> list[int]:
+    """Sample indices ``start .. start+count`` of an endless stream of epochs, each a fresh
+    seeded permutation. Step s of batch size b reads ``sample_stream(n, seed, s*b, b)``,
+    so the data order depends only on the seed: resuming at any step is exact."""
+    out: list[int] = []
+    position = start
+    while len(out) < count:
+        epoch, offset = divmod(position, n)
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=generator).tolist()
+        take = order[offset : offset + count - len(out)]
+        out.extend(take)
+        position += len(take)
+    return out
+
+
+def micro_batches(
+    split: TokenizedSplit, indices: Sequence[int], micro_batch: int, pad_id: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Split one optimizer batch into padded micro-batches of similar length.
+
+    Sorting the batch by length before cutting it means short rows are padded only to
+    other short rows. The gradient is unchanged: the same samples, summed.
+    """
+    ordered = sorted(indices, key=lambda i: len(split.inputs[i]))
+    chunks = [ordered[i : i + micro_batch] for i in range(0, len(ordered), micro_batch)]
+    return [pad_batch([split.inputs[i] for i in c], [split.targets[i] for i in c], pad_id) for c in chunks]

@@ -1,0 +1,154 @@
+"""The plugin author's manual: one hook per component kind.
+
+Every hook takes no arguments and returns ``{name: factory}``. The engine calls each
+plugin's implementation separately, so every component remembers which plugin gave it.
+A recipe selects a component by name (``model.norm: rmsnorm``) and may pass it
+parameters (``model.norm: {name: rmsnorm, eps: 1.0e-5}``); the engine then calls
+
+    factory(**context, **params)
+
+where ``context`` is the fixed set of keyword arguments listed for that kind below and
+``params`` are checked against the factory's own signature first (unknown names and
+wrong types are reported before any work starts). A factory is usually the component's
+class itself. Two plugins registering the same name is an error naming both.
+
+Example (a file ``my_norm.py`` listed in a recipe's ``plugins:``)::
+
+    from gptf import hookimpl
+
+    class ScaleNorm(torch.nn.Module): ...
+
+    @hookimpl
+    def register_norms():
+        return {"scalenorm": ScaleNorm}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("gptf")
+
+Factories = dict[str, Callable[..., Any]]
+
+#: Context keyword arguments the engine passes to each kind's factory.
+CONTEXT: dict[str, tuple[str, ...]] = {
+    "tokenizer": ("vocab_size",),
+    "positional": ("n_embd", "n_head", "head_dim", "seq_len"),
+    "norm": ("dim",),
+    "attention": ("n_head", "n_kv_head", "head_dim", "seq_len"),
+    "mlp": ("dim", "hidden_dim", "bias"),
+    "optimizer": ("params", "lr"),
+    "scheduler": ("max_steps",),
+    "quantizer": (),
+    "decoding_constraint": ("tokenizer",),
+    "callback": (),
+}
+
+
+@hookspec
+def register_tokenizers() -> Factories:
+    """Tokenizers: ``factory(vocab_size) -> gptf.interfaces.Tokenizer``.
+
+    The engine either trains the tokenizer on the recipe's training texts (prompt and
+    answer, templated) and saves it to ``tokenizer.path``, or loads that file if it exists.
+    After training, ``vocab_size`` must equal the requested size.
+    """
+
+
+@hookspec
+def register_positional_encodings() -> Factories:
+    """Positional encodings: ``factory(n_embd, n_head, head_dim, seq_len) ->
+    gptf.interfaces.PositionalEncoding``.
+
+    One instance is shared by all layers. It must work for any positions below
+    ``seq_len`` and for a query block that starts at an offset (KV-cache generation).
+    """
+
+
+@hookspec
+def register_norms() -> Factories:
+    """Normalisation layers: ``factory(dim) -> nn.Module`` mapping (..., dim) -> (..., dim).
+
+    Built once per place (two per block, one final), so each has its own weights.
+    """
+
+
+@hookspec
+def register_attentions() -> Factories:
+    """Attention cores: ``factory(n_head, n_kv_head, head_dim, seq_len) ->
+    gptf.interfaces.Attention``.
+
+    Must be causal and must accept fewer query than key positions (queries are the last
+    ones). ``n_kv_head < n_head`` means grouped-query attention: each key/value head
+    serves ``n_head // n_kv_head`` query heads.
+    """
+
+
+@hookspec
+def register_mlps() -> Factories:
+    """Feed-forward blocks: ``factory(dim, hidden_dim, bias) -> nn.Module``, (B, T, dim) ->
+    (B, T, dim). ``hidden_dim`` is ``model.mlp_ratio * dim``; a component may choose its own
+    (SwiGLU uses 2/3 of it) as long as it reports its parameters honestly.
+    """
+
+
+@hookspec
+def register_optimizers() -> Factories:
+    """Optimizers: ``factory(params, lr) -> torch.optim.Optimizer``.
+
+    ``params`` are parameter groups: the first with ``weight_decay`` applied (matrices),
+    the second with ``weight_decay: 0.0`` (biases, norms). The engine sets the group
+    ``lr`` every step from the scheduler, so the optimizer must honour group ``lr``.
+    """
+
+
+@hookspec
+def register_schedulers() -> Factories:
+    """Learning-rate schedules: ``factory(max_steps) -> Callable[[int], float]``.
+
+    The callable maps an optimizer step (0-based) to a multiplier of ``training.lr``.
+    """
+
+
+@hookspec
+def register_quantizers() -> Factories:
+    """Post-training quantizers: ``factory() -> gptf.interfaces.Quantizer``, or ``None``
+    for "no quantization". Applied after training; its tensors are saved beside the model.
+    """
+
+
+@hookspec
+def register_decoding_constraints() -> Factories:
+    """Decoding constraints: ``factory(tokenizer) -> gptf.interfaces.DecodingConstraint``.
+
+    Applied in recipe order at every generation step; they may change the next-token
+    logits (ban tokens, penalise repeats) and/or stop generation (stop strings).
+    """
+
+
+@hookspec
+def register_callbacks() -> Factories:
+    """Training callbacks: ``factory() -> gptf.interfaces.Callback``.
+
+    Listed in ``training.callbacks``; called at train start, after each step, after each
+    evaluation and at the end. They may read the trainer but must not change the update.
+    """
+
+
+#: Component kind -> the hook that registers it.
+HOOK_FOR_KIND: dict[str, str] = {
+    "tokenizer": "register_tokenizers",
+    "positional": "register_positional_encodings",
+    "norm": "register_norms",
+    "attention": "register_attentions",
+    "mlp": "register_mlps",
+    "optimizer": "register_optimizers",
+    "scheduler": "register_schedulers",
+    "quantizer": "register_quantizers",
+    "decoding_constraint": "register_decoding_constraints",
+    "callback": "register_callbacks",
+}

@@ -1,0 +1,148 @@
+"""The contracts a component must meet, one small class per kind.
+
+Plugins subclass (or duck-type) these. The engine only ever talks to components
+through these methods, which is what makes every component swappable by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from gptf.generation import DecodingState
+
+SPECIAL_TOKENS = ("<bos>", "<eos>", "<pad>", "<unk>")
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """Turns text into token ids and back.
+
+    A tokenizer is built empty by its factory, then either ``train``-ed on the recipe's
+    training texts or ``load``-ed from a file. It must know the four special tokens
+    ``<bos> <eos> <pad> <unk>``.
+    """
+
+    bos_id: int
+    eos_id: int
+    pad_id: int
+    unk_id: int
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def train(self, texts: Iterable[str]) -> None: ...
+
+    def save(self, path: Path) -> None: ...
+
+    def load(self, path: Path) -> None: ...
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of ``text`` with no special tokens added."""
+        ...
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ``ids``; special tokens are skipped."""
+        ...
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw bytes one token stands for (``b""`` for special tokens)."""
+        ...
+
+
+class PositionalEncoding(nn.Module):
+    """How the model learns where each token is.
+
+    The model calls all three stages; a component overrides only the ones it needs:
+    learned/sinusoidal positions add to the embeddings (:meth:`embed`), RoPE rotates
+    queries and keys (:meth:`rotate`), ALiBi adds a bias to attention scores
+    (:meth:`score_bias`). ``positions`` are absolute token positions, shape ``(T,)``.
+    """
+
+    def embed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """``x``: token embeddings (B, T, C). Return (B, T, C)."""
+        return x
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``q``: (B, H, T, D), ``k``: (B, H_kv, T, D). Return them, possibly rotated."""
+        return q, k
+
+    def score_bias(self, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor | None:
+        """Additive bias for attention scores, (H, Tq, Tk), or None."""
+        return None
+
+
+class Attention(nn.Module):
+    """The score -> causal mask -> softmax -> weighted sum step of self-attention.
+
+    ``forward(q, k, v, bias)`` takes q (B, H, Tq, D) and k, v (B, H_kv, Tk, D) where the
+    queries are the *last* Tq of the Tk positions (so a KV cache works), and returns
+    (B, H, Tq, D). It must be causal: query i never sees a key after it. The projections
+    live in the model, so swapping attention never changes the parameter count.
+    """
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Quantizer(Protocol):
+    """Turns a trained fp32 model into a smaller/faster one for inference."""
+
+    def quantize(self, model: nn.Module) -> nn.Module:
+        """Return a quantized copy of ``model`` (``model`` itself is left untouched)."""
+        ...
+
+    def state_tensors(self, quantized: nn.Module) -> dict[str, torch.Tensor]:
+        """Plain tensors that describe the quantized model, for a safetensors file."""
+        ...
+
+    def load(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> nn.Module:
+        """Rebuild the quantized model from an fp32 skeleton and :meth:`state_tensors`."""
+        ...
+
+
+class DecodingConstraint:
+    """A rule applied at every generation step.
+
+    :meth:`adjust_logits` may change the next-token scores (ban or favour tokens);
+    :meth:`should_stop` may end generation. Both see the :class:`DecodingState`.
+    """
+
+    def adjust_logits(self, logits: torch.Tensor, state: DecodingState) -> torch.Tensor:
+        """``logits``: (V,) scores for the next token. Return adjusted scores."""
+        return logits
+
+    def should_stop(self, state: DecodingState) -> bool:
+        """Return True to end generation after the token just added."""
+        return False
+
+
+class Callback:
+    """Hooks into the training loop. Override only what you need.
+
+    ``trainer`` is the running :class:`gptf.trainer.Trainer`; ``metrics`` is the dict
+    that is also written to ``metrics.jsonl``.
+    """
+
+    def on_train_start(self, trainer: Any) -> None:
+        """Called once, after the model is built and before the first step."""
+
+    def on_step_end(self, trainer: Any, metrics: dict[str, Any]) -> None:
+        """Called after every optimizer step."""
+
+    def on_eval(self, trainer: Any, metrics: dict[str, Any]) -> None:
+        """Called after every evaluation."""
+
+    def on_train_end(self, trainer: Any) -> None:
+        """Called once, after the last step (also after an interrupt)."""

@@ -1,0 +1,161 @@
+"""The GPT itself: a decoder-only Transformer, readable top to bottom.
+
+    token ids ─▶ embedding ─▶ [Block] × n_layer ─▶ final norm ─▶ output layer ─▶ logits
+
+    Block:  x = x + Attention(Norm(x))      look at earlier tokens
+            x = x + MLP(Norm(x))            think about each token on its own
+
+The swappable parts (positional encoding, norm, attention core, MLP) arrive already
+built, as arguments; this file never names a concrete one. The shapes in comments use
+B = batch, T = time (tokens), C = channels (n_embd), H = heads, D = head size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import attrs
+import torch
+from torch import nn
+
+from gptf.interfaces import PositionalEncoding
+from gptf.kv_cache import KVCache
+
+
+@attrs.frozen
+class GPTConfig:
+    vocab_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    seq_len: int
+    n_kv_head: int
+    mlp_ratio: int = 4
+    bias: bool = True
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+    init_std: float = 0.02
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+@attrs.frozen
+class GPTParts:
+    """Factories for the swappable parts; each call builds a fresh module."""
+
+    positional: PositionalEncoding
+    make_norm: Callable[[], nn.Module]
+    make_attention: Callable[[], nn.Module]
+    make_mlp: Callable[[], nn.Module]
+
+
+class SelfAttention(nn.Module):
+    """Project to queries, keys and values; position them; attend; project back."""
+
+    def __init__(self, config: GPTConfig, attention: nn.Module) -> None:
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
+        kv_dim = config.n_kv_head * config.head_dim
+        self.qkv = nn.Linear(config.n_embd, config.n_embd + 2 * kv_dim, bias=config.bias)
+        self.attention = attention
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        positional: PositionalEncoding,
+        positions: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        B, T, C = x.shape
+        kv_dim = self.n_kv_head * self.head_dim
+        q, k, v = self.qkv(x).split([C, kv_dim, kv_dim], dim=-1)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, H_kv, T, D)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k = positional.rotate(q, k, positions)
+        if cache is not None:  # append this step's keys/values, attend over all so far
+            k, v = cache.update(layer, k, v)
+        key_positions = torch.arange(k.size(-2), device=x.device)
+        bias = positional.score_bias(positions, key_positions)
+        y = self.attention(q, k, v, bias)  # (B, H, T, D)
+        y = y.transpose(1, 2).reshape(B, T, C)  # heads side by side again
+        return self.dropout(self.proj(y))
+
+
+class Block(nn.Module):
+    """One Transformer layer (pre-norm, as in GPT-2 and LLaMA)."""
+
+    def __init__(self, config: GPTConfig, parts: GPTParts) -> None:
+        super().__init__()
+        self.norm1 = parts.make_norm()
+        self.attn = SelfAttention(config, parts.make_attention())
+        self.norm2 = parts.make_norm()
+        self.mlp = parts.make_mlp()
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        positional: PositionalEncoding,
+        positions: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), positional, positions, cache, layer)  # residual
+        x = x + self.dropout(self.mlp(self.norm2(x)))  # residual
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig, parts: GPTParts) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.n_embd)
+        self.positional = parts.positional
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, parts) for _ in range(config.n_layer))
+        self.norm = parts.make_norm()
+        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            # Weight sharing: the output layer scores each token by how well the final
+            # hidden state matches that token's embedding. Saves V x C parameters.
+            self.head.weight = self.embed.weight
+        self.apply(self._init_weights)
+        # Residual projections start smaller, so the sum of n_layer residuals stays ~unit size.
+        for name, param in self.named_parameters():
+            if name.endswith(("attn.proj.weight", "mlp.down.weight")):
+                nn.init.normal_(param, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Small random weights (N(0, 0.02)): with N(0, 1) embeddings, as in the original
+        release, the first loss is ~14 instead of ~ln(V) = 6.7."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """``ids``: (B, T) token ids -> logits (B, T, V). With a ``cache``, ``ids`` are the
+        new tokens only and their positions continue after the cached ones."""
+        T = ids.shape[1]
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.seq_len:
+            raise ValueError(f"sequence of {start + T} tokens is longer than seq_len={self.config.seq_len}")
+        positions = torch.arange(start, start + T, device=ids.device)  # (T,)
+        x = self.embed(ids)  # (B, T, C)
+        x = self.dropout(self.positional.embed(x, positions))
+        for layer, block in enumerate(self.blocks):
+            x = block(x, self.positional, positions, cache, layer)
+        if cache is not None:
+            cache.advance(T)
+        return self.head(self.norm(x))  # (B, T, V)
+
+    def num_parameters(self) -> int:
+        """Trainable parameters, each shared tensor counted once."""
+        return sum(p.numel() for p in self.parameters())

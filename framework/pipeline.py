@@ -1,0 +1,366 @@
+"""The whole job behind ``gptf run``: tokenizer -> data -> model -> train -> save ->
+quantize -> demo answers; and loading a finished run back for ``gptf generate``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from gptf import __version__
+from gptf.builder import (
+    build_callbacks,
+    build_constraints,
+    build_model,
+    build_optimizer,
+    build_quantizer,
+    build_scheduler,
+    component_slots,
+    count_parameters,
+    is_reference_architecture,
+    new_tokenizer,
+    open_registry,
+    reference_parameter_count,
+    registry_for,
+)
+from gptf.data import TokenizedSplit, read_jsonl, tokenize_split, training_texts
+from gptf.errors import CheckpointError, GptfError
+from gptf.generation import Generation, Generator, SamplingSettings
+from gptf.interfaces import Tokenizer
+from gptf.model import GPT
+from gptf.recipe import ComponentSpec, LoadedRecipe, Recipe, recipe_from_dict, recipe_to_dict
+from gptf.registry import Registry
+from gptf.run_dir import (
+    RunFiles,
+    append_jsonl,
+    atomic_write,
+    file_sha256,
+    load_tensors,
+    load_weights,
+    save_tensors,
+    save_weights,
+    write_json,
+    write_yaml,
+)
+from gptf.trainer import Trainer
+
+
+def prepare_tokenizer(recipe: Recipe, registry: Registry, train_samples: list, console: Console) -> Tokenizer:
+    """Load ``tokenizer.path`` if it exists (and ``rebuild`` is off), else train and save it."""
+    cfg = recipe.tokenizer
+    tokenizer = new_tokenizer(recipe, registry)
+    path = Path(cfg.path)
+    if path.is_file() and not cfg.rebuild:
+        try:
+            tokenizer.load(path)
+        except Exception as exc:
+            raise GptfError(
+                f"cannot load tokenizer {path}: {exc}", hint="set tokenizer.rebuild=true to retrain it"
+            ) from exc
+        if tokenizer.vocab_size != cfg.vocab_size:
+            raise GptfError(
+                f"tokenizer {path} has {tokenizer.vocab_size} tokens but tokenizer.vocab_size is {cfg.vocab_size}",
+                hint="set tokenizer.rebuild=true to retrain it, or point tokenizer.path elsewhere",
+            )
+        console.print(f"tokenizer: loaded {path} ({tokenizer.vocab_size} tokens)", highlight=False)
+        return tokenizer
+    started = time.perf_counter()
+    tokenizer.train(training_texts(train_samples))
+    atomic_write(path, lambda tmp: tokenizer.save(tmp))
+    console.print(
+        f"tokenizer: trained {cfg.type.name} on {len(train_samples)} samples in "
+        f"{time.perf_counter() - started:.1f}s -> {path} ({tokenizer.vocab_size} tokens)",
+        highlight=False,
+    )
+    if tokenizer.vocab_size != cfg.vocab_size:
+        console.print(f"[yellow]note: the data only supports {tokenizer.vocab_size} tokens, not {cfg.vocab_size}[/]")
+    return tokenizer
+
+
+def components_table(recipe: Recipe, registry: Registry, title: str = "components") -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("slot", "component", "plugin", "parameters"):
+        table.add_column(column)
+    for slot in component_slots(recipe):
+        info = registry.components[slot.kind][slot.spec.name]
+        params = ", ".join(f"{k}={v}" for k, v in slot.spec.params.items()) or "-"
+        table.add_row(slot.key, slot.spec.name, info.plugin, params)
+    return table
+
+
+def parameter_lines(recipe: Recipe, model: GPT) -> list[str]:
+    total = count_parameters(model)
+    lines = [f"parameters: {total:,}"]
+    if is_reference_architecture(recipe):
+        m, v = recipe.model, model.config.vocab_size
+        expected = reference_parameter_count(v, m.n_embd, m.n_layer)
+        lines.append(
+            f"  = V·d + L·(12d² + 11d) + d with V={v}, d={m.n_embd}, L={m.n_layer}: "
+            f"{v}·{m.n_embd} + {m.n_layer}·(12·{m.n_embd}² + 11·{m.n_embd}) + {m.n_embd} = {expected:,}"
+        )
+    return lines
+
+
+def banner(loaded: LoadedRecipe, registry: Registry, model: GPT, console: Console) -> None:
+    chain = " -> ".join(str(p.name) for p in loaded.chain)
+    console.rule(f"[bold]gptf {__version__}[/]  recipe {loaded.recipe.name}")
+    console.print(f"recipe chain: {chain}", highlight=False)
+    console.print(components_table(loaded.recipe, registry))
+    m = loaded.recipe.model
+    console.print(
+        f"model: {m.n_layer} layers, {m.n_head} heads, d={m.n_embd}, seq_len={m.seq_len}, "
+        f"vocab={model.config.vocab_size}",
+        highlight=False,
+    )
+    for line in parameter_lines(loaded.recipe, model):
+        console.print(line, highlight=False)
+
+
+def saved_recipe(loaded: LoadedRecipe) -> dict[str, Any]:
+    """The resolved recipe, with plugin files made absolute so the run can be reloaded."""
+    data = recipe_to_dict(loaded.recipe)
+    data["plugins"] = [
+        str((loaded.base_dir / p).resolve()) if p.endswith(".py") or "/" in p else p for p in loaded.recipe.plugins
+    ]
+    return data
+
+
+def set_threads(threads: int | None) -> int:
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+@attrs.define
+class RunResult:
+    run_dir: Path
+    seconds: float
+    train_loss: float | None
+    val_loss: float | None
+    answers: list[Generation]
+
+
+def run_recipe(loaded: LoadedRecipe, console: Console) -> RunResult:
+    """Everything ``gptf run`` does."""
+    started = time.perf_counter()
+    recipe = loaded.recipe
+    registry = registry_for(loaded)
+    train_samples = read_jsonl(recipe.data.train)
+    val_samples = read_jsonl(recipe.data.val) if recipe.data.val else None
+    tokenizer = prepare_tokenizer(recipe, registry, train_samples, console)
+    seq_len = recipe.model.seq_len
+    train = tokenize_split(train_samples, tokenizer, seq_len, truncate=recipe.data.truncate, source=recipe.data.train)
+    val = (
+        tokenize_split(val_samples, tokenizer, seq_len, truncate=recipe.data.truncate, source=recipe.data.val or "")
+        if val_samples
+        else None
+    )
+    report_split(console, "train", recipe.data.train, train)
+    if val is not None:
+        report_split(console, "val", recipe.data.val or "", val)
+    threads = set_threads(recipe.training.threads)
+    torch.manual_seed(recipe.training.seed)
+    model = build_model(recipe, registry, tokenizer.vocab_size)
+    banner(loaded, registry, model, console)
+    t = recipe.training
+    console.print(
+        f"training: {t.max_steps} steps, batch {t.batch_size} = {t.batch_size // t.micro_batch} x micro-batch "
+        f"{t.micro_batch}, lr {t.lr:g}, {t.precision}, {threads} threads" + (", torch.compile" if t.compile else ""),
+        highlight=False,
+    )
+
+    files = RunFiles(recipe.run_dir)
+    files.root.mkdir(parents=True, exist_ok=True)
+    files.metrics.unlink(missing_ok=True)
+    trainer = Trainer(
+        config=t,
+        model=model,
+        train=train,
+        val=val,
+        pad_id=tokenizer.pad_id,
+        optimizer=build_optimizer(recipe, registry, model),
+        schedule=build_scheduler(recipe, registry),
+        callbacks=build_callbacks(recipe, registry),
+        log=lambda record: append_jsonl(files.metrics, record),
+    )
+    from gptf.progress import TrainingProgress
+
+    with TrainingProgress(console, t.max_steps) as progress:
+        state = trainer.fit(on_step=lambda metrics: progress.update(metrics, t.log_interval))
+    train_seconds = trainer.state.elapsed_s
+
+    write_yaml(files.recipe, saved_recipe(loaded))
+    atomic_write(files.tokenizer, lambda tmp: tokenizer.save(tmp))
+    save_weights(model, files.weights)
+    quantizer = build_quantizer(recipe, registry)
+    quantized_note = "none (quantizer: none)"
+    if quantizer is not None:
+        quantized = quantizer.quantize(model)
+        save_tensors(quantizer.state_tensors(quantized), files.quantized)
+        size_fp32, size_int8 = files.weights.stat().st_size, files.quantized.stat().st_size
+        quantized_note = f"{files.quantized} ({size_int8 / 1e6:.1f} MB vs {size_fp32 / 1e6:.1f} MB fp32)"
+    else:
+        files.quantized.unlink(missing_ok=True)
+
+    answers = []
+    if recipe.demo_prompts:
+        generator = Generator(model, tokenizer, build_constraints(recipe.generation.constraints, registry, tokenizer))
+        settings = sampling_settings(recipe)
+        console.rule("demo answers")
+        for prompt in recipe.demo_prompts:
+            answer = generator.generate(prompt, settings, seed=recipe.training.seed)
+            answers.append(answer)
+            console.print(f"[bold]用户:[/] {prompt}\n[bold]回答:[/] {answer.text}")
+    write_json(
+        files.info,
+        run_record(loaded, registry, tokenizer, model, state, train, val, train_seconds, answers),
+    )
+    total = time.perf_counter() - started
+    example = (recipe.demo_prompts or ["什么是注意力机制？"])[0]
+    console.rule("summary")
+    console.print(
+        f"steps {state.step}  train time {train_seconds:.1f}s  total {total:.1f}s\n"
+        f"final train loss {_fmt(state.train_loss)}  final val loss {_fmt(state.val_loss)}\n"
+        f"run directory   {files.root}\n"
+        f"weights         {files.weights}\n"
+        f"quantized       {quantized_note}\n"
+        f"metrics         {files.metrics}\n"
+        f'ask it:         gptf generate --ckpt {files.root} --prompt "{example}"',
+        highlight=False,
+    )
+    return RunResult(files.root, total, state.train_loss, state.val_loss, answers)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def report_split(console: Console, label: str, path: str, split: TokenizedSplit) -> None:
+    lengths = split.lengths
+    note = ""
+    if split.truncated:
+        note += f", {split.truncated} truncated to seq_len"
+    if split.dropped:
+        note += f", {split.dropped} dropped (prompt fills seq_len)"
+    console.print(
+        f"data {label}: {path}: {len(split)} samples, {split.answer_tokens:,} answer tokens, "
+        f"length mean {sum(lengths) / len(lengths):.1f} max {max(lengths)}{note}",
+        highlight=False,
+    )
+
+
+def run_record(
+    loaded: LoadedRecipe,
+    registry: Registry,
+    tokenizer: Tokenizer,
+    model: GPT,
+    state: Any,
+    train: TokenizedSplit,
+    val: TokenizedSplit | None,
+    train_seconds: float,
+    answers: list[Generation],
+) -> dict[str, Any]:
+    recipe = loaded.recipe
+    data_files = [p for p in (recipe.data.train, recipe.data.val) if p]
+    return {
+        "gptf_version": __version__,
+        "torch_version": torch.__version__,
+        "recipe_chain": [str(p) for p in loaded.chain],
+        "parameters": count_parameters(model),
+        "steps": state.step,
+        "train_seconds": round(train_seconds, 2),
+        "final_train_loss": state.train_loss,
+        "final_val_loss": state.val_loss,
+        "best_val_loss": state.best_val_loss,
+        "tokens_seen": state.tokens_seen,
+        "samples": {"train": len(train), "val": len(val) if val else 0, "truncated": train.truncated},
+        "tokenizer": {"vocab_size": tokenizer.vocab_size, "sha256": file_sha256(RunFiles(recipe.run_dir).tokenizer)},
+        "data": {p: file_sha256(Path(p)) for p in data_files},
+        "plugins": [
+            {"name": i.name, "origin": i.origin, "location": i.location, "version": i.version}
+            for i in registry.plugins
+            if i.ok
+        ],
+        "components": {s.key: registry.components[s.kind][s.spec.name].plugin for s in component_slots(recipe)},
+        "demo": [{"prompt": a.prompt, "answer": a.text} for a in answers],
+    }
+
+
+def sampling_settings(recipe: Recipe, **overrides: Any) -> SamplingSettings:
+    g = recipe.generation
+    values = {"max_new_tokens": g.max_new_tokens, "temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return SamplingSettings(**values)
+
+
+@attrs.define
+class LoadedRun:
+    """A finished run, rebuilt from its directory."""
+
+    files: RunFiles
+    recipe: Recipe
+    registry: Registry
+    tokenizer: Tokenizer
+    model: torch.nn.Module
+    quantized: bool
+    info: dict[str, Any]
+
+    def generator(
+        self,
+        *,
+        repetition_penalty: float | None = None,
+        stops: list[str] | None = None,
+        use_cache: bool = True,
+    ) -> Generator:
+        specs = with_decoding_overrides(self.recipe.generation.constraints, repetition_penalty, stops)
+        constraints = build_constraints(specs, self.registry, self.tokenizer)
+        return Generator(self.model, self.tokenizer, constraints, use_cache=use_cache)
+
+
+def with_decoding_overrides(
+    specs: list[ComponentSpec], repetition_penalty: float | None, stops: list[str] | None
+) -> list[ComponentSpec]:
+    """Apply ``--repetition-penalty`` / ``--stop`` to the recipe's constraint list."""
+    specs = list(specs)
+    if repetition_penalty is not None:
+        specs = [s for s in specs if s.name != "repetition_penalty"]
+        specs.append(ComponentSpec("repetition_penalty", {"penalty": repetition_penalty}))
+    if stops:
+        existing = next((s for s in specs if s.name == "stop_strings"), None)
+        merged = list(existing.params.get("stops", [])) if existing else []
+        specs = [s for s in specs if s.name != "stop_strings"]
+        specs.append(ComponentSpec("stop_strings", {"stops": merged + [s for s in stops if s not in merged]}))
+    return specs
+
+
+def load_run(path: str | Path, *, quantized: bool = False) -> LoadedRun:
+    files = RunFiles(Path(path))
+    files.require()
+    from gptf.recipe import read_recipe_file
+
+    data = read_recipe_file(files.recipe)
+    recipe = recipe_from_dict(data, str(files.recipe))
+    registry = open_registry(recipe.plugins, files.root)
+    tokenizer = new_tokenizer(recipe, registry)
+    try:
+        tokenizer.load(files.tokenizer)
+    except Exception as exc:
+        raise CheckpointError(f"{files.tokenizer}: cannot load the tokenizer ({exc})") from exc
+    model = build_model(recipe, registry, tokenizer.vocab_size)
+    load_weights(model, files.weights)
+    model.eval()
+    if quantized:
+        quantizer = build_quantizer(recipe, registry)
+        if quantizer is None:
+            raise CheckpointError(f"{files.root} was trained with quantizer: none, so it has no int8 weights")
+        tensors = load_tensors(files.quantized)
+        try:
+            model = quantizer.load(model, tensors)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{files.quantized}: does not match the model ({exc})") from exc
+    return LoadedRun(files, recipe, registry, tokenizer, model, quantized, files.read_info())

@@ -1,0 +1,183 @@
+"""The registry: every component by kind and name, and which plugin provided it.
+
+The core never imports a concrete component; it asks the registry by name.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from gptf.errors import PluginError, RecipeError, choices_text, did_you_mean
+from gptf.hookspecs import CONTEXT, HOOK_FOR_KIND
+from gptf.plugin_loader import LoadedPlugins, PluginInfo
+
+
+@attrs.define
+class ComponentInfo:
+    """One registered component."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    plugin: str
+
+    def parameters(self) -> dict[str, inspect.Parameter]:
+        """The recipe parameters the factory accepts (context arguments excluded)."""
+        try:
+            signature = inspect.signature(self.factory)
+        except (TypeError, ValueError):
+            return {}
+        return {
+            name: p
+            for name, p in signature.parameters.items()
+            if name not in CONTEXT[self.kind]
+            and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        }
+
+    def accepts_any(self) -> bool:
+        try:
+            signature = inspect.signature(self.factory)
+        except (TypeError, ValueError):
+            return True
+        return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+
+
+class Registry:
+    """Components by kind and name, filled by calling each plugin's hooks one by one."""
+
+    def __init__(self, loaded: LoadedPlugins) -> None:
+        self.plugins: list[PluginInfo] = loaded.infos
+        self.components: dict[str, dict[str, ComponentInfo]] = {kind: {} for kind in HOOK_FOR_KIND}
+        manager = loaded.manager
+        for kind, hook_name in HOOK_FOR_KIND.items():
+            for impl in getattr(manager.hook, hook_name).get_hookimpls():
+                try:
+                    provided = impl.function()
+                except Exception as exc:
+                    raise PluginError(
+                        f"plugin '{impl.plugin_name}' failed in {hook_name}(): {type(exc).__name__}: {exc}"
+                    ) from exc
+                if not isinstance(provided, Mapping):
+                    raise PluginError(
+                        f"plugin '{impl.plugin_name}': {hook_name}() must return a dict "
+                        f"{{name: factory}}, got {type(provided).__name__}"
+                    )
+                for name, factory in provided.items():
+                    self._add(ComponentInfo(kind, str(name), factory, impl.plugin_name))
+
+    def _add(self, info: ComponentInfo) -> None:
+        existing = self.components[info.kind].get(info.name)
+        if existing is not None and existing.factory is not info.factory:
+            raise PluginError(
+                f"two plugins register the {info.kind} '{info.name}': "
+                f"'{existing.plugin}' and '{info.plugin}'; rename one of them"
+            )
+        if not callable(info.factory):
+            raise PluginError(
+                f"plugin '{info.plugin}' registered {info.kind} '{info.name}' with a factory that is not callable"
+            )
+        self.components[info.kind][info.name] = info
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.components[kind])
+
+    def get(self, kind: str, name: str, where: str = "") -> ComponentInfo:
+        found = self.components[kind].get(name)
+        if found is None:
+            raise RecipeError(where or kind, [self.unknown_message(kind, name, where)])
+        return found
+
+    def unknown_message(self, kind: str, name: str, where: str) -> str:
+        label = kind.replace("_", " ")
+        return (
+            f"{where}: unknown {label} '{name}'{did_you_mean(name, self.components[kind])}; "
+            f"valid choices: {choices_text(self.components[kind])}"
+        )
+
+    def check(self, kind: str, name: str, params: Mapping[str, Any], where: str) -> list[str]:
+        """Problems with selecting ``name`` with ``params`` at recipe key ``where``."""
+        info = self.components[kind].get(name)
+        if info is None:
+            return [self.unknown_message(kind, name, where)]
+        accepted = info.parameters()
+        problems = []
+        for key, value in params.items():
+            if key in CONTEXT[kind]:
+                problems.append(f"{where}.{key}: is set by the engine, not the recipe")
+            elif key not in accepted:
+                if not info.accepts_any():
+                    valid = ", ".join(accepted) or "none"
+                    problems.append(
+                        f"{where}.{key}: {kind.replace('_', ' ')} '{name}' has no parameter "
+                        f"'{key}'{did_you_mean(key, accepted)}; it accepts: {valid}"
+                    )
+            else:
+                problem = _type_problem(value, _annotation(info.factory, key))
+                if problem:
+                    problems.append(f"{where}.{key}: {problem}")
+        for pname, p in accepted.items():
+            if p.default is inspect.Parameter.empty and pname not in params:
+                problems.append(f"{where}.{pname}: required by {kind} '{name}' but not given")
+        return problems
+
+    def build(self, kind: str, name: str, params: Mapping[str, Any], where: str, /, **context: Any) -> Any:
+        """Create a component; a failure names the plugin and the component."""
+        problems = self.check(kind, name, params, where)
+        if problems:
+            raise RecipeError(where, problems)
+        info = self.components[kind][name]
+        try:
+            return info.factory(**context, **params)
+        except Exception as exc:
+            raise PluginError(
+                f"{kind} '{name}' (from plugin '{info.plugin}') failed to build at {where}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def _annotation(factory: Callable[..., Any], name: str) -> Any:
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:
+        return Any
+    return hints.get(name, Any)
+
+
+def _type_problem(value: Any, annotation: Any) -> str | None:
+    """A short message if ``value`` (from YAML) does not fit ``annotation``, else None."""
+    if _fits(value, annotation):
+        return None
+    shown = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+    return f"expected {shown}, got {type(value).__name__} {value!r}"
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    if annotation is Any or annotation is inspect.Parameter.empty:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, typing.Sequence) or annotation in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = typing.get_args(annotation)
+        return not args or all(_fits(v, args[0]) for v in value)
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    return True

@@ -1,0 +1,176 @@
+"""The training loop: next-token prediction on the answer tokens, with AdamW.
+
+One optimizer step =
+    1. take the next ``batch_size`` samples of the seeded data stream;
+    2. split them into micro-batches (gradient accumulation) and, for each one,
+       forward -> cross-entropy on the answer tokens -> backward (gradients add up);
+    3. clip the gradient norm, set the learning rate from the schedule, update.
+
+The loss of every micro-batch is divided by the answer-token count of the *whole*
+batch, so the accumulated gradient is exactly the gradient of the full batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import torch
+import torch.nn.functional as F
+
+from gptf.data import IGNORE, TokenizedSplit, micro_batches, pad_batch, sample_stream
+from gptf.errors import TrainingStopped
+from gptf.interfaces import Callback
+from gptf.model import GPT
+from gptf.recipe import TrainingConfig
+
+
+@attrs.define
+class TrainState:
+    """Everything that changes while training (and so must be saved to resume)."""
+
+    step: int = 0
+    train_loss: float | None = None
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+    tokens_seen: int = 0
+    elapsed_s: float = 0.0
+
+
+class Trainer:
+    def __init__(
+        self,
+        *,
+        config: TrainingConfig,
+        model: GPT,
+        train: TokenizedSplit,
+        val: TokenizedSplit | None,
+        pad_id: int,
+        optimizer: torch.optim.Optimizer,
+        schedule: Callable[[int], float],
+        callbacks: Sequence[Callback] = (),
+        log: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.model = model
+        self.train_split = train
+        self.val_split = val
+        self.pad_id = pad_id
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.callbacks = list(callbacks)
+        self.log = log or (lambda record: None)
+        self.state = TrainState()
+        self.stop_requested = False  # set from a signal handler: stop after this step
+        self._forward = torch.compile(model) if config.compile else model
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.config.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def loss_sum(self, x: torch.Tensor, y: torch.Tensor, forward: Callable | None = None) -> torch.Tensor:
+        """Summed cross-entropy over the answer tokens of one padded batch."""
+        with self.autocast():
+            logits = (forward or self._forward)(x)  # (B, T, V)
+        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step; returns its metrics."""
+        cfg, step = self.config, self.state.step
+        started = time.perf_counter()
+        lr = cfg.lr * self.schedule(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        indices = sample_stream(len(self.train_split), cfg.seed, step * cfg.batch_size, cfg.batch_size)
+        batches = micro_batches(self.train_split, indices, cfg.micro_batch, self.pad_id)
+        answer_tokens = sum(int((y != IGNORE).sum()) for _, y in batches)
+        real_tokens = sum(len(self.train_split.inputs[i]) for i in indices)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for x, y in batches:
+            loss = self.loss_sum(x, y) / answer_tokens
+            loss.backward()
+            total += loss.item()
+        if not math.isfinite(total):
+            raise TrainingStopped(
+                f"training stopped at step {step + 1}: the loss is {total} (not a finite number)",
+                hint="lower training.lr, or check the data; the last saved checkpoint is kept",
+            )
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        if not math.isfinite(grad_norm):
+            raise TrainingStopped(
+                f"training stopped at step {step + 1}: the gradient norm is {grad_norm}",
+                hint="lower training.lr or turn on training.grad_clip; the last saved checkpoint is kept",
+            )
+        self.optimizer.step()
+        seconds = time.perf_counter() - started
+        self.state.step = step + 1
+        self.state.train_loss = total
+        self.state.tokens_seen += real_tokens
+        self.state.elapsed_s += seconds
+        return {
+            "step": self.state.step,
+            "loss": total,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens_per_s": real_tokens / seconds if seconds > 0 else 0.0,
+            "elapsed_s": self.state.elapsed_s,
+        }
+
+    @torch.no_grad()
+    def evaluate(self, split: TokenizedSplit | None = None, batch_size: int = 32) -> float | None:
+        """Mean cross-entropy per answer token over a whole split (default: val)."""
+        split = split if split is not None else self.val_split
+        if split is None:
+            return None
+        self.model.eval()
+        order = sorted(range(len(split)), key=lambda i: len(split.inputs[i]))
+        total, count = 0.0, 0
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            x, y = pad_batch([split.inputs[i] for i in chunk], [split.targets[i] for i in chunk], self.pad_id)
+            total += float(self.loss_sum(x, y, forward=self.model))
+            count += int((y != IGNORE).sum())
+        self.model.train()
+        return total / max(count, 1)
+
+    def _eval_and_report(self) -> None:
+        started = time.perf_counter()
+        val = self.evaluate()
+        self.state.val_loss = val
+        if val is not None and (self.state.best_val_loss is None or val < self.state.best_val_loss):
+            self.state.best_val_loss = val
+        record = {"step": self.state.step, "val_loss": val, "eval_s": time.perf_counter() - started}
+        self.log(record)
+        for callback in self.callbacks:
+            callback.on_eval(self, record)
+
+    def fit(self, on_step: Callable[[dict[str, Any]], None] | None = None) -> TrainState:
+        """Train until ``max_steps`` (or a requested stop); evaluate every ``eval_interval``."""
+        cfg = self.config
+        for callback in self.callbacks:
+            callback.on_train_start(self)
+        try:
+            while self.state.step < cfg.max_steps and not self.stop_requested:
+                metrics = self.train_step()
+                if self.state.step % cfg.log_interval == 0 or self.state.step == cfg.max_steps:
+                    self.log(metrics)
+                last = self.state.step == cfg.max_steps
+                if self.state.step % cfg.eval_interval == 0 or last:
+                    self._eval_and_report()
+                    metrics = {**metrics, "val_loss": self.state.val_loss}
+                for callback in self.callbacks:
+                    callback.on_step_end(self, metrics)
+                if on_step is not None:
+                    on_step(metrics)
+        finally:
+            for callback in self.callbacks:
+                callback.on_train_end(self)
+        return self.state

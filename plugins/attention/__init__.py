@@ -1,0 +1,1 @@
+"""Attention cores: scores, causal mask, softmax, weighted sum."""

@@ -1,0 +1,1 @@
+"""Decoding constraints applied at every generation step."""

@@ -1,0 +1,1 @@
+"""Positional encodings: how the model knows where each token is."""
