@@ -184,21 +184,22 @@ def read_recipe_file(path: Path) -> dict[str, Any]:
 # ------------------------------------------------------------- merging & overrides
 
 
-def deep_merge(base: Any, override: Any) -> Any:
+def deep_merge(base: Any, override: Any, *, top: bool = True) -> Any:
     """Merge ``override`` into ``base`` (neither is modified).
 
     Mappings merge key by key. A component given by a different name replaces the old
-    one entirely, so no stale parameters survive a swap (``rope`` -> ``learned``).
+    one entirely, so no stale parameters survive a swap (``rope`` -> ``learned``). The
+    recipe's own top-level ``name`` is not a component, so ``top`` exempts it.
     """
     if isinstance(base, str) and isinstance(override, dict) and "name" not in override:
         base = {"name": base}  # parameters for a component given by bare name
     if not (isinstance(base, dict) and isinstance(override, dict)):
         return copy.deepcopy(override)
-    if "name" in base and "name" in override and base["name"] != override["name"]:
+    if not top and "name" in base and "name" in override and base["name"] != override["name"]:
         return copy.deepcopy(override)
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        merged[key] = deep_merge(merged[key], value) if key in merged else copy.deepcopy(value)
+        merged[key] = deep_merge(merged[key], value, top=False) if key in merged else copy.deepcopy(value)
     return merged
 
 

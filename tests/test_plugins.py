@@ -1,0 +1,90 @@
+"""Student plugins: a local file named in a recipe, and an installed entry-point plugin."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from conftest import TINY_RECIPE, run_gptf
+
+SCALE_NORM = textwrap.dedent(
+    '''
+    """ScaleNorm: one learned number instead of a vector of gains."""
+    import torch
+    from gptf import hookimpl
+
+
+    class ScaleNorm(torch.nn.Module):
+        def __init__(self, dim: int, eps: float = 1e-5):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.tensor(dim ** 0.5))
+            self.eps = eps
+
+        def forward(self, x):
+            return self.scale * x / x.norm(dim=-1, keepdim=True).clamp(min=self.eps)
+
+
+    @hookimpl
+    def register_norms():
+        return {"scalenorm": ScaleNorm}
+    '''
+)
+
+
+def write_recipe(folder: Path, extra: str) -> Path:
+    recipe = folder / "student.yaml"
+    recipe.write_text(f"extends: {TINY_RECIPE}\nname: student\noutput_dir: checkpoints/student\n{extra}")
+    return recipe
+
+
+def test_local_file_plugin_trains(workdir: Path) -> None:
+    (workdir / "my_norm.py").write_text(SCALE_NORM)
+    recipe = write_recipe(workdir, "plugins: [./my_norm.py]\nmodel: {norm: scalenorm}\ntraining: {max_steps: 2}\n")
+    result = run_gptf(["run", str(recipe)], workdir)
+    assert result.returncode == 0, result.stderr
+    assert "scalenorm" in result.stdout and "my_norm" in result.stdout
+    listed = run_gptf(["plugins", "--recipe", str(recipe)], workdir)
+    assert "norm: scalenorm" in listed.stdout
+    # the run directory remembers the plugin file, so generate rebuilds the same model
+    answer = run_gptf(["generate", "--ckpt", "checkpoints/student", "--prompt", "你是谁"], workdir)
+    assert answer.returncode == 0, answer.stderr
+
+
+def test_entry_point_plugin_needs_no_plugins_line(workdir: Path) -> None:
+    site = workdir / "site"
+    (site / "gptf_scalenorm").mkdir(parents=True)
+    (site / "gptf_scalenorm" / "__init__.py").write_text(SCALE_NORM)
+    dist = site / "gptf_scalenorm-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: gptf-scalenorm\nVersion: 0.1.0\n")
+    (dist / "entry_points.txt").write_text("[gptf]\nscalenorm = gptf_scalenorm\n")
+    recipe = write_recipe(workdir, "model: {norm: scalenorm}\ntraining: {max_steps: 2}\n")
+    import os
+
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = f"{site}{os.pathsep}{env_path}"
+    try:
+        listed = run_gptf(["plugins"], workdir)
+        result = run_gptf(["run", str(recipe)], workdir)
+    finally:
+        os.environ["PYTHONPATH"] = env_path
+    assert "gptf-scalenorm" in listed.stdout and "0.1.0" in listed.stdout
+    assert result.returncode == 0, result.stderr
+    assert "scalenorm" in result.stdout
+
+
+def test_duplicate_component_names_both_plugins(workdir: Path) -> None:
+    (workdir / "a_norm.py").write_text(SCALE_NORM)
+    (workdir / "b_norm.py").write_text(SCALE_NORM)
+    recipe = write_recipe(workdir, "plugins: [./a_norm.py, ./b_norm.py]\nmodel: {norm: scalenorm}\n")
+    result = run_gptf(["run", str(recipe)], workdir)
+    assert result.returncode == 2
+    assert "a_norm" in result.stderr and "b_norm" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_plugin_with_misspelt_hook_is_explained(workdir: Path) -> None:
+    (workdir / "typo.py").write_text(SCALE_NORM.replace("def register_norms", "def register_norm"))
+    recipe = write_recipe(workdir, "plugins: [./typo.py]\n")
+    result = run_gptf(["run", str(recipe)], workdir)
+    assert result.returncode == 2
+    assert "unknown hook 'register_norm'" in result.stderr and "did you mean 'register_norms'" in result.stderr
