@@ -192,6 +192,47 @@ def plugins(
         err_console.print(f"[yellow]{len(failed)} plugin(s) failed to load and were skipped[/]")
 
 
+@data_app.command("check")
+@friendly_errors
+def data_check(
+    files: Annotated[list[Path], typer.Argument(help="JSONL files, e.g. data/train.jsonl data/val.jsonl")],
+    recipe: Annotated[
+        Path | None, typer.Option(help="Recipe whose tokenizer and seq_len are used [default: recipes/teacher_3m.yaml]")
+    ] = None,
+) -> None:
+    """Validate JSONL data: bad lines, counts, token lengths, duplicates, leakage between files."""
+    from gptf.data_check import check_files, format_report
+
+    encode, seq_len = _recipe_encoder(recipe)
+    report = check_files(list(files), encode=encode, seq_len=seq_len)
+    console.print(format_report(report), markup=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _recipe_encoder(recipe_path: Path | None) -> tuple[Callable[[str], list[int]] | None, int]:
+    """The tokenizer a recipe would use (its file, or trained in memory like ``gptf run``)."""
+    from gptf.builder import new_tokenizer, registry_for
+    from gptf.data import read_jsonl, training_texts
+    from gptf.recipe import load_recipe
+
+    default = Path("recipes/teacher_3m.yaml")
+    if recipe_path is None:
+        if not default.is_file():
+            err_console.print("[yellow]no recipe given: token lengths are not checked (use --recipe)[/]")
+            return None, 128
+        recipe_path = default
+    loaded = load_recipe(recipe_path)
+    registry = registry_for(loaded)
+    tokenizer = new_tokenizer(loaded.recipe, registry)
+    path = Path(loaded.recipe.tokenizer.path)
+    if path.is_file():
+        tokenizer.load(path)
+    else:
+        tokenizer.train(training_texts(read_jsonl(loaded.recipe.data.train)))
+    return tokenizer.encode, loaded.recipe.model.seq_len
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="gptf")
