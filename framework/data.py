@@ -31,7 +31,8 @@ _SPACES = re.compile(r"[ \u3000]+")
 
 
 def normalize_prompt(prompt: str) -> str:
-    """Drop ASCII and full-width spaces, as the training data has none in prompts."""
+    """Drop ASCII and full-width spaces (as the original release did), at training and at
+    question time alike, so "什么是 RoPE" and "什么是RoPE" are the same question."""
     return _SPACES.sub("", prompt).strip()
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gptf.data import Sample, encode_sample, format_prompt
 from gptf.data_check import (
     NEAR_DUP_THRESHOLD,
     check_files,
@@ -53,14 +55,14 @@ def test_each_bad_line_gives_a_file_line_message(tmp_path: Path) -> None:
             {"prompt": "问题", "completion": ["列表"]},  # 7 non-string
             {"prompt": "", "completion": "回答。"},  # 8 empty
             {"prompt": "问题", "completion": " \u3000\t"},  # 9 whitespace only
-            "",  # 10 blank line
+            "",  # 10 blank line: skipped, as the trainer does
             qa("另一个问题"),  # 11 fine
         ],
     )
     report = check_files([path])
     assert not report.ok
     by_line = {int(e.split(":")[1]): e for e in report.errors}
-    assert sorted(by_line) == [2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert sorted(by_line) == [2, 3, 4, 5, 6, 7, 8, 9]
     assert all(e.startswith(f"{path}:") for e in report.errors)
     assert "not valid JSON" in by_line[2]
     assert "JSON object" in by_line[3]
@@ -70,14 +72,14 @@ def test_each_bad_line_gives_a_file_line_message(tmp_path: Path) -> None:
     assert "'completion' must be a string" in by_line[7]
     assert "'prompt' is empty" in by_line[8]
     assert "'completion' is empty" in by_line[9]
-    assert "blank line" in by_line[10]
     (stats,) = report.files
     assert (stats.lines, stats.valid) == (11, 2)
 
 
-def test_empty_file_is_an_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", ["", "\n", " \n\n\u3000\n"])
+def test_empty_file_is_an_error(tmp_path: Path, content: str) -> None:
     path = tmp_path / "empty.jsonl"
-    path.write_text("", encoding="utf-8")
+    path.write_text(content, encoding="utf-8")
     report = check_files([path])
     assert not report.ok
     assert report.errors == [f"{path}: empty file"]
@@ -109,13 +111,20 @@ def test_counts_duplicates_and_token_lengths(tmp_path: Path) -> None:
     assert (stats.lines, stats.valid) == (4, 4)
     assert (stats.distinct_prompts, stats.distinct_completions) == (2, 2)
     assert stats.duplicates == [[1, 3]]
-    # "用户:问题一\n助手:回答甲。" is 3+3+4+4 = 14 characters, +2 for <bos>/<eos>
+    # prompt part "用户:问题一\n助手:" is 10 characters, answer "回答甲。" 4, +2 for <bos>/<eos>
     assert stats.tokens is not None
     assert (stats.tokens.min, stats.tokens.max, stats.tokens.median) == (16, 16, 16)
     assert stats.over_seq_len == 4
     assert stats.chars is not None and stats.chars.max == 7
     text = format_report(report)
     assert "lines 1, 3" in text and "over seq_len 15: 4" in text and text.endswith("OK")
+
+
+def test_prompt_spaces_are_not_counted(tmp_path: Path) -> None:
+    # the trainer drops the spaces of a prompt (gptf.data.format_prompt), so the checker does too
+    path = write_jsonl(tmp_path / "a.jsonl", [qa("问 题\u3000一", "回答甲。")])
+    (stats,) = check_files([path], encode=list).files
+    assert stats.tokens is not None and stats.tokens.max == 16
 
 
 def test_no_token_stats_without_encoder(tmp_path: Path) -> None:
@@ -237,7 +246,8 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 def test_shipped_data_passes_the_checker() -> None:
     train, val, test = (read_rows(path) for path in SPLIT_FILES)
-    tok = train_bpe(["用户:" + r["prompt"] + "\n助手:" + r["completion"] for r in train])
+    # trained on the texts the trainer feeds a tokenizer: "用户:{prompt}\n助手:" + completion
+    tok = train_bpe([format_prompt(r["prompt"]) + r["completion"] for r in train])
     assert tok.get_vocab_size() == 824
 
     report = check_files(SPLIT_FILES, encode=lambda text: tok.encode(text).ids, seq_len=128)
@@ -253,6 +263,14 @@ def test_shipped_data_passes_the_checker() -> None:
     assert len({r["concept"] for r in train}) >= 250
     assert val_stats.distinct_prompts >= 80
     assert test_stats.distinct_prompts >= 80
+
+    # the checker's token count is the length of the sequence the trainer builds
+    specials = SimpleNamespace(bos_id=0, eos_id=1, encode=lambda text: tok.encode(text).ids)
+    for rows, stats in zip((train, val, test), report.files, strict=True):
+        lengths = [len(encode_sample(specials, Sample(r["prompt"], r["completion"])).ids) for r in rows]
+        assert stats.tokens is not None
+        assert (stats.tokens.min, stats.tokens.max) == (min(lengths), max(lengths))
+        assert stats.tokens.mean == pytest.approx(sum(lengths) / len(lengths))
 
     train_prompts = {normalize(r["prompt"]) for r in train}
     train_concepts = {r["concept"] for r in train}
