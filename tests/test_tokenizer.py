@@ -9,12 +9,13 @@ from conftest import PEER, ROOT
 
 from gptf.builder import new_tokenizer, registry_for
 from gptf.data import read_jsonl, training_texts
+from gptf.interfaces import Tokenizer
 from gptf.recipe import load_recipe
 
 TEACHER = ROOT / "recipes" / "teacher_3m.yaml"
 
 
-def fresh_tokenizer():  # noqa: ANN201 - a gptf Tokenizer
+def fresh_tokenizer() -> Tokenizer:
     loaded = load_recipe(TEACHER)
     return new_tokenizer(loaded.recipe, registry_for(loaded))
 
