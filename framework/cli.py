@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gptf.errors import GptfError
+from gptf.errors import GptfError, TrainingStopped
 
 app = typer.Typer(
     name="gptf",
@@ -51,7 +51,8 @@ def friendly_errors(command: F) -> F:
         except GptfError as exc:
             if _options["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            label = "[bold yellow]stopped:[/]" if isinstance(exc, TrainingStopped) else "[bold red]error:[/]"
+            err_console.print(f"{label} {exc}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             if _options["debug"]:
@@ -64,17 +65,53 @@ def friendly_errors(command: F) -> F:
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file, e.g. recipes/teacher_3m.yaml")]
 OverridesArg = Annotated[list[str] | None, typer.Argument(help="Overrides KEY=VALUE, e.g. model.positional=learned")]
+DeviceOption = Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU) | cpu | cuda | mps")]
 
 
 @app.command()
 @friendly_errors
-def run(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
-    """Train a recipe end to end: tokenizer, training, saving, quantization, demo answers."""
+def run(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    init_from: Annotated[
+        Path | None, typer.Option(help="Start from this run's weights (fresh optimizer), e.g. checkpoints/teacher_3m")
+    ] = None,
+    promote_if_better: Annotated[
+        bool, typer.Option(help="Copy the new run to <run>/best only if it answers val better than the current best")
+    ] = False,
+    device: DeviceOption = "auto",
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue from the last checkpoint of the recipe's run (or of the run directory given "
+            "after it: --resume checkpoints/<name>)",
+        ),
+    ] = False,
+    force: Annotated[bool, typer.Option(help="With --resume: continue even if the recipe or data changed")] = False,
+) -> None:
+    """Train a recipe end to end: tokenizer, training, saving, quantization, demo answers, val scores.
+
+    Ctrl+C stops after the current step and saves a checkpoint; --resume continues it."""
     from gptf.pipeline import run_recipe
     from gptf.recipe import load_recipe
+    from gptf.safe_training import split_resume_argument
 
-    loaded = load_recipe(recipe, overrides or [])
-    run_recipe(loaded, console)
+    overrides, resume_dir = split_resume_argument(overrides or [], resume=resume, force=force)
+    loaded = load_recipe(recipe, overrides)
+    if resume:
+        if init_from is not None or promote_if_better:
+            raise GptfError(
+                "--resume continues a run as it was started; it cannot be combined with --init-from "
+                "or --promote-if-better"
+            )
+        run_recipe(loaded, console, device=device, resume=resume_dir or loaded.recipe.run_dir, force=force)
+    elif promote_if_better:
+        from gptf.promotion import run_with_promotion
+
+        run_with_promotion(loaded, console, init_from=init_from, device=device)
+    else:
+        run_recipe(loaded, console, init_from=init_from, device=device)
 
 
 @app.command()
@@ -93,11 +130,12 @@ def generate(
     seed: Annotated[int | None, typer.Option(help="Random seed for sampling")] = None,
     no_cache: Annotated[bool, typer.Option(help="Recompute the whole sequence each token")] = False,
     stats: Annotated[bool, typer.Option(help="Print tokens/s and first-token latency")] = False,
+    device: DeviceOption = "auto",
 ) -> None:
     """Answer prompts with a trained run."""
     from gptf.pipeline import load_run, sampling_settings
 
-    loaded = load_run(ckpt, quantized=quantized)
+    loaded = load_run(ckpt, quantized=quantized, device=device)
     settings = sampling_settings(
         loaded.recipe, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens
     )
@@ -233,10 +271,16 @@ def _recipe_encoder(recipe_path: Path | None) -> tuple[Callable[[str], list[int]
     return tokenizer.encode, loaded.recipe.model.seq_len
 
 
+import gptf.cli_demo  # noqa: E402, F401  (registers eval, chat and serve on the same app)
+from gptf import cli_explore  # noqa: E402, F401  (registers ablate, attention, tokenize, plugin check)
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="gptf")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m gptf.cli: run the imported module's app, where every command is registered
+    from gptf.cli import main as imported_main
+
+    sys.exit(imported_main())

@@ -28,6 +28,7 @@ IGNORE = -100  # target value that cross-entropy skips
 MAX_ERRORS_SHOWN = 20
 
 _SPACES = re.compile(r"[ \u3000]+")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def normalize_prompt(prompt: str) -> str:
@@ -55,9 +56,12 @@ def read_jsonl(path: str | Path) -> list[Sample]:
     samples: list[Sample] = []
     errors: list[str] = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # split on "\n" only: str.splitlines() would also cut at U+2028 or \x85 inside a JSON string
+        lines = [line.rstrip("\r") for line in path.read_text(encoding="utf-8-sig").split("\n")]
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise DataError(f"cannot read data file {path}: {exc.strerror or exc}") from exc
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -66,6 +70,9 @@ def read_jsonl(path: str | Path) -> list[Sample]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             errors.append(f"{where}: not valid JSON ({exc.msg}, column {exc.colno})")
+            continue
+        except RecursionError:
+            errors.append(f"{where}: not valid JSON (nested too deeply)")
             continue
         if not isinstance(record, dict):
             errors.append(f"{where}: expected a JSON object, got {type(record).__name__}")
@@ -91,6 +98,8 @@ def _field_problem(record: dict, key: str) -> str | None:
         return f"field '{key}' must be a string, got {type(record[key]).__name__}"
     if not record[key].strip():
         return f"field '{key}' is empty"
+    if _LONE_SURROGATE.search(record[key]):
+        return f"field '{key}' holds a broken character (an unpaired \\ud800-\\udfff escape)"
     return None
 
 
@@ -196,6 +205,26 @@ def sample_stream(n: int, seed: int, start: int, count: int) -> list[int]:
         out.extend(take)
         position += len(take)
     return out
+
+
+def step_samples(lengths: Sequence[int], seed: int, step: int, batch_size: int, bucket_batches: int = 1) -> list[int]:
+    """The sample indices of optimizer step ``step`` (a function of the seed and the step only).
+
+    ``bucket_batches == 1``: the next ``batch_size`` samples of :func:`sample_stream`.
+    ``bucket_batches == W > 1`` (length bucketing): the samples of W consecutive batches are
+    sorted by length and cut into W batches of similar length, which are then taken in a
+    seeded random order. Each epoch still sees every sample once, but a batch now holds
+    samples of similar length, so padding to its longest row wastes little. Which samples
+    share a batch changes, so training differs (not only by rounding) from W = 1.
+    """
+    if bucket_batches <= 1:
+        return sample_stream(len(lengths), seed, step * batch_size, batch_size)
+    window, slot = divmod(step, bucket_batches)
+    pool = sample_stream(len(lengths), seed, window * bucket_batches * batch_size, bucket_batches * batch_size)
+    pool.sort(key=lambda i: lengths[i])  # stable: equal lengths keep the stream's order
+    order = torch.randperm(bucket_batches, generator=torch.Generator().manual_seed(seed * 7_919 + window)).tolist()
+    first = order[slot] * batch_size
+    return pool[first : first + batch_size]
 
 
 def micro_batches(

@@ -50,9 +50,15 @@ class TrainingStopped(GptfError):
     exit_code = 3
 
 
+class Interrupted(TrainingStopped):
+    """Ctrl+C, SIGTERM or a closed terminal stopped training after a resumable checkpoint was saved."""
+
+    exit_code = 130  # the shell's convention for "ended by Ctrl+C"
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""``."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

@@ -20,6 +20,7 @@ import attrs
 import torch
 
 from gptf.data import format_prompt
+from gptf.devices import model_device
 from gptf.errors import GptfError
 from gptf.kv_cache import KVCache
 
@@ -50,6 +51,7 @@ class DecodingState:
     tokenizer: Tokenizer
     prompt_ids: list[int]
     new_ids: list[int] = attrs.field(factory=list)
+    budget: int | None = None  # the most new tokens this answer may have (None: unknown)
 
     @property
     def text(self) -> str:
@@ -95,6 +97,7 @@ class Generator:
         self.constraints = list(constraints)
         self.use_cache = use_cache
         self.config = model.config
+        self.device = model_device(model)
 
     def prompt_ids(self, prompt: str) -> list[int]:
         if not prompt.strip():
@@ -108,20 +111,26 @@ class Generator:
         return ids
 
     @torch.inference_mode()
-    def generate(self, prompt: str, settings: SamplingSettings, seed: int | None = None) -> Generation:
-        ids = self.prompt_ids(prompt)
-        state = DecodingState(self.tokenizer, ids)
+    def generate(
+        self, prompt: str, settings: SamplingSettings, seed: int | None = None, *, context_ids: list[int] | None = None
+    ) -> Generation:
+        """Answer ``prompt``; ``context_ids`` replaces the templated prompt (e.g. a multi-turn chat)."""
+        ids = self.prompt_ids(prompt) if context_ids is None else list(context_ids)
         rng = torch.Generator().manual_seed(seed) if seed is not None else None
         budget = min(settings.max_new_tokens, self.config.seq_len - len(ids))
+        state = DecodingState(self.tokenizer, ids, budget=budget)
         cache = self._new_cache() if self.use_cache else None
         tokens: list[TokenChoice] = []
         stop_reason = "max_new_tokens" if budget == settings.max_new_tokens else "seq_len"
         start = time.perf_counter()
         first_token_s = 0.0
-        feed = torch.tensor([ids])
+        feed = torch.tensor([ids], device=self.device)
         for _ in range(budget):
-            logits = self.model(feed, cache) if cache is not None else self.model(torch.tensor([ids + state.new_ids]))
-            scores = logits[0, -1].float()
+            if cache is not None:
+                logits = self.model(feed, cache)
+            else:
+                logits = self.model(torch.tensor([ids + state.new_ids], device=self.device))
+            scores = logits[0, -1].float().cpu()  # constraints and sampling work on the CPU
             for constraint in self.constraints:
                 scores = constraint.adjust_logits(scores, state)
             token, probability = pick_token(scores, settings, rng)
@@ -135,14 +144,14 @@ class Generator:
             if any(c.should_stop(state) for c in self.constraints):
                 stop_reason = "stop"
                 break
-            feed = torch.tensor([[token]])
+            feed = torch.tensor([[token]], device=self.device)
         total = time.perf_counter() - start
         raw = state.text
         return Generation(prompt, clean_answer(raw), raw, tokens, stop_reason, first_token_s, total)
 
     def _new_cache(self) -> KVCache:
         c = self.config
-        return KVCache(c.n_layer, 1, c.n_kv_head, c.seq_len, c.head_dim)
+        return KVCache(c.n_layer, 1, c.n_kv_head, c.seq_len, c.head_dim, device=self.device)
 
 
 def pick_token(scores: torch.Tensor, settings: SamplingSettings, rng: torch.Generator | None) -> tuple[int, float]:

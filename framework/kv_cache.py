@@ -25,17 +25,21 @@ class KVCache:
         shape = (n_layer, batch, n_kv_head, max_len, head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
         self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.layer_keys = self.keys.unbind(0)  # one (B, H_kv, max_len, D) view per layer
+        self.layer_values = self.values.unbind(0)
         self.length = 0  # positions filled so far
         self.max_len = max_len
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this step's k, v (B, H_kv, T, D) for ``layer``; return all keys/values so far."""
-        end = self.length + k.size(-2)
+        T = k.size(-2)
+        end = self.length + T
         if end > self.max_len:
             raise ValueError(f"KV cache full: {end} > {self.max_len} positions")
-        self.keys[layer, :, :, self.length : end] = k
-        self.values[layer, :, :, self.length : end] = v
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+        keys, values = self.layer_keys[layer], self.layer_values[layer]
+        keys.narrow(2, self.length, T).copy_(k)  # positions length .. end-1
+        values.narrow(2, self.length, T).copy_(v)
+        return keys.narrow(2, 0, end), values.narrow(2, 0, end)
 
     def advance(self, n: int) -> None:
         """Called by the model once every layer has stored the new ``n`` positions."""

@@ -52,6 +52,11 @@ class GPTParts:
     make_mlp: Callable[[], nn.Module]
 
 
+def make_dropout(p: float) -> nn.Module:
+    """Dropout, or nothing at all when ``p`` is 0 (saves a call per layer per token)."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 class SelfAttention(nn.Module):
     """Project to queries, keys and values; position them; attend; project back."""
 
@@ -62,13 +67,14 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(config.n_embd, config.n_embd + 2 * kv_dim, bias=config.bias)
         self.attention = attention
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = make_dropout(config.dropout)
 
     def forward(
         self,
         x: torch.Tensor,
         positional: PositionalEncoding,
         positions: torch.Tensor,
+        bias: torch.Tensor | None = None,
         cache: KVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
@@ -81,8 +87,6 @@ class SelfAttention(nn.Module):
         q, k = positional.rotate(q, k, positions)
         if cache is not None:  # append this step's keys/values, attend over all so far
             k, v = cache.update(layer, k, v)
-        key_positions = torch.arange(k.size(-2), device=x.device)
-        bias = positional.score_bias(positions, key_positions)
         y = self.attention(q, k, v, bias)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # heads side by side again
         return self.dropout(self.proj(y))
@@ -97,17 +101,18 @@ class Block(nn.Module):
         self.attn = SelfAttention(config, parts.make_attention())
         self.norm2 = parts.make_norm()
         self.mlp = parts.make_mlp()
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = make_dropout(config.dropout)
 
     def forward(
         self,
         x: torch.Tensor,
         positional: PositionalEncoding,
         positions: torch.Tensor,
+        bias: torch.Tensor | None = None,
         cache: KVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), positional, positions, cache, layer)  # residual
+        x = x + self.attn(self.norm1(x), positional, positions, bias, cache, layer)  # residual
         x = x + self.dropout(self.mlp(self.norm2(x)))  # residual
         return x
 
@@ -118,7 +123,7 @@ class GPT(nn.Module):
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.n_embd)
         self.positional = parts.positional
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = make_dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, parts) for _ in range(config.n_layer))
         self.norm = parts.make_norm()
         self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -148,10 +153,13 @@ class GPT(nn.Module):
         if start + T > self.config.seq_len:
             raise ValueError(f"sequence of {start + T} tokens is longer than seq_len={self.config.seq_len}")
         positions = torch.arange(start, start + T, device=ids.device)  # (T,)
+        # An additive attention bias (ALiBi) depends only on positions: once for all layers.
+        # The keys are every position so far: the cached ones and the T new ones.
+        bias = self.positional.score_bias(positions, torch.arange(start + T, device=ids.device))
         x = self.embed(ids)  # (B, T, C)
         x = self.dropout(self.positional.embed(x, positions))
         for layer, block in enumerate(self.blocks):
-            x = block(x, self.positional, positions, cache, layer)
+            x = block(x, self.positional, positions, bias, cache, layer)
         if cache is not None:
             cache.advance(T)
         return self.head(self.norm(x))  # (B, T, V)

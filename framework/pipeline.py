@@ -4,6 +4,7 @@ quantize -> demo answers; and loading a finished run back for ``gptf generate``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gptf import __version__
+from gptf.augment import augment_prompts
 from gptf.builder import (
     build_callbacks,
     build_constraints,
@@ -26,13 +28,14 @@ from gptf.builder import (
     new_tokenizer,
     open_registry,
     reference_parameter_count,
-    registry_for,
 )
 from gptf.data import TokenizedSplit, read_jsonl, tokenize_split, training_texts
 from gptf.errors import CheckpointError, GptfError
+from gptf.fingerprints import check_components_present, check_plugin_files, check_tokenizer, check_weight_shapes
 from gptf.generation import Generation, Generator, SamplingSettings
 from gptf.interfaces import Tokenizer
 from gptf.model import GPT
+from gptf.plots import report_loss_plot
 from gptf.recipe import ComponentSpec, LoadedRecipe, Recipe, recipe_from_dict, recipe_to_dict
 from gptf.registry import Registry
 from gptf.run_dir import (
@@ -47,7 +50,9 @@ from gptf.run_dir import (
     write_json,
     write_yaml,
 )
+from gptf.safe_training import TrainingSession, open_resume
 from gptf.trainer import Trainer
+from gptf.validation import validate_for_run
 
 
 def prepare_tokenizer(recipe: Recipe, registry: Registry, train_samples: list, console: Console) -> Tokenizer:
@@ -145,15 +150,41 @@ class RunResult:
     answers: list[Generation]
 
 
-def run_recipe(loaded: LoadedRecipe, console: Console) -> RunResult:
-    """Everything ``gptf run`` does."""
+def run_recipe(
+    loaded: LoadedRecipe,
+    console: Console,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    init_from: Path | None = None,
+    device: str = "cpu",
+    final_eval: bool = True,
+    resume: Path | None = None,
+    force: bool = False,
+) -> RunResult:
+    """Everything ``gptf run`` does. ``on_step`` also gets every step's metrics (``gptf ablate``).
+    ``init_from``: start from that run's weights (:mod:`gptf.retraining`); ``final_eval``: end
+    with greedy answers to the val prompts, scored (:mod:`gptf.evaluate`). ``resume``: continue the
+    run in that directory from its last checkpoint (:mod:`gptf.safe_training`); ``force``: even if
+    the recipe or data changed since."""
+    from gptf.devices import resolve_device
+    from gptf.retraining import adopt_tokenizer, load_initial_weights
+
     started = time.perf_counter()
+    target = resolve_device(device)
     recipe = loaded.recipe
-    registry = registry_for(loaded)
+    registry = validate_for_run(loaded, console)
+    run_dir = Path(resume) if resume is not None else recipe.run_dir
+    checkpoint = None
+    if resume is not None:  # refuse early if the recipe or data changed since the checkpoint
+        checkpoint = open_resume(run_dir, loaded, saved_recipe(loaded), force=force, console=console)
+    if init_from is not None:
+        adopt_tokenizer(recipe, registry, Path(init_from), console)
     train_samples = read_jsonl(recipe.data.train)
     val_samples = read_jsonl(recipe.data.val) if recipe.data.val else None
     tokenizer = prepare_tokenizer(recipe, registry, train_samples, console)
     seq_len = recipe.model.seq_len
+    if recipe.data.augment_copies:  # after the tokenizer: it learns from the real questions only
+        train_samples = augment_prompts(train_samples, recipe.data.augment_copies, recipe.training.seed)
     train = tokenize_split(train_samples, tokenizer, seq_len, truncate=recipe.data.truncate, source=recipe.data.train)
     val = (
         tokenize_split(val_samples, tokenizer, seq_len, truncate=recipe.data.truncate, source=recipe.data.val or "")
@@ -166,6 +197,10 @@ def run_recipe(loaded: LoadedRecipe, console: Console) -> RunResult:
     threads = set_threads(recipe.training.threads)
     torch.manual_seed(recipe.training.seed)
     model = build_model(recipe, registry, tokenizer.vocab_size)
+    if init_from is not None:
+        load_initial_weights(model, recipe, Path(init_from))
+        console.print(f"weights: starting from {init_from} (fresh optimizer and schedule)", highlight=False)
+    model = model.to(target)
     banner(loaded, registry, model, console)
     t = recipe.training
     console.print(
@@ -174,7 +209,7 @@ def run_recipe(loaded: LoadedRecipe, console: Console) -> RunResult:
         highlight=False,
     )
 
-    files = RunFiles(recipe.run_dir)
+    files = RunFiles(run_dir)
     files.root.mkdir(parents=True, exist_ok=True)
     files.metrics.unlink(missing_ok=True)
     trainer = Trainer(
@@ -190,9 +225,24 @@ def run_recipe(loaded: LoadedRecipe, console: Console) -> RunResult:
     )
     from gptf.progress import TrainingProgress
 
-    with TrainingProgress(console, t.max_steps) as progress:
-        state = trainer.fit(on_step=lambda metrics: progress.update(metrics, t.log_interval))
+    def report(metrics: dict[str, Any]) -> None:
+        progress.update(metrics, t.log_interval)
+        if on_step is not None:
+            on_step(metrics)
+
+    session = TrainingSession(
+        trainer=trainer,
+        loaded=loaded,
+        files=files,
+        recipe_data=saved_recipe(loaded),
+        console=console,
+        resume_from=checkpoint,
+    )
+    with TrainingProgress(console, t.max_steps, start_step=trainer.state.step) as progress, session:
+        state = trainer.fit(on_step=session.after_step(report))
+    session.finish()  # stopped by Ctrl+C/SIGTERM: saves a resumable checkpoint and says how to continue
     train_seconds = trainer.state.elapsed_s
+    model = model.cpu()  # saving, int8 quantization and the checks below run on the CPU
 
     write_yaml(files.recipe, saved_recipe(loaded))
     atomic_write(files.tokenizer, lambda tmp: tokenizer.save(tmp))
@@ -216,10 +266,17 @@ def run_recipe(loaded: LoadedRecipe, console: Console) -> RunResult:
             answer = generator.generate(prompt, settings, seed=recipe.training.seed)
             answers.append(answer)
             console.print(f"[bold]用户:[/] {prompt}\n[bold]回答:[/] {answer.text}")
-    write_json(
-        files.info,
-        run_record(loaded, registry, tokenizer, model, state, train, val, train_seconds, answers),
-    )
+    record = run_record(loaded, registry, tokenizer, model, state, train, val, train_seconds, answers)
+    if final_eval:
+        from gptf.evaluate import evaluate_after_training
+
+        generator = Generator(model, tokenizer, build_constraints(recipe.generation.constraints, registry, tokenizer))
+        scores = evaluate_after_training(generator, recipe, console, files.root / "eval.json")
+        record["val_eval"] = scores.summary() if scores else None
+    if init_from is not None:
+        record["init_from"] = str(init_from)
+    write_json(files.info, record)
+    session.close()  # finished and saved: the resumable checkpoints are no longer needed
     total = time.perf_counter() - started
     example = (recipe.demo_prompts or ["什么是注意力机制？"])[0]
     console.rule("summary")
@@ -233,6 +290,7 @@ def run_recipe(loaded: LoadedRecipe, console: Console) -> RunResult:
         f'ask it:         gptf generate --ckpt {files.root} --prompt "{example}"',
         highlight=False,
     )
+    report_loss_plot(files.metrics, console, title=recipe.name)  # loss.png beside metrics.jsonl
     return RunResult(files.root, total, state.train_loss, state.val_loss, answers)
 
 
@@ -338,20 +396,34 @@ def with_decoding_overrides(
     return specs
 
 
-def load_run(path: str | Path, *, quantized: bool = False) -> LoadedRun:
+def load_run(path: str | Path, *, quantized: bool = False, device: str = "cpu") -> LoadedRun:
+    """Rebuild a finished run; ``device``: auto, cpu, cuda or mps (int8 weights run on the CPU only)."""
+    from gptf.devices import resolve_device
+
+    target = resolve_device("cpu" if quantized and device == "auto" else device)
+    if quantized and target.type != "cpu":
+        raise GptfError(
+            f"--quantized: the int8 weights run on the CPU only, not on {target}",
+            hint="drop --quantized to use the fp32 weights on the GPU, or use --device cpu",
+        )
     files = RunFiles(Path(path))
     files.require()
     from gptf.recipe import read_recipe_file
 
     data = read_recipe_file(files.recipe)
     recipe = recipe_from_dict(data, str(files.recipe))
+    info = files.read_info()  # fingerprints: what the run was made with (gptf.fingerprints)
+    check_plugin_files(recipe, info, files)
     registry = open_registry(recipe.plugins, files.root)
+    check_components_present(recipe, registry, info, files)
     tokenizer = new_tokenizer(recipe, registry)
     try:
         tokenizer.load(files.tokenizer)
     except Exception as exc:
         raise CheckpointError(f"{files.tokenizer}: cannot load the tokenizer ({exc})") from exc
+    check_tokenizer(files, tokenizer, info)
     model = build_model(recipe, registry, tokenizer.vocab_size)
+    check_weight_shapes(model, files.weights)
     load_weights(model, files.weights)
     model.eval()
     if quantized:
@@ -363,4 +435,5 @@ def load_run(path: str | Path, *, quantized: bool = False) -> LoadedRun:
             model = quantizer.load(model, tensors)
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{files.quantized}: does not match the model ({exc})") from exc
-    return LoadedRun(files, recipe, registry, tokenizer, model, quantized, files.read_info())
+    model = model.to(target)
+    return LoadedRun(files, recipe, registry, tokenizer, model, quantized, info)

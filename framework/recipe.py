@@ -10,6 +10,7 @@ impossible shapes), then each component's own parameters against the registry
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +49,7 @@ class DataConfig:
     val: str | None = "data/val.jsonl"
     test: str | None = None
     truncate: bool = True  # samples longer than seq_len: cut (True) or refuse (False)
+    augment_copies: int = 0  # extra filler-word variants of each train prompt (gptf.augment)
 
 
 @attrs.frozen
@@ -73,6 +75,7 @@ class TrainingConfig:
     max_steps: int = 2000
     batch_size: int = 16
     micro_batch: int = 16
+    bucket_batches: int = 1  # >1: group each window of this many batches by sample length (less padding)
     lr: float = 1e-3
     weight_decay: float = 0.01
     grad_clip: float = 1.0
@@ -125,6 +128,7 @@ class LoadedRecipe:
     chain: list[Path]  # the file, then what it extends, ...
     base_dir: Path  # folder of the recipe file: plugin paths are relative to it
     data: dict[str, Any]  # the merged plain dict, as saved in a run directory
+    overrides: tuple[str, ...] = ()  # the KEY=VALUE texts applied, to repeat them (gptf run --resume)
 
 
 # ---------------------------------------------------------------------------- YAML
@@ -159,6 +163,8 @@ def parse_yaml(text: str, source: str) -> Any:
     """Parse YAML text; errors name ``source`` and the line."""
     try:
         return yaml.load(text, Loader=_RecipeLoader)
+    except RecursionError as exc:
+        raise RecipeError(source, ["invalid YAML: nested too deeply"]) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
@@ -299,7 +305,7 @@ def _problems(exc: BaseException, path: str, cls: Any) -> list[str]:
             f"{path}.{key}: unknown key{did_you_mean(key, valid)}; valid keys: {', '.join(valid)}"
             if path
             else f"{key}: unknown key{did_you_mean(key, valid)}; valid keys: {', '.join(valid)}"
-            for key in sorted(exc.extra_fields)
+            for key in sorted(exc.extra_fields, key=str)
         ]
     if isinstance(exc, ClassValidationError):
         out: list[str] = []
@@ -356,12 +362,14 @@ def check_shapes(recipe: Recipe) -> list[str]:
         "training.max_steps": t.max_steps,
         "training.batch_size": t.batch_size,
         "training.micro_batch": t.micro_batch,
+        "training.bucket_batches": t.bucket_batches,
         "training.eval_interval": t.eval_interval,
         "training.log_interval": t.log_interval,
         "tokenizer.vocab_size": recipe.tokenizer.vocab_size,
         "generation.max_new_tokens": g.max_new_tokens,
     }
     problems += [f"{k}: must be > 0, got {v}" for k, v in positive.items() if v <= 0]
+    problems += [f"{key}: must be a finite number, got {value}" for key, value in _non_finite(recipe)]
     if m.n_head > 0 and m.n_embd % m.n_head:
         problems.append(f"model.n_embd: {m.n_embd} is not divisible by model.n_head={m.n_head}")
     if m.n_kv_head is not None and (m.n_kv_head <= 0 or (m.n_head > 0 and m.n_head % m.n_kv_head)):
@@ -376,6 +384,8 @@ def check_shapes(recipe: Recipe) -> list[str]:
         problems.append(f"training.lr: must be > 0, got {t.lr}")
     if t.grad_clip < 0:
         problems.append(f"training.grad_clip: must be >= 0 (0 turns clipping off), got {t.grad_clip}")
+    if recipe.data.augment_copies < 0:
+        problems.append(f"data.augment_copies: must be >= 0, got {recipe.data.augment_copies}")
     if t.save_interval < 0:
         problems.append(f"training.save_interval: must be >= 0, got {t.save_interval}")
     if t.threads is not None and t.threads <= 0:
@@ -393,16 +403,34 @@ def check_shapes(recipe: Recipe) -> list[str]:
     return problems
 
 
+def _non_finite(recipe: Recipe) -> list[tuple[str, float]]:
+    """Float settings that are NaN or infinite (YAML reads ``.nan`` and ``.inf``)."""
+    found = []
+    for section in ("model", "training", "generation"):
+        config = getattr(recipe, section)
+        for field in attrs.fields(type(config)):
+            value = getattr(config, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                found.append((f"{section}.{field.name}", value))
+    return found
+
+
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedRecipe:
     """Read a recipe file, follow ``extends``, apply ``KEY=VALUE`` overrides, validate."""
     path = Path(path)
     data, chain = resolve_chain(path)
     data.setdefault("name", path.stem)
-    for text in overrides:
-        keys, value = parse_override(text)
-        data = apply_override(data, keys, value)
+    problems: list[str] = []
+    for text in overrides:  # every malformed override is reported, not just the first
+        try:
+            keys, value = parse_override(text)
+            data = apply_override(data, keys, value)
+        except RecipeError as exc:
+            problems += [p if exc.source == "command line" else f"{exc.source}: {p}" for p in exc.problems]
+    if problems:
+        raise RecipeError("command line", problems)
     recipe = structure_recipe(data, str(path))
-    return LoadedRecipe(recipe, chain, chain[0].parent, data)
+    return LoadedRecipe(recipe, chain, chain[0].parent, data, tuple(overrides))
 
 
 def recipe_from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:

@@ -7,6 +7,7 @@
       model.int8.safetensors   quantized weights (when the recipe's quantizer made them)
       metrics.jsonl            one JSON line per log/eval step
       run.json                 fingerprints, plugins, timings, final losses
+      state/                   resumable checkpoints while training (gptf.resume); gone once finished
 
 Every file is written to a temporary name first and then renamed, so an interrupted
 save never leaves a half-written file behind.
@@ -151,9 +152,12 @@ class RunFiles:
         if not self.info.is_file():
             return {}
         try:
-            return json.loads(self.info.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+            info = json.loads(self.info.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{self.info}: unreadable run record ({exc})") from exc
+        if not isinstance(info, dict):
+            raise CheckpointError(f"{self.info}: not a gptf run record (expected a JSON object)")
+        return info
 
     def require(self) -> None:
         """A usable run directory has at least the recipe, tokenizer and weights."""

@@ -22,7 +22,8 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from gptf.data import IGNORE, TokenizedSplit, micro_batches, pad_batch, sample_stream
+from gptf.data import IGNORE, TokenizedSplit, micro_batches, pad_batch, step_samples
+from gptf.devices import model_device
 from gptf.errors import TrainingStopped
 from gptf.interfaces import Callback
 from gptf.model import GPT
@@ -58,6 +59,7 @@ class Trainer:
         self.config = config
         self.model = model
         self.train_split = train
+        self.lengths = train.lengths  # tokens per sample, for length bucketing
         self.val_split = val
         self.pad_id = pad_id
         self.optimizer = optimizer
@@ -67,14 +69,16 @@ class Trainer:
         self.state = TrainState()
         self.stop_requested = False  # set from a signal handler: stop after this step
         self._forward = torch.compile(model) if config.compile else model
+        self.device = model_device(model)  # batches are built on the CPU and moved here
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.config.precision == "bf16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def loss_sum(self, x: torch.Tensor, y: torch.Tensor, forward: Callable | None = None) -> torch.Tensor:
         """Summed cross-entropy over the answer tokens of one padded batch."""
+        x, y = x.to(self.device), y.to(self.device)
         with self.autocast():
             logits = (forward or self._forward)(x)  # (B, T, V)
         return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
@@ -86,7 +90,7 @@ class Trainer:
         lr = cfg.lr * self.schedule(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        indices = sample_stream(len(self.train_split), cfg.seed, step * cfg.batch_size, cfg.batch_size)
+        indices = step_samples(self.lengths, cfg.seed, step, cfg.batch_size, cfg.bucket_batches)
         batches = micro_batches(self.train_split, indices, cfg.micro_batch, self.pad_id)
         answer_tokens = sum(int((y != IGNORE).sum()) for _, y in batches)
         real_tokens = sum(len(self.train_split.inputs[i]) for i in indices)

@@ -14,7 +14,14 @@ def test_run_then_generate_fp32_and_int8(workdir: Path) -> None:
     assert "recipe chain: tiny.yaml -> teacher_3m.yaml" in out
     assert "parameters:" in out and "summary" in out and "demo answers" in out
     run_dir = workdir / "checkpoints" / "tiny"
-    for name in ("recipe.yaml", "tokenizer.json", "model.safetensors", "model.int8.safetensors", "metrics.jsonl", "run.json"):
+    for name in (
+        "recipe.yaml",
+        "tokenizer.json",
+        "model.safetensors",
+        "model.int8.safetensors",
+        "metrics.jsonl",
+        "run.json",
+    ):
         assert (run_dir / name).is_file(), name
 
     args = ["generate", "--ckpt", str(run_dir), "--prompt", "什么是注意力机制？", "--temperature", "0"]

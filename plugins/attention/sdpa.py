@@ -27,6 +27,11 @@ class SdpaAttention(Attention):
         v: torch.Tensor,
         bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+            # PyTorch's fused CPU kernel is ~2x slower in bf16 than in fp32 (forward + backward):
+            # under bf16 autocast, attention (a small part of the work) runs in fp32.
+            with torch.autocast("cpu", enabled=False):
+                return self.forward(q.float(), k.float(), v.float(), bias).to(q.dtype)
         n_q, n_k = q.size(-2), k.size(-2)
         dropout = self.dropout if self.training else 0.0
         if bias is None and n_q == n_k:

@@ -20,11 +20,10 @@ class BanSpecialTokens(DecodingConstraint):
         unknown = [t for t in tokens if t not in known]
         if unknown:
             raise ValueError(f"unknown special tokens {unknown}; choose from {sorted(known)}")
-        self.banned = sorted({known[t] for t in tokens})
+        self.banned = torch.tensor(sorted({known[t] for t in tokens}), dtype=torch.long)  # built once, not per token
 
     def adjust_logits(self, logits: torch.Tensor, state: object) -> torch.Tensor:
-        logits[self.banned] = float("-inf")
-        return logits
+        return logits.index_fill_(0, self.banned, float("-inf"))
 
 
 @hookimpl

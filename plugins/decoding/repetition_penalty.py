@@ -21,10 +21,9 @@ class RepetitionPenalty(DecodingConstraint):
     def adjust_logits(self, logits: torch.Tensor, state: DecodingState) -> torch.Tensor:
         if self.penalty == 1.0 or not state.new_ids:
             return logits
-        seen = torch.tensor(sorted(set(state.new_ids)), dtype=torch.long)
+        seen = torch.tensor(list(set(state.new_ids)), dtype=torch.long)
         scores = logits[seen]
-        logits[seen] = torch.where(scores > 0, scores / self.penalty, scores * self.penalty)
-        return logits
+        return logits.index_put_((seen,), torch.where(scores > 0, scores / self.penalty, scores * self.penalty))
 
 
 @hookimpl

@@ -5,6 +5,7 @@ practice just as stable."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gptf import hookimpl
@@ -17,8 +18,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rms_inverse = torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return x * rms_inverse * self.weight
+        # x * rsqrt(mean(x²) + eps) * weight, as PyTorch's one call (same numbers, less overhead)
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
 
 @hookimpl

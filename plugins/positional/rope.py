@@ -21,19 +21,26 @@ class RotaryPositions(PositionalEncoding):
         # One frequency per channel pair: fast rotations for early pairs, slow for late ones.
         inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)  # (D/2,)
         angles = torch.outer(torch.arange(seq_len).float(), inv_freq)  # (T, D/2)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        # One row per position, laid out for :func:`_rotate`: [cos, cos] and [-sin, sin].
+        self.register_buffer("cos", torch.cat((angles.cos(), angles.cos()), dim=-1), persistent=False)  # (T, D)
+        self.register_buffer("sin_signed", torch.cat((-angles.sin(), angles.sin()), dim=-1), persistent=False)
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cos, sin = self.cos[positions], self.sin[positions]  # (T, D/2)
+        cos = self.cos.index_select(0, positions).to(q.dtype)  # (T, D)
+        sin = self.sin_signed.index_select(0, positions).to(q.dtype)
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the pairs (x1[i], x2[i]) of the two halves of the last dimension."""
-    x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, D/2) each
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """Rotate the pairs (x1[i], x2[i]) of the two halves of the last dimension:
+
+        x1' = x1·cos - x2·sin        x2' = x2·cos + x1·sin
+
+    written as ``x·[cos, cos] + swap(x)·[-sin, sin]`` with ``swap(x) = [x2, x1]``: the same
+    numbers, bit for bit, in 4 tensor operations instead of 8 (it runs once per layer per token).
+    """
+    swapped = x.unflatten(-1, (2, -1)).flip(-2).flatten(-2)  # (B, H, T, D): halves swapped
+    return x * cos + swapped * sin_signed
 
 
 @hookimpl

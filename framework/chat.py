@@ -1,0 +1,149 @@
+"""``gptf chat``: talk to a trained model in the terminal.
+
+Each question is answered with the conversation so far (:mod:`gptf.conversation`).
+Lines starting with ``/`` change the sampling knobs while you chat, so a class can see
+what temperature, top-k and top-p do to the same question.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import attrs
+from rich.console import Console
+
+from gptf.conversation import Turn, conversation_ids
+from gptf.errors import GptfError
+from gptf.generation import Generator, SamplingSettings
+
+PROMPT = "你> "
+HELP = """\
+commands (命令):
+  /temp 0.7    temperature 温度: 0 = greedy (always the most likely token), higher = more varied
+  /topk 20     top-k: sample only among the 20 most likely tokens (0 = off)
+  /topp 0.9    top-p: sample only among the most likely tokens that together reach 90% (1 = off)
+  /reset       forget the conversation so far (清空对话)
+  /settings    show the current settings
+  /help        this help
+  /quit        leave (also Ctrl+D)"""
+
+
+class CommandError(ValueError):
+    """A mistyped /command: shown to the user, the chat goes on."""
+
+
+@attrs.define
+class ChatSession:
+    """The state of one chat: the model, the knobs and the turns so far."""
+
+    generator: Generator
+    settings: SamplingSettings
+    history: list[Turn] = attrs.field(factory=list)
+    seed: int | None = None
+
+    def ask(self, question: str) -> tuple[str, str]:
+        """Answer ``question`` in the context of the conversation; returns (answer, note)."""
+        seq_len = self.generator.config.seq_len
+        context = conversation_ids(
+            self.generator.tokenizer, self.history, question, seq_len, self.settings.max_new_tokens
+        )
+        answer = self.generator.generate(question, self.settings, seed=self.seed, context_ids=context.ids)
+        dropped = len(self.history) - context.kept_turns
+        self.history.append(Turn(question, answer.text))
+        note = f"{len(answer.tokens)} tokens, {answer.tokens_per_s:,.0f} tokens/s"
+        if dropped:
+            note += f"; the {dropped} oldest turn(s) no longer fit in seq_len={seq_len} and were left out"
+        return answer.text, note
+
+    def command(self, line: str) -> str | None:
+        """Run a /command; returns the text to show, or None to quit."""
+        name, _, argument = line.strip().partition(" ")
+        name, argument = name.lower(), argument.strip()
+        if name in ("/quit", "/exit", "/q"):
+            return None
+        if name == "/help":
+            return HELP
+        if name == "/reset":
+            self.history.clear()
+            return "conversation cleared (对话已清空)"
+        if name == "/settings":
+            return self.describe()
+        if name == "/temp":
+            value = parse_number(name, argument, float)
+            if value < 0:
+                raise CommandError("/temp: the temperature must be 0 or more (0 = greedy)")
+            self.settings = attrs.evolve(self.settings, temperature=value)
+        elif name == "/topk":
+            value = parse_number(name, argument, int)
+            if value < 0:
+                raise CommandError("/topk: k must be 0 (off) or more")
+            self.settings = attrs.evolve(self.settings, top_k=value)
+        elif name == "/topp":
+            value = parse_number(name, argument, float)
+            if not 0 < value <= 1:
+                raise CommandError("/topp: p must be above 0 and at most 1 (1 = off)")
+            self.settings = attrs.evolve(self.settings, top_p=value)
+        else:
+            raise CommandError(f"unknown command {name}; type /help for the list")
+        return self.describe()
+
+    def describe(self) -> str:
+        s = self.settings
+        mode = "greedy" if s.temperature == 0 else "sampling"
+        return (
+            f"temperature {s.temperature:g} ({mode}), top-k {s.top_k or 'off'}, top-p {s.top_p:g}, "
+            f"max {s.max_new_tokens} new tokens, {len(self.history)} turn(s) of history"
+        )
+
+
+def parse_number(name: str, text: str, kind: Callable[[str], float]) -> float:
+    if not text:
+        raise CommandError(f"{name} needs a number, e.g. {name} {'20' if kind is int else '0.7'}")
+    try:
+        return kind(text)
+    except ValueError:
+        raise CommandError(f"{name}: '{text}' is not a {'whole number' if kind is int else 'number'}") from None
+
+
+def chat_loop(session: ChatSession, console: Console, read: Callable[[str], str] = input) -> None:
+    """Read a line, answer it, repeat; an empty line is ignored, end of file (Ctrl+D) leaves."""
+    with contextlib.suppress(ImportError):  # arrow keys and line history for input(), where available
+        import readline  # noqa: F401
+    console.print("type a question and press Enter; /help for commands, Ctrl+D or /quit to leave", style="dim")
+    while True:
+        try:
+            line = read(PROMPT)
+        except EOFError:  # Ctrl+D, or the end of piped input
+            console.print()
+            break
+        except KeyboardInterrupt:  # Ctrl+C at the prompt
+            console.print()
+            break
+        line = line.strip()
+        if not line:
+            console.print("(empty: type a question, or /help)", style="dim")
+            continue
+        if line.startswith("/"):
+            try:
+                reply = session.command(line)
+            except CommandError as exc:
+                console.print(str(exc), style="red", markup=False)
+                continue
+            if reply is None:
+                break
+            console.print(reply, style="cyan", markup=False)
+            continue
+        try:
+            with console.status("thinking...", spinner="dots"):
+                answer, note = session.ask(line)
+        except GptfError as exc:
+            console.print(str(exc), style="red", markup=False)
+            continue
+        except KeyboardInterrupt:
+            console.print("[yellow](answer interrupted)[/]")
+            continue
+        console.print("助手: ", end="", style="bold green")
+        console.print(answer or "(no answer)", markup=False, highlight=False)
+        console.print(f"({note})", style="dim", markup=False)
+    console.print("bye (再见)")

@@ -1,0 +1,140 @@
+"""The classroom-demo commands: ``gptf eval``, ``gptf chat`` and ``gptf serve``.
+
+They live here, not in :mod:`gptf.cli`, only to keep that file short; ``gptf.cli`` imports
+this module so the commands are registered on the same ``app``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gptf.cli import DeviceOption, app, console, friendly_errors
+
+CkptOption = Annotated[Path, typer.Option(help="Run directory, e.g. checkpoints/teacher_3m")]
+ThreadsOption = Annotated[
+    int,
+    typer.Option(
+        min=1, help="CPU threads (generating with a small model gains little from more, and a busy CPU slows them down)"
+    ),
+]
+
+
+def use_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+@app.command(name="eval")
+@friendly_errors
+def eval_command(
+    ckpt: CkptOption,
+    data: Annotated[
+        list[Path] | None,
+        typer.Option(help="JSONL file to score (repeatable); default: the run's train (recall), val and test"),
+    ] = None,
+    quantized: Annotated[bool, typer.Option(help="Use the int8 weights")] = False,
+    out: Annotated[Path | None, typer.Option(help="Write the scores here (default: CKPT/eval.json)")] = None,
+    recall_samples: Annotated[
+        int, typer.Option(min=0, help="Score a seeded sample of this many training prompts (0 = all)")
+    ] = 200,
+    max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Default: the recipe's")] = None,
+    worst: Annotated[int, typer.Option(min=0, help="Show this many worst held-out answers")] = 5,
+    device: DeviceOption = "auto",
+    threads: ThreadsOption = 1,
+) -> None:
+    """Score a run: answer every prompt greedily, compare with the reference answers."""
+    use_threads(threads)
+    from gptf.evaluate import default_eval_files, eval_files_for, evaluate_files, print_report, report_json
+    from gptf.pipeline import load_run, sampling_settings
+    from gptf.run_dir import write_json
+
+    run = load_run(ckpt, quantized=quantized, device=device)
+    recipe = run.recipe
+    settings = sampling_settings(recipe, max_new_tokens=max_new_tokens, temperature=0.0, top_k=0, top_p=1.0)
+    files = eval_files_for(data, recipe.data.train) if data else default_eval_files(recipe.data, recall_samples)
+    reports = evaluate_files(run.generator(), files, settings, console, train_path=recipe.data.train)
+    if not reports:
+        from gptf.errors import DataError
+
+        raise DataError(
+            "nothing to evaluate: none of " + ", ".join(f.path for f in files) + " exists here",
+            hint="run gptf eval from the folder you trained in, or pass --data FILE.jsonl",
+        )
+    print_report(console, reports, worst)
+    target = out or run.files.root / ("eval.int8.json" if quantized else "eval.json")
+    write_json(
+        target,
+        report_json(
+            reports,
+            run=str(run.files.root),
+            quantized=quantized,
+            decoding="greedy",
+            max_new_tokens=settings.max_new_tokens,
+            constraints=[s.name for s in recipe.generation.constraints],
+        ),
+    )
+    console.print(f"scores written to {target}")
+
+
+@app.command()
+@friendly_errors
+def chat(
+    ckpt: CkptOption,
+    temperature: Annotated[float | None, typer.Option(min=0.0, help="0 = greedy (default: the recipe's)")] = None,
+    top_k: Annotated[int | None, typer.Option(min=0, help="0 = off")] = None,
+    top_p: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(min=1)] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed for sampling")] = None,
+    quantized: Annotated[bool, typer.Option(help="Use the int8 weights")] = False,
+    device: DeviceOption = "auto",
+    threads: ThreadsOption = 1,
+) -> None:
+    """Chat with a trained run in the terminal (/help lists the commands)."""
+    use_threads(threads)
+    from gptf.chat import ChatSession, chat_loop
+    from gptf.pipeline import load_run, sampling_settings
+
+    run = load_run(ckpt, quantized=quantized, device=device)
+    settings = sampling_settings(
+        run.recipe, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens
+    )
+    console.print(f"gptf chat: {run.files.root} ({run.recipe.name}, {run.model.config.seq_len} tokens of context)")
+    chat_loop(ChatSession(run.generator(), settings, seed=seed), console)
+
+
+@app.command()
+@friendly_errors
+def serve(
+    ckpt: CkptOption,
+    host: Annotated[
+        str, typer.Option(help="127.0.0.1 = this computer only; 0.0.0.0 = the whole network")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="0 = any free port")] = 7860,
+    quantized: Annotated[bool, typer.Option(help="Use the int8 weights")] = False,
+    device: DeviceOption = "auto",
+    threads: ThreadsOption = 1,
+) -> None:
+    """A web page for the class: chat, sampling sliders, every token with its probability."""
+    use_threads(threads)
+    from gptf.pipeline import load_run
+    from gptf.serve import ChatService, example_questions, is_loopback, make_server
+
+    run = load_run(ckpt, quantized=quantized, device=device)
+    server = make_server(ChatService(run, example_questions(run)), host, port, console)
+    bound_host, bound_port = server.server_address[:2]
+    shown = "127.0.0.1" if bound_host in ("0.0.0.0", "::") else bound_host
+    console.print(f"gptf serve: {run.files.root} at [bold]http://{shown}:{bound_port}/[/]  (Ctrl+C to stop)")
+    if not is_loopback(host):
+        console.print(
+            f"[yellow]listening on {host}: anyone who can reach this computer on port {bound_port} can use the page[/]"
+        )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        console.print("stopped")
+    finally:
+        server.server_close()

@@ -1,0 +1,264 @@
+"""Training that nothing can take away: Ctrl+C, a closed terminal, ``kill -9``, NaN.
+
+:class:`TrainingSession` wraps :meth:`gptf.trainer.Trainer.fit` in ``gptf run``:
+
+* Ctrl+C (SIGINT), SIGTERM or a closed terminal (SIGHUP) only *asks* the trainer to stop:
+  the current step finishes, a resumable checkpoint is saved, and the run ends with a
+  message saying how to continue (``gptf run RECIPE --resume``). A second Ctrl+C quits
+  at once, keeping the previous checkpoint.
+* Every ``training.save_interval`` steps a checkpoint is saved, so even ``kill -9`` or
+  a power cut loses at most that many steps (see :mod:`gptf.resume` for why a kill
+  in the middle of a save is harmless).
+* A NaN/inf loss stops training (the trainer raises :class:`TrainingStopped`); the last
+  good checkpoint is kept and the message says where it is. Weights that are not finite
+  are never saved over a good checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from gptf.errors import CheckpointError, GptfError, Interrupted, TrainingStopped
+from gptf.recipe import LoadedRecipe
+from gptf.resume import (
+    TOKENIZER,
+    Checkpoint,
+    data_differences,
+    data_fingerprints,
+    find_checkpoint,
+    latest_checkpoint,
+    read_recipe,
+    recipe_differences,
+    remove_checkpoints,
+    restore,
+    save_checkpoint,
+)
+from gptf.run_dir import RunFiles, file_sha256
+from gptf.trainer import Trainer
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def training_data(loaded: LoadedRecipe) -> dict[str, str | None]:
+    """The data files whose content decides what the model learns, by recipe key."""
+    return {"data.train": loaded.recipe.data.train, "data.val": loaded.recipe.data.val}
+
+
+def resume_command(loaded: LoadedRecipe, run_dir: Path) -> str:
+    """The command that continues this run, e.g. ``gptf run recipes/x.yaml lr=1 --resume``."""
+    parts = ["gptf", "run", _shown_path(loaded.chain[0]), *loaded.overrides, "--resume"]
+    if Path(run_dir).resolve() != loaded.recipe.run_dir.resolve():
+        parts.append(str(run_dir))
+    return shlex.join(parts)
+
+
+def _shown_path(path: Path) -> str:
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return str(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def open_resume(
+    run_dir: Path, loaded: LoadedRecipe, recipe_data: dict[str, Any], *, force: bool, console: Console
+) -> Checkpoint:
+    """Find the checkpoint to continue from and refuse (unless ``force``) if what the model
+    would learn has changed since: recipe settings or data files."""
+    checkpoint = find_checkpoint(run_dir)
+    differences = recipe_differences(read_recipe(checkpoint), recipe_data)
+    differences += data_differences(checkpoint.manifest.get("data") or {}, data_fingerprints(training_data(loaded)))
+    if differences and not force:
+        listed = "\n".join(f"  - {d}" for d in differences)
+        raise CheckpointError(
+            f"cannot resume from {checkpoint.path}: {len(differences)} setting(s) differ from the run "
+            f"it was saved by:\n{listed}",
+            hint="undo the change, or add --force to continue anyway (the result will then differ "
+            "from an uninterrupted run)",
+        )
+    for line in differences:
+        console.print(f"[yellow]warning (--force): {line}[/]", highlight=False)
+    tokenizer_path = Path(loaded.recipe.tokenizer.path)
+    if tokenizer_path.is_file():  # (if it is missing, it is retrained and checked after that)
+        check_tokenizer_unchanged(checkpoint, tokenizer_path)
+    saved_threads = checkpoint.manifest.get("threads")
+    threads = loaded.recipe.training.threads or torch.get_num_threads()
+    if saved_threads is not None and saved_threads != threads:
+        console.print(
+            f"[yellow]note: the checkpoint was trained with {saved_threads} threads, now {threads}: "
+            "the weights will not be bit-identical to an uninterrupted run[/]"
+        )
+    return checkpoint
+
+
+def check_tokenizer_unchanged(checkpoint: Checkpoint, tokenizer_path: Path) -> None:
+    """The ids in a checkpoint only mean something with the tokenizer that made them."""
+    saved = checkpoint.manifest.get("tokenizer") or {}
+    now = file_sha256(tokenizer_path) if tokenizer_path.is_file() else None
+    if saved.get("sha256") != now:
+        raise CheckpointError(
+            f"cannot resume from {checkpoint.path}: the tokenizer differs: {tokenizer_path} has "
+            f"sha256 {str(now)[:12]}…, the checkpoint was trained with {str(saved.get('sha256'))[:12]}…",
+            hint=f"put the original back: copy {checkpoint.file(TOKENIZER)} to {tokenizer_path}",
+        )
+
+
+class TrainingSession:
+    """Signals, periodic and final checkpoints, and clear messages around one ``fit``."""
+
+    def __init__(
+        self,
+        *,
+        trainer: Trainer,
+        loaded: LoadedRecipe,
+        files: RunFiles,
+        recipe_data: dict[str, Any],
+        console: Console,
+        resume_from: Checkpoint | None = None,
+    ) -> None:
+        self.trainer = trainer
+        self.loaded = loaded
+        self.files = files
+        self.recipe_data = recipe_data
+        self.console = console
+        self.tokenizer_path = Path(loaded.recipe.tokenizer.path)
+        self.data_hashes = data_fingerprints(training_data(loaded))
+        self.last_saved: Checkpoint | None = None
+        self._previous_handlers: dict[int, Any] = {}
+        if resume_from is not None:
+            self._resume(resume_from)
+        elif (old := latest_checkpoint(files.root)) is not None:
+            console.print(
+                f"[yellow]note: {files.root} holds a resumable checkpoint (step {old.step}); this new run will "
+                f"replace it. To continue that one instead: Ctrl+C now, then {resume_command(loaded, files.root)}[/]",
+                highlight=False,
+            )
+
+    # -- resuming ------------------------------------------------------------
+    def _resume(self, checkpoint: Checkpoint) -> None:
+        check_tokenizer_unchanged(checkpoint, self.tokenizer_path)
+        t = self.trainer
+        restore(checkpoint, model=t.model, optimizer=t.optimizer, train_state=t.state, metrics_path=self.files.metrics)
+        self.last_saved = checkpoint
+        self.console.print(
+            f"resumed from {checkpoint.path} at step {t.state.step} of {t.config.max_steps}", highlight=False
+        )
+
+    # -- signals -------------------------------------------------------------
+    def __enter__(self) -> TrainingSession:
+        if threading.current_thread() is threading.main_thread():
+            for number in STOP_SIGNALS:
+                self._previous_handlers[number] = signal.signal(number, self._on_signal)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        for number, handler in self._previous_handlers.items():
+            signal.signal(number, handler)
+        self._previous_handlers.clear()
+        if isinstance(exc, TrainingStopped) and not isinstance(exc, Interrupted):
+            raise TrainingStopped(f"{exc.message}\n{self._last_good_note()}", hint=exc.hint) from exc
+
+    def _on_signal(self, number: int, frame: FrameType | None) -> None:
+        if self.trainer.stop_requested:  # asked twice: the user wants out now
+            raise KeyboardInterrupt
+        self.trainer.stop_requested = True
+        name = signal.Signals(number).name
+        message = f"\n{name}: stopping after this step to save a resumable checkpoint (Ctrl+C again: quit at once)\n"
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP): saving matters more
+            os.write(2, message.encode())  # not print(): safe inside a signal handler
+
+    # -- saving --------------------------------------------------------------
+    def after_step(self, inner: Callable[[dict[str, Any]], None] | None = None) -> Callable[[dict[str, Any]], None]:
+        """An ``on_step`` for :meth:`Trainer.fit` that also saves every ``save_interval`` steps."""
+        interval = self.trainer.config.save_interval
+
+        def on_step(metrics: dict[str, Any]) -> None:
+            if inner is not None:
+                inner(metrics)
+            if interval and self.trainer.state.step % interval == 0:
+                self.save()
+
+        return on_step
+
+    def save(self) -> Checkpoint | None:
+        """Save a resumable checkpoint now, unless the weights are no longer finite numbers."""
+        t = self.trainer
+        broken = next((name for name, p in t.model.named_parameters() if not torch.isfinite(p).all()), None)
+        if broken is not None:
+            self.console.print(
+                f"[yellow]not saving step {t.state.step}: {broken} holds NaN/inf; keeping the last good checkpoint[/]"
+            )
+            return None
+        started = time.perf_counter()
+        self.last_saved = save_checkpoint(
+            self.files.root,
+            model=t.model,
+            optimizer=t.optimizer,
+            train_state=t.state,
+            recipe=self.recipe_data,
+            tokenizer_path=self.tokenizer_path,
+            data_hashes=self.data_hashes,
+            metrics_path=self.files.metrics,
+        )
+        self.console.print(
+            f"checkpoint: step {t.state.step} -> {self.last_saved.path} ({time.perf_counter() - started:.1f}s)",
+            highlight=False,
+            style="dim",
+        )
+        return self.last_saved
+
+    def finish(self) -> None:
+        """After ``fit``: if it was stopped early, save and end the run with how to continue."""
+        t = self.trainer
+        if not t.stop_requested or t.state.step >= t.config.max_steps:
+            return
+        saved = self.save()
+        where = f"a resumable checkpoint is in {saved.path}" if saved else self._last_good_note()
+        raise Interrupted(
+            f"training interrupted at step {t.state.step} of {t.config.max_steps}; {where}",
+            hint=f"continue with: {resume_command(self.loaded, self.files.root)}",
+        )
+
+    def close(self) -> None:
+        """The run is finished and its weights saved: the resumable checkpoints are no longer needed."""
+        remove_checkpoints(self.files.root)
+
+    def _last_good_note(self) -> str:
+        if self.last_saved is None:
+            return (
+                "no checkpoint had been saved before this step (set training.save_interval to keep one every N steps)"
+            )
+        return (
+            f"the last good checkpoint (step {self.last_saved.step}) is kept in {self.last_saved.path}; "
+            f"after fixing the cause, continue from it with: {resume_command(self.loaded, self.files.root)} --force"
+        )
+
+
+def split_resume_argument(arguments: list[str], *, resume: bool, force: bool) -> tuple[list[str], Path | None]:
+    """``gptf run R.yaml a=1 --resume checkpoints/x``: with ``--resume``, the one argument
+    without ``=`` names the run directory; the others are ``KEY=VALUE`` overrides."""
+    if force and not resume:
+        raise GptfError("--force only applies to --resume (it continues even if the recipe changed)")
+    if not resume:
+        return list(arguments), None
+    paths = [a for a in arguments if "=" not in a]
+    if len(paths) > 1:
+        raise GptfError(f"--resume takes one run directory, got {len(paths)}: {', '.join(paths)}")
+    if paths and not Path(paths[0]).is_dir():
+        raise GptfError(
+            f"'{paths[0]}' is neither a KEY=VALUE override nor a run directory",
+            hint="resume a run with: gptf run RECIPE [KEY=VALUE ...] --resume [checkpoints/<name>]",
+        )
+    return [a for a in arguments if "=" in a], Path(paths[0]) if paths else None

@@ -1,0 +1,157 @@
+"""Everything ``gptf run`` can check before any work starts, reported all at once.
+
+Phase one (:func:`gptf.recipe.structure_recipe`) already refused unknown keys, wrong
+types and numbers that cannot fit together. This is phase two, with the plugins loaded:
+
+* every component name exists and accepts the parameters it is given;
+* the files the run reads exist and are not empty;
+* the model can actually be built with these shapes: the parts are built once on
+  PyTorch's ``meta`` device (shapes only, no memory, no time), so a component that
+  refuses a shape (RoPE needs an even head size) is caught here, not after the tokenizer
+  has been trained; the same dry build tells whether the model fits in memory;
+* the optimizer and schedule accept their parameters.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from gptf.builder import (
+    build_model,
+    build_optimizer,
+    build_quantizer,
+    build_scheduler,
+    component_slots,
+    count_parameters,
+    open_registry,
+    reference_parameter_count,
+)
+from gptf.errors import GptfError, RecipeError
+from gptf.recipe import LoadedRecipe, Recipe
+from gptf.registry import Registry
+
+#: Bytes per parameter while training with AdamW in fp32: weight, gradient, two moments.
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def validate_for_run(loaded: LoadedRecipe, console: Console | None = None) -> Registry:
+    """Load the recipe's plugins and check everything a run needs; one error lists every problem."""
+    recipe = loaded.recipe
+    registry = open_registry(recipe.plugins, loaded.base_dir)
+    failed = [p for p in registry.plugins if not p.ok]
+    problems = component_problems(recipe, registry)
+    components_ok = not problems
+    if problems and failed:
+        problems += [
+            f"note: plugin '{p.name}' ({p.origin}, {p.location}) failed to load and was skipped: {p.error}"
+            for p in failed
+        ]
+    problems += file_problems(recipe)
+    if components_ok:
+        problems += build_problems(recipe, registry)
+    if problems:
+        raise RecipeError(str(loaded.chain[0]), problems)
+    if console is not None:
+        test_problem = data_file_problem("data.test", recipe.data.test)  # only 'gptf eval' reads it
+        if test_problem:
+            console.print(f"[yellow]warning: {test_problem}[/]", highlight=False)
+        for p in failed:
+            console.print(
+                f"[yellow]warning: plugin '{p.name}' ({p.origin}, {p.location}) failed to load and was "
+                f"skipped: {p.error}[/]",
+                highlight=False,
+            )
+    return registry
+
+
+def component_problems(recipe: Recipe, registry: Registry) -> list[str]:
+    problems: list[str] = []
+    for slot in component_slots(recipe):
+        problems += registry.check(slot.kind, slot.spec.name, slot.spec.params, slot.key)
+    return problems
+
+
+def data_file_problem(key: str, value: str | None) -> str | None:
+    """What is wrong with the data file at recipe key ``key``, if anything."""
+    if not value:
+        return None
+    path = Path(value)
+    if not path.exists():
+        return f"{key}: file not found: {path} (paths are relative to the folder gptf runs in: {Path.cwd()})"
+    if not path.is_file():
+        return f"{key}: {path} is a folder, not a JSONL file"
+    if path.stat().st_size == 0:
+        return f"{key}: {path} is empty"
+    return None
+
+
+def file_problems(recipe: Recipe) -> list[str]:
+    """The training data files that are missing or empty; paths that are folders where files belong."""
+    data = recipe.data
+    problems = [p for p in (data_file_problem("data.train", data.train), data_file_problem("data.val", data.val)) if p]
+    tokenizer = Path(recipe.tokenizer.path)
+    if tokenizer.exists() and not tokenizer.is_file():
+        problems.append(f"tokenizer.path: {tokenizer} is a folder, not a tokenizer file")
+    if recipe.run_dir.exists() and not recipe.run_dir.is_dir():
+        problems.append(f"output_dir: {recipe.run_dir} is a file, but the run needs a folder there")
+    return problems
+
+
+def build_problems(recipe: Recipe, registry: Registry) -> list[str]:
+    """Build the model on the ``meta`` device, and the optimizer, schedule and quantizer."""
+    problems = _model_problems(recipe, registry)
+    probe = nn.Linear(2, 2)  # the optimizer's own parameters are what is checked, not the model's
+    for key, build in (
+        ("training.optimizer", lambda: build_optimizer(recipe, registry, probe)),
+        ("training.scheduler", lambda: build_scheduler(recipe, registry)),
+        ("quantizer", lambda: build_quantizer(recipe, registry)),
+    ):
+        try:
+            build()
+        except Exception as exc:
+            problems.append(f"{key}: {_reason(exc)}")
+    return problems
+
+
+def _model_problems(recipe: Recipe, registry: Registry) -> list[str]:
+    m = recipe.model
+    vocab = recipe.tokenizer.vocab_size
+    shape = f"(n_embd={m.n_embd}, n_head={m.n_head}, head size {m.n_embd // m.n_head}, n_layer={m.n_layer})"
+    try:
+        with torch.device("meta"):
+            parameters = count_parameters(build_model(recipe, registry, vocab))
+    except Exception:
+        # Some components cannot run on the meta device; build for real to see whether the
+        # failure is genuine, unless that would take too much memory.
+        if reference_parameter_count(vocab, m.n_embd, m.n_layer) * 4 > 2**30:
+            parameters = reference_parameter_count(vocab, m.n_embd, m.n_layer)
+        else:
+            try:
+                parameters = count_parameters(build_model(recipe, registry, vocab))
+            except Exception as exc:
+                return [f"model: cannot be built with these shapes {shape}: {_reason(exc)}"]
+    memory = _total_memory()
+    needed = parameters * TRAINING_BYTES_PER_PARAMETER
+    if memory is not None and needed > memory:
+        return [
+            f"model: {parameters:,} parameters {shape} need about {needed / 2**30:,.0f} GiB to train "
+            f"(weights, gradients, AdamW state), but this machine has {memory / 2**30:.0f} GiB"
+        ]
+    return []
+
+
+def _reason(exc: BaseException) -> str:
+    """A GptfError already says what and where; anything else gets its type name."""
+    return str(exc) if isinstance(exc, GptfError) else f"{type(exc).__name__}: {exc}"
+
+
+def _total_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -1,0 +1,133 @@
+"""Never print half a Chinese character (乱码).
+
+A byte-level BPE token is a run of bytes, not of characters. A Chinese character is 3
+UTF-8 bytes, and a rare one is often split over two or three tokens, e.g.
+
+    蒸 = e8 92 b8   ->   token "e8 92" + token "b8"
+
+If the model picks a token that cannot continue the bytes so far (a lone "b8" at the
+start of a character, or "e8" right after "e8 92"), the answer is no longer valid UTF-8
+and prints as U+FFFD (�). This constraint lets the model choose only tokens that keep
+the answer valid UTF-8:
+
+* it works out the *pending* bytes: the unfinished character at the end of the answer
+  (empty at a character boundary);
+* a token is allowed when ``pending + token bytes`` is still valid UTF-8, ending either on
+  a character boundary or inside a character that later tokens can still finish;
+* ``<eos>`` (and the other special tokens, which have no bytes) only at a boundary;
+* near the end of the token budget, a token may open a character only if the remaining
+  tokens can still finish it (every byte exists as a single token, so one byte per step).
+
+Which tokens fit depends only on the pending bytes, so the answer is worked out once per
+distinct pending sequence (a few hundred in Chinese text) and cached: a generation step
+costs one dictionary lookup and one masked fill.
+"""
+
+from __future__ import annotations
+
+import codecs
+
+import torch
+
+from gptf import hookimpl
+from gptf.generation import DecodingState
+from gptf.interfaces import DecodingConstraint, Tokenizer
+
+INVALID = -1  # in a "bytes still needed" table: this token breaks UTF-8 here
+
+
+def utf8_length(lead: int) -> int:
+    """How many bytes a character starting with byte ``lead`` has (0: not a lead byte)."""
+    if lead < 0x80:
+        return 1
+    if 0xC2 <= lead <= 0xDF:
+        return 2
+    if 0xE0 <= lead <= 0xEF:
+        return 3
+    if 0xF0 <= lead <= 0xF4:
+        return 4
+    return 0  # a continuation byte (80-bf) or a byte UTF-8 never uses (c0, c1, f5-ff)
+
+
+def unfinished_tail(data: bytes) -> bytes:
+    """The bytes of an unfinished last character of ``data`` (``b""`` at a boundary).
+
+    Assumes ``data`` is valid UTF-8 so far, which this constraint guarantees."""
+    for back in range(1, min(3, len(data)) + 1):
+        byte = data[-back]
+        length = utf8_length(byte)
+        if length == 0:  # continuation byte: the lead is further back
+            continue
+        return data[-back:] if length > back else b""
+    return b""
+
+
+def bytes_still_needed(pending: bytes, piece: bytes) -> int:
+    """Bytes needed to finish the last character of ``pending + piece``, or INVALID."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        decoder.decode(pending + piece, final=False)
+    except UnicodeDecodeError:
+        return INVALID
+    buffered = decoder.getstate()[0]  # the unfinished tail the decoder holds back
+    if not buffered:
+        return 0
+    needed = utf8_length(buffered[0]) - len(buffered)
+    if len(buffered) >= 2:  # the second byte decides (e.g. "ed a0" could only become a surrogate)
+        try:
+            (buffered + b"\x80" * needed).decode("utf-8")
+        except UnicodeDecodeError:
+            return INVALID
+    return needed
+
+
+class Utf8Only(DecodingConstraint):
+    """Only tokens that keep the answer valid UTF-8 may be chosen."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.eos_id = tokenizer.eos_id
+        vocab_size = tokenizer.vocab_size
+        self.pieces = [tokenizer.token_bytes(i) for i in range(vocab_size)]  # b"" for special tokens
+        self._needed: dict[bytes, torch.Tensor] = {}  # pending bytes -> (V,) bytes still needed
+        self._allowed: dict[bytes, torch.Tensor] = {}  # pending bytes -> (V,) bool, no budget limit
+
+    def needed_table(self, pending: bytes) -> torch.Tensor:
+        """For every token: bytes still needed after it, INVALID if it breaks UTF-8."""
+        table = self._needed.get(pending)
+        if table is None:
+            values = [
+                bytes_still_needed(pending, piece) if piece else (0 if not pending else INVALID)
+                for piece in self.pieces
+            ]
+            table = torch.tensor(values, dtype=torch.int8)
+            self._needed[pending] = table
+            self._allowed[pending] = table >= 0
+        return table
+
+    def pending_bytes(self, new_ids: list[int]) -> bytes:
+        """The unfinished character at the end of the answer so far (at most 3 bytes)."""
+        tail = b""
+        for token in reversed(new_ids):
+            tail = self.pieces[token] + tail
+            if len(tail) >= 3:
+                break
+        return unfinished_tail(tail)
+
+    def adjust_logits(self, logits: torch.Tensor, state: DecodingState) -> torch.Tensor:
+        pending = self.pending_bytes(state.new_ids)
+        needed = self.needed_table(pending)
+        allowed = self._allowed[pending]
+        if state.budget is not None:
+            left_after = state.budget - len(state.new_ids) - 1  # tokens left after this one
+            if left_after < 3:  # only then can the budget cut a character in half
+                finishable = allowed & (needed <= left_after)
+                if bool(finishable.any()):
+                    allowed = finishable
+        if not bool(allowed.any()):  # a tokenizer without single-byte tokens: nothing valid to offer
+            return logits
+        return logits.masked_fill(~allowed, float("-inf"))
+
+
+@hookimpl
+def register_decoding_constraints() -> dict[str, type]:
+    return {"utf8_only": Utf8Only}

@@ -1,0 +1,224 @@
+"""Speed-ups that must not change results: each fast path is checked against the plain one.
+
+* gradient accumulation: a batch of 16 as 4 micro-batches of 4 gives the gradient of 16 at once;
+* right-padding to the batch's longest row: a sample's loss does not depend on its neighbours;
+* length bucketing only regroups the samples of a window of batches;
+* the KV cache: greedy answers with the cache equal those without it, token for token;
+* the rewritten hot paths (RoPE rotation, RMSNorm, score bias once per forward) equal the
+  formulas they replace.
+No timing here: speed is measured by ``benchmarks/``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FIXTURES, ROOT
+
+from gptf.builder import build_model, build_optimizer, build_scheduler, open_registry
+from gptf.data import IGNORE, Sample, pad_batch, sample_stream, step_samples, tokenize_split
+from gptf.generation import Generator, SamplingSettings
+from gptf.kv_cache import KVCache
+from gptf.plugins.tokenization.byte_bpe import ByteLevelBPE
+from gptf.recipe import recipe_from_dict
+from gptf.trainer import Trainer
+
+REGISTRY = open_registry()
+POSITIONALS = REGISTRY.names("positional")
+SAMPLES = [
+    Sample(r["prompt"], r["completion"])
+    for r in map(json.loads, (FIXTURES / "tiny_train.jsonl").read_text(encoding="utf-8").splitlines())
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> object:
+    """Tiny tensors: one thread is fastest, and it keeps the shared test machine free."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> ByteLevelBPE:
+    tok = ByteLevelBPE(300)
+    tok.train(s.prompt + s.completion for s in SAMPLES)
+    return tok
+
+
+def small_recipe(**training: object) -> object:
+    model = {"n_layer": 2, "n_head": 2, "n_embd": 32, "seq_len": 64}
+    return recipe_from_dict({"name": "probe", "model": model, "training": {"threads": 1, **training}})
+
+
+def make_trainer(tokenizer: ByteLevelBPE, **training: object) -> Trainer:
+    recipe = small_recipe(**training)
+    torch.manual_seed(0)
+    model = build_model(recipe, REGISTRY, tokenizer.vocab_size)
+    train = tokenize_split(SAMPLES, tokenizer, 64, truncate=True, source="tiny")
+    return Trainer(
+        config=recipe.training,
+        model=model,
+        train=train,
+        val=None,
+        pad_id=tokenizer.pad_id,
+        optimizer=build_optimizer(recipe, REGISTRY, model),
+        schedule=build_scheduler(recipe, REGISTRY),
+    )
+
+
+def test_gradient_accumulation_equals_the_full_batch(tokenizer: ByteLevelBPE) -> None:
+    """16 samples as 4 micro-batches of 4 and as 1 of 16: the same loss and gradients (fp32)."""
+    settings = {"batch_size": 16, "grad_clip": 0.0, "max_steps": 10}
+    accumulated = make_trainer(tokenizer, micro_batch=4, **settings)
+    whole = make_trainer(tokenizer, micro_batch=16, **settings)
+    a, b = accumulated.train_step(), whole.train_step()
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+    for (name, p), q in zip(accumulated.model.named_parameters(), whole.model.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=f"gradient of {name}")
+
+
+def test_accumulation_is_not_a_mean_of_micro_batch_means(tokenizer: ByteLevelBPE) -> None:
+    """The test above can fail: the original's mean-of-means gives a different gradient."""
+    trainer = make_trainer(tokenizer, batch_size=16, micro_batch=4, grad_clip=0.0)
+    trainer.train_step()
+    expected = {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
+    trainer.model.zero_grad()
+    split = trainer.train_split
+    chunks = [list(range(i, i + 4)) for i in range(0, 16, 4)]
+    for chunk in chunks:
+        x, y = pad_batch([split.inputs[i] for i in chunk], [split.targets[i] for i in chunk], trainer.pad_id)
+        logits = trainer.model(x)
+        (F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE) / len(chunks)).backward()
+    assert any(not torch.allclose(p.grad, expected[n]) for n, p in trainer.model.named_parameters())
+
+
+@pytest.mark.parametrize("positional", POSITIONALS)
+def test_padding_does_not_change_a_samples_loss(tokenizer: ByteLevelBPE, positional: str) -> None:
+    """Right-padding to the longest row: each row's loss equals the loss of that sample alone."""
+    recipe = recipe_from_dict(
+        {"name": "probe", "model": {"n_layer": 2, "n_head": 2, "n_embd": 32, "seq_len": 64, "positional": positional}}
+    )
+    torch.manual_seed(0)
+    model = build_model(recipe, REGISTRY, tokenizer.vocab_size).eval()
+    split = tokenize_split(SAMPLES[:6], tokenizer, 64, truncate=True, source="tiny")
+    x, y = pad_batch(split.inputs, split.targets, tokenizer.pad_id)
+    assert len({len(t) for t in split.inputs}) > 1, "the rows must differ in length for this test"
+    with torch.no_grad():
+        batched = F.cross_entropy(model(x).transpose(1, 2), y, ignore_index=IGNORE, reduction="none").sum(1)
+        for row, (xi, yi) in enumerate(zip(split.inputs, split.targets, strict=True)):
+            alone = F.cross_entropy(model(xi[None])[0], yi, ignore_index=IGNORE, reduction="sum")
+            torch.testing.assert_close(batched[row], alone, rtol=1e-5, atol=1e-5)
+
+
+def tiny_model(positional: str, vocab_size: int, seq_len: int = 64) -> torch.nn.Module:
+    recipe = recipe_from_dict(
+        {
+            "name": "probe",
+            "model": {"n_layer": 2, "n_head": 4, "n_embd": 32, "seq_len": seq_len, "positional": positional},
+        }
+    )
+    torch.manual_seed(1)
+    return build_model(recipe, REGISTRY, vocab_size).eval()
+
+
+@pytest.mark.parametrize("positional", POSITIONALS)
+def test_cached_logits_equal_full_recompute(positional: str) -> None:
+    """A prompt, then one token at a time through the cache: the logits of a full forward."""
+    model = tiny_model(positional, 50)
+    ids = torch.randint(0, 50, (1, 30), generator=torch.Generator().manual_seed(0))
+    c = model.config
+    with torch.no_grad():
+        full = model(ids)
+        cache = KVCache(c.n_layer, 1, c.n_kv_head, c.seq_len, c.head_dim)
+        parts = [model(ids[:, :10], cache)] + [model(ids[:, t : t + 1], cache) for t in range(10, 30)]
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("positional", POSITIONALS)
+def test_greedy_answer_with_cache_equals_without(tokenizer: ByteLevelBPE, positional: str) -> None:
+    model = tiny_model(positional, tokenizer.vocab_size)
+    with torch.no_grad():  # larger weights: clear winners at every step, so the test is about the cache
+        for p in model.parameters():
+            p.mul_(8.0 if p.dim() >= 2 else 1.0)
+    settings = SamplingSettings(max_new_tokens=40, temperature=0.0)
+    for prompt in ("什么是注意力机制？", "解释RoPE"):
+        cached = Generator(model, tokenizer, use_cache=True).generate(prompt, settings)
+        recomputed = Generator(model, tokenizer, use_cache=False).generate(prompt, settings)
+        assert len(cached.tokens) > 5
+        assert [t.token_id for t in cached.tokens] == [t.token_id for t in recomputed.tokens]
+        assert cached.stop_reason == recomputed.stop_reason
+
+
+def test_rope_rotation_equals_the_two_halves_formula() -> None:
+    """The fast rotation is the textbook one, bit for bit, at any positions."""
+    rope = REGISTRY.build("positional", "rope", {}, "model.positional", n_embd=64, n_head=4, head_dim=16, seq_len=40)
+    q, k = torch.randn(2, 4, 7, 16), torch.randn(2, 2, 7, 16)
+    positions = torch.arange(20, 27)
+    inv_freq = 1.0 / 10000.0 ** (torch.arange(0, 16, 2).float() / 16)
+    angles = torch.outer(torch.arange(40).float(), inv_freq)[positions]  # (T, D/2)
+    cos, sin = angles.cos(), angles.sin()
+
+    def textbook(x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+    fast_q, fast_k = rope.rotate(q, k, positions)
+    assert torch.equal(fast_q, textbook(q))
+    assert torch.equal(fast_k, textbook(k))
+
+
+def test_rmsnorm_equals_its_formula() -> None:
+    norm = REGISTRY.build("norm", "rmsnorm", {}, "model.norm", dim=32)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(32))
+    x = torch.randn(3, 5, 32)
+    expected = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + norm.eps) * norm.weight
+    torch.testing.assert_close(norm(x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_naive_reference_has_the_teacher_parameter_count() -> None:
+    """The benchmarks' stand-in for the original release is the same size as gptf's teacher."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from naive_reference import NaiveConfig, NaiveGPT
+
+    assert sum(p.numel() for p in NaiveGPT(NaiveConfig(vocab_size=824)).parameters()) == 3_368_192
+
+
+def test_without_bucketing_the_data_order_is_the_plain_stream() -> None:
+    lengths = [(7 * i) % 50 + 5 for i in range(200)]
+    for step in (0, 3, 12, 40):
+        assert step_samples(lengths, 42, step, 16) == sample_stream(200, 42, step * 16, 16)
+
+
+def test_length_bucketing_regroups_each_window_by_length() -> None:
+    """Bucketing only regroups: each window of W batches holds the same samples as the plain
+    stream, every batch is drawn once, and a batch's lengths are close together."""
+    lengths = [(7 * i) % 50 + 5 for i in range(200)]
+    W, batch = 8, 16
+    for window in range(3):
+        batches = [step_samples(lengths, 42, window * W + slot, batch, W) for slot in range(W)]
+        assert sorted(i for b in batches for i in b) == sorted(sample_stream(200, 42, window * W * batch, W * batch))
+        plain = [sample_stream(200, 42, (window * W + slot) * batch, batch) for slot in range(W)]
+        spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches)
+        plain_spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in plain)
+        assert spread < plain_spread / 3
+    assert step_samples(lengths, 42, 5, batch, W) == step_samples(lengths, 42, 5, batch, W)  # resumable
+
+
+def test_bucketed_training_runs_and_pads_less(tokenizer: ByteLevelBPE) -> None:
+    plain = make_trainer(tokenizer, batch_size=8, micro_batch=8, bucket_batches=1)
+    bucketed = make_trainer(tokenizer, batch_size=8, micro_batch=8, bucket_batches=3)
+
+    def padded_tokens(trainer: Trainer) -> int:
+        rows = [step_samples(trainer.lengths, 42, s, 8, trainer.config.bucket_batches) for s in range(3)]
+        return sum(len(r) * max(trainer.lengths[i] for i in r) for r in rows)
+
+    assert padded_tokens(bucketed) < padded_tokens(plain)
+    for _ in range(3):
+        assert bucketed.train_step()["loss"] > 0

@@ -1,0 +1,194 @@
+"""gptf serve: the JSON API, its limits, concurrency, the command, and the page in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from gptf.serve import ChatService, is_loopback, make_server
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def server_url(tiny_run: Path) -> Iterator[str]:
+    """The tiny run served on a free loopback port, in a background thread."""
+    from gptf.pipeline import load_run
+
+    run = load_run(tiny_run)
+    server = make_server(ChatService(run, ["什么是注意力机制？", "你是谁？"]), "127.0.0.1", 0, Console(quiet=True))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def call(url: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_info_and_an_answer_with_token_probabilities(server_url: str) -> None:
+    status, info = call(server_url + "/api/info")
+    assert status == 200 and info["name"] == "tiny" and info["examples"][0] == "什么是注意力机制？"
+    assert info["defaults"]["repetition_penalty"] == 1.1 and info["limits"]["max_new_tokens"] == 64
+    status, reply = call(server_url + "/api/chat", {"question": "什么是注意力机制？", "max_new_tokens": 10})
+    assert status == 200, reply
+    assert 1 <= len(reply["tokens"]) <= 10 and reply["stop_reason"] in ("eos", "max_new_tokens", "stop")
+    assert all(0.0 <= t["probability"] <= 1.0 for t in reply["tokens"])
+    # the token texts put together are the raw answer: partial characters show up on the token that completes them
+    joined = "".join(t["text"] for t in reply["tokens"])
+    assert "\ufffd" not in joined and joined.rstrip().endswith(reply["answer"])
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"question": ""}, "question must be a non-empty string"),
+        ({"question": "问" * 201}, "at most 200"),
+        ({"question": "好", "temperature": 9}, "temperature must be between 0 and 5"),
+        ({"question": "好", "top_k": 1.5}, "top_k must be a whole number"),
+        ({"question": "好", "top_p": "high"}, "top_p must be a number"),
+        ({"question": "好", "max_new_tokens": 1000}, "max_new_tokens must be between 1 and 64"),
+        ({"question": "好", "history": [{"user": "a"}]}, "each history turn"),
+        ({"question": "好", "history": [{"user": "a", "assistant": "b"}] * 21}, "at most 20 turns"),
+        ({"question": "好", "seed": -1}, "seed must be"),
+        (["not", "an", "object"], "must be a JSON object"),
+    ],
+)
+def test_bad_requests_get_a_clear_400(server_url: str, body: Any, message: str) -> None:
+    status, reply = call(server_url + "/api/chat", body)
+    assert status == 400 and message in reply["error"]
+
+
+def test_size_limits_and_unknown_paths(server_url: str) -> None:
+    status, reply = call(server_url + "/api/chat", raw=b"{" + b" " * (70 * 1024) + b"}")
+    assert status == 413
+    status, reply = call(server_url + "/api/chat", raw=b"not json")
+    assert status == 400 and "not UTF-8 JSON" in reply["error"]
+    status, reply = call(server_url + "/nope")
+    assert status == 404
+
+
+def test_concurrent_requests_do_not_corrupt_each_other(server_url: str) -> None:
+    requests = [
+        {"question": q, "temperature": t, "top_k": k, "seed": s, "max_new_tokens": 12}
+        for q, t, k, s in [
+            ("什么是注意力机制？", 0.0, 0, None),
+            ("你是谁？", 1.0, 20, 1),
+            ("什么是RoPE？", 0.8, 0, 2),
+            ("北京是哪个国家的首都", 1.2, 50, 3),
+        ]
+    ]
+    alone = [call(server_url + "/api/chat", r)[1] for r in requests]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        together = list(pool.map(lambda r: call(server_url + "/api/chat", r)[1], requests * 3))
+    for index, reply in enumerate(together):
+        expected = alone[index % len(requests)]
+        assert reply["answer"] == expected["answer"]
+        assert [t["bytes"] for t in reply["tokens"]] == [t["bytes"] for t in expected["tokens"]]
+
+
+def test_history_is_sent_by_the_page_and_truncated_to_fit(server_url: str) -> None:
+    history = [{"user": "问题" * 5, "assistant": "回答" * 20}] * 6
+    status, reply = call(server_url + "/api/chat", {"question": "你是谁？", "history": history, "max_new_tokens": 8})
+    assert status == 200 and reply["kept_turns"] < len(history)  # the oldest turns no longer fit in seq_len=64
+
+
+def test_loopback_detection() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+
+
+def test_serve_command_listens_on_loopback_and_stops_on_ctrl_c(tiny_run: Path, tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gptf.cli", "serve", "--ckpt", str(tiny_run), "--port", "0", "--device", "cpu"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "200", "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        first = process.stdout.readline()  # type: ignore[union-attr]
+        assert "http://127.0.0.1:" in first, first + process.stderr.read()  # type: ignore[union-attr]
+        url = first.split("http://", 1)[1].split("/", 1)[0]
+        status, info = call(f"http://{url}/api/info")
+        assert status == 200 and info["name"] == "tiny"
+        with urllib.request.urlopen(f"http://{url}/", timeout=30) as page:
+            assert "gptf" in page.read().decode("utf-8")
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "stopped" in out and "Traceback" not in err
+
+
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason="needs Debian's chromium and chromium-driver")
+def test_the_page_in_headless_chromium(server_url: str, tmp_path: Path) -> None:
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        "--window-size=1200,900",
+    ):
+        options.add_argument(argument)
+    browser = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))  # no driver download
+    try:
+        browser.get(server_url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+        assert browser.find_element(By.ID, "model-name").text == "tiny"
+        examples = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#examples button")]
+        assert examples == ["什么是注意力机制？", "你是谁？"]
+        assert browser.find_element(By.ID, "temperature").get_attribute("value") == "0"
+
+        browser.find_element(By.ID, "question").send_keys("什么是RoPE？")
+        browser.find_element(By.ID, "send").click()
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".a.answered"))
+        answer = browser.find_element(By.CSS_SELECTOR, ".a.answered").text
+        expected = call(server_url + "/api/chat", {"question": "什么是RoPE？", "repetition_penalty": 1.1})[1]
+        assert answer == (expected["answer"] or "（没有回答）")  # the page shows what the model answered
+        chips = browser.find_elements(By.CSS_SELECTOR, ".turn .tok")
+        assert len(chips) == len(expected["tokens"]) and "p = " in chips[0].get_attribute("title")
+
+        browser.find_elements(By.CSS_SELECTOR, "#examples button")[1].click()  # an example question
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".a.answered")) == 2)
+        browser.save_screenshot(str(tmp_path / "page.png"))
+        browser.find_element(By.ID, "reset").click()
+        assert browser.find_elements(By.CSS_SELECTOR, ".turn") == []
+    finally:
+        browser.quit()
