@@ -43,7 +43,8 @@ class Dataset:
 
 
 def our_data(overrides: Sequence[str] = ()) -> Dataset:
-    """The project's data (data/train.jsonl, data/val.jsonl) and the teacher recipe's tokenizer.
+    """The project's data (data/train.jsonl, data/val.jsonl) and the teacher recipe's tokenizer,
+    with the recipe's prompt augmentation applied to the training samples, as ``gptf run`` does.
 
     The tokenizer file is used when it exists; otherwise one is trained in memory, as
     ``gptf run`` would, but nothing is written to the repository."""
@@ -56,9 +57,14 @@ def our_data(overrides: Sequence[str] = ()) -> Dataset:
     path = ROOT / recipe.tokenizer.path
     if path.is_file():
         tokenizer.load(path)
-        return Dataset("ours", train, val, tokenizer, path)
-    tokenizer.train(training_texts(train))
-    return Dataset("ours", train, val, tokenizer, None)
+    else:
+        tokenizer.train(training_texts(train))
+    copies = getattr(recipe.data, "augment_copies", 0)
+    if copies:  # after the tokenizer, as in gptf run
+        from gptf.augment import augment_prompts
+
+        train = augment_prompts(train, copies, recipe.training.seed)
+    return Dataset("ours", train, val, tokenizer, path if path.is_file() else None)
 
 
 def peer_data() -> Dataset | None:

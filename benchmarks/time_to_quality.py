@@ -2,6 +2,7 @@
 
     python benchmarks/time_to_quality.py                    # both data sets, a few minutes
     python benchmarks/time_to_quality.py --data peer --naive-budget-s 900   # the naive run to the end
+    python benchmarks/time_to_quality.py --gptf-overrides training.precision=bf16 training.micro_batch=16
 
 What a lesson feels is not the speed of one step but how long until the model is good.
 Two data sets:
@@ -9,8 +10,9 @@ Two data sets:
 * ``peer``: the original release's data and tokenizer (../shared/peer/gpt_teacher_seed),
   target 0.4243, the original's own final validation loss after 2000 steps (751 s on the
   machine the issue was measured on). Skipped, with a note in the JSON, when ../shared is absent.
-* ``ours``: data/train.jsonl + data/val.jsonl, target 0.50 (``--ours-target``): the level the
-  teacher recipe passes late in its 600-step run; below it the demo answers are right.
+* ``ours``: data/train.jsonl (with the recipe's prompt augmentation, as ``gptf run``) +
+  data/val.jsonl, target 0.50 (``--ours-target``): the level the teacher recipe passes late in
+  its 600-step run; below it the demo answers are right.
 
 gptf trains with the teacher recipe as shipped (its own schedule for ``training.max_steps``);
 the naive reference with the original release's settings (lr 3e-4, 5 warm-up steps, cosine
@@ -100,7 +102,7 @@ def _record(
 
 def compare(data: Dataset, target: float, args: argparse.Namespace) -> dict[str, Any]:
     gptf = gptf_to_target(data, target, args.eval_every, args.gptf_budget_s, args.gptf_overrides)
-    naive = naive_to_target(data, target, args.naive_eval_every, args.naive_budget_s)
+    naive = naive_to_target(data, target, args.eval_every, args.naive_budget_s)
     result: dict[str, Any] = {"target_val_loss": target, "gptf": gptf, "naive": naive}
     if gptf["reached"] and naive["reached"]:
         result["speedup"] = round(naive["train_s"] / gptf["train_s"], 1)
@@ -113,8 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", nargs="+", choices=["peer", "ours"], default=["peer", "ours"])
     parser.add_argument("--ours-target", type=float, default=OURS_TARGET, help=f"default {OURS_TARGET}")
-    parser.add_argument("--eval-every", type=int, default=10, help="gptf: steps between evaluations (default 10)")
-    parser.add_argument("--naive-eval-every", type=int, default=50, help="naive: steps between evaluations")
+    parser.add_argument("--eval-every", type=int, default=10, help="steps between evaluations (default 10)")
     parser.add_argument("--gptf-budget-s", type=float, default=300.0, help="gptf: training seconds at most")
     parser.add_argument("--naive-budget-s", type=float, default=90.0, help="naive: training seconds at most")
     parser.add_argument(

@@ -1,7 +1,8 @@
 """The training loop: next-token prediction on the answer tokens, with AdamW.
 
 One optimizer step =
-    1. take the next ``batch_size`` samples of the seeded data stream;
+    1. take the next ``batch_size`` samples of the seeded data stream (grouped by length
+       with ``training.bucket_batches``, see :func:`gptf.data.step_samples`);
     2. split them into micro-batches (gradient accumulation) and, for each one,
        forward -> cross-entropy on the answer tokens -> backward (gradients add up);
     3. clip the gradient norm, set the learning rate from the schedule, update.

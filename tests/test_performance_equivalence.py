@@ -222,3 +222,21 @@ def test_bucketed_training_runs_and_pads_less(tokenizer: ByteLevelBPE) -> None:
     assert padded_tokens(bucketed) < padded_tokens(plain)
     for _ in range(3):
         assert bucketed.train_step()["loss"] > 0
+
+
+def test_sdpa_under_bf16_autocast_attends_in_fp32() -> None:
+    """The fused CPU kernel is slow in bf16, so under autocast attention runs in fp32."""
+    attention = REGISTRY.build(
+        "attention", "sdpa", {}, "model.attention", n_head=2, n_kv_head=2, head_dim=8, seq_len=16
+    )
+    q, k, v = (torch.randn(1, 2, 5, 8).to(torch.bfloat16) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention(q, k, v)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, attention(q.float(), k.float(), v.float()).to(torch.bfloat16))
+
+
+def test_bf16_training_step_matches_fp32_closely(tokenizer: ByteLevelBPE) -> None:
+    fp32 = make_trainer(tokenizer, batch_size=8, micro_batch=8)
+    bf16 = make_trainer(tokenizer, batch_size=8, micro_batch=8, precision="bf16")
+    assert bf16.train_step()["loss"] == pytest.approx(fp32.train_step()["loss"], rel=2e-2)
