@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 TINY_RECIPE = FIXTURES / "tiny.yaml"
 PEER = ROOT.parent / "shared" / "peer" / "gpt_teacher_seed"
+#: A complete student plugin (a ScaleNorm), the one docs/plugins.md walks through.
+SCALE_NORM = (ROOT / "examples" / "plugins" / "scalenorm.py").read_text(encoding="utf-8")
 
 
 def copy_tiny_data(folder: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import attrs
 import pytest
-from conftest import TINY_RECIPE, invoke, run_gptf
+from conftest import SCALE_NORM, TINY_RECIPE, invoke, run_gptf
 
 Setup = Callable[[Path, Path], list[str]]  # (workdir, finished tiny run) -> CLI arguments
 
@@ -147,24 +147,6 @@ def run_used_missing_plugin_file(run: Path) -> None:
     info["components"]["model.norm"] = "my_norm"
     (run / "run.json").write_text(json.dumps(info), encoding="utf-8")
 
-
-SCALE_NORM = """
-import torch
-from gptf import hookimpl
-
-class ScaleNorm(torch.nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-5):
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.tensor(dim ** 0.5))
-        self.eps = eps
-
-    def forward(self, x):
-        return self.scale * x / x.norm(dim=-1, keepdim=True).clamp(min=self.eps)
-
-@hookimpl
-def register_norms():
-    return {"scalenorm": ScaleNorm}
-"""
 
 BOOM_NORM = """
 from gptf import hookimpl

@@ -2,33 +2,9 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
-from conftest import TINY_RECIPE, run_gptf
-
-SCALE_NORM = textwrap.dedent(
-    '''
-    """ScaleNorm: one learned number instead of a vector of gains."""
-    import torch
-    from gptf import hookimpl
-
-
-    class ScaleNorm(torch.nn.Module):
-        def __init__(self, dim: int, eps: float = 1e-5):
-            super().__init__()
-            self.scale = torch.nn.Parameter(torch.tensor(dim ** 0.5))
-            self.eps = eps
-
-        def forward(self, x):
-            return self.scale * x / x.norm(dim=-1, keepdim=True).clamp(min=self.eps)
-
-
-    @hookimpl
-    def register_norms():
-        return {"scalenorm": ScaleNorm}
-    '''
-)
+from conftest import SCALE_NORM, TINY_RECIPE, run_gptf
 
 
 def write_recipe(folder: Path, extra: str) -> Path:
