@@ -258,8 +258,8 @@ def run_recipe(
         files.quantized.unlink(missing_ok=True)
 
     answers = []
+    generator = Generator(model, tokenizer, build_constraints(recipe.generation.constraints, registry, tokenizer))
     if recipe.demo_prompts:
-        generator = Generator(model, tokenizer, build_constraints(recipe.generation.constraints, registry, tokenizer))
         settings = sampling_settings(recipe)
         console.rule("demo answers")
         for prompt in recipe.demo_prompts:
@@ -270,7 +270,6 @@ def run_recipe(
     if final_eval:
         from gptf.evaluate import evaluate_after_training
 
-        generator = Generator(model, tokenizer, build_constraints(recipe.generation.constraints, registry, tokenizer))
         scores = evaluate_after_training(generator, recipe, console, files.root / "eval.json")
         record["val_eval"] = scores.summary() if scores else None
     if init_from is not None:
