@@ -19,11 +19,11 @@ from typing import Any
 import attrs
 import torch
 
-from gptf.builder import build_model, build_optimizer, build_scheduler, new_tokenizer, registry_for
+from gptf.build.components import build_model, build_optimizer, build_scheduler, new_tokenizer, registry_for
 from gptf.data import Sample, TokenizedSplit, read_jsonl, tokenize_split, training_texts
 from gptf.interfaces import Tokenizer
 from gptf.recipe import Recipe, load_recipe
-from gptf.trainer import Trainer
+from gptf.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER_RECIPE = ROOT / "recipes" / "teacher_3m.yaml"
@@ -61,7 +61,7 @@ def our_data(overrides: Sequence[str] = ()) -> Dataset:
         tokenizer.train(training_texts(train))
     copies = getattr(recipe.data, "augment_copies", 0)
     if copies:  # after the tokenizer, as in gptf run
-        from gptf.augment import augment_prompts
+        from gptf.data import augment_prompts
 
         train = augment_prompts(train, copies, recipe.training.seed)
     return Dataset("ours", train, val, tokenizer, path if path.is_file() else None)

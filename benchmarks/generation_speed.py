@@ -29,8 +29,8 @@ import torch
 from bench_common import emit, machine, our_data, set_threads, teacher_recipe
 from naive_reference import NaiveConfig, NaiveGPT, naive_generate
 
-from gptf.builder import build_constraints, build_model, build_quantizer, open_registry
-from gptf.generation import Generation, Generator, SamplingSettings
+from gptf.build.components import build_constraints, build_model, build_quantizer, open_registry
+from gptf.generate import Generation, Generator, SamplingSettings
 from gptf.recipe import ComponentSpec
 
 
@@ -57,7 +57,7 @@ def main() -> None:
     threads = set_threads(args.threads)
 
     if args.ckpt:
-        from gptf.pipeline import load_run
+        from gptf.run import load_run
 
         run = load_run(args.ckpt)
         recipe, registry, tokenizer, model = run.recipe, run.registry, run.tokenizer, run.model

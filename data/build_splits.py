@@ -64,7 +64,7 @@ class Concept:
 
 
 def normalize(text: str) -> str:
-    """Same normalisation as gptf.data_check: NFKC, no spaces, no punctuation, lowercase."""
+    """Same normalisation as gptf.tools.data_check: NFKC, no spaces, no punctuation, lowercase."""
     text = unicodedata.normalize("NFKC", text)
     kept = [
         ch

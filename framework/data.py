@@ -7,14 +7,17 @@ Every sample is laid out as
 
 and the model is trained to predict the *next* token at every position, but the loss
 only counts predictions inside the answer part (and its <eos>): we teach it to answer,
-not to invent questions. All of that lives in this one file.
+not to invent questions. All of that lives in this one file: the one JSONL reader
+(:func:`parse_jsonl`), the template, tokenisation, the seeded data order, padded
+micro-batches, and prompt augmentation.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -46,49 +49,88 @@ class Sample:
     prompt: str
     completion: str
     source: str = ""  # "file:line", for messages
+    concept: str = ""  # the optional "concept" field: which taught idea the question asks about
+
+    @property
+    def line(self) -> int:
+        """The line number in its file (0 when not read from a file)."""
+        _, _, number = self.source.rpartition(":")
+        return int(number) if number.isdigit() else 0
 
 
-def read_jsonl(path: str | Path) -> list[Sample]:
-    """Read ``{"prompt": ..., "completion": ...}`` lines; every bad line is reported."""
+@attrs.frozen
+class JsonlContents:
+    """A JSONL file as read: the good samples, and one ``file:line: message`` per bad line."""
+
+    path: Path
+    samples: list[Sample]
+    errors: list[str]
+    lines: int  # lines in the file, blank ones included
+
+
+def parse_jsonl(path: str | Path) -> JsonlContents:
+    """Read ``{"prompt": ..., "completion": ...}`` lines, collecting every problem.
+
+    This is the one JSONL reader of gptf (``gptf run``, ``gptf data check``, ``gptf eval``), so
+    they accept and refuse exactly the same files. UTF-8 with or without a byte-order mark;
+    ``\n`` or ``\r\n`` line ends; lines are split on ``\n`` only (``str.splitlines`` would
+    also cut at U+2028 or U+0085 *inside* a JSON string); blank lines are skipped; other
+    fields are allowed. Raises :class:`DataError` only when the file cannot be read at all;
+    an empty file gives no samples and no errors.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
-    samples: list[Sample] = []
-    errors: list[str] = []
     try:
-        # split on "\n" only: str.splitlines() would also cut at U+2028 or \x85 inside a JSON string
-        lines = [line.rstrip("\r") for line in path.read_text(encoding="utf-8-sig").split("\n")]
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except OSError as exc:
         raise DataError(f"cannot read data file {path}: {exc.strerror or exc}") from exc
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    samples: list[Sample] = []
+    errors: list[str] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            errors.append(f"{where}: not valid JSON ({exc.msg}, column {exc.colno})")
-            continue
-        except RecursionError:
-            errors.append(f"{where}: not valid JSON (nested too deeply)")
-            continue
-        if not isinstance(record, dict):
-            errors.append(f"{where}: expected a JSON object, got {type(record).__name__}")
-            continue
-        problem = next((p for p in (_field_problem(record, k) for k in ("prompt", "completion")) if p), None)
+        sample, problem = _parse_line(line, where)
         if problem:
             errors.append(f"{where}: {problem}")
-            continue
-        samples.append(Sample(record["prompt"], record["completion"], where))
+        else:
+            samples.append(sample)  # type: ignore[arg-type]
+    return JsonlContents(path, samples, errors, len(lines))
+
+
+def read_jsonl(path: str | Path) -> list[Sample]:
+    """The samples of a JSONL file; every bad line is reported in one :class:`DataError`."""
+    contents = parse_jsonl(path)
+    errors = contents.errors
     if errors:
         shown = "\n".join(f"  {e}" for e in errors[:MAX_ERRORS_SHOWN])
         more = f"\n  ... and {len(errors) - MAX_ERRORS_SHOWN} more" if len(errors) > MAX_ERRORS_SHOWN else ""
-        raise DataError(f"{path}: {len(errors)} bad line(s):\n{shown}{more}")
-    if not samples:
-        raise DataError(f"{path}: no samples (the file is empty)")
-    return samples
+        raise DataError(f"{contents.path}: {len(errors)} bad line(s):\n{shown}{more}")
+    if not contents.samples:
+        raise DataError(f"{contents.path}: no samples (the file is empty)")
+    return contents.samples
+
+
+def _parse_line(line: str, where: str) -> tuple[Sample | None, str | None]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON ({exc.msg}, column {exc.colno})"
+    except RecursionError:
+        return None, "not valid JSON (nested too deeply)"
+    if not isinstance(record, dict):
+        return None, f"expected a JSON object, got {type(record).__name__}"
+    problem = next((p for p in (_field_problem(record, k) for k in ("prompt", "completion")) if p), None)
+    if problem:
+        return None, problem
+    concept = record.get("concept")
+    return Sample(record["prompt"], record["completion"], where, concept if isinstance(concept, str) else ""), None
 
 
 def _field_problem(record: dict, key: str) -> str | None:
@@ -113,6 +155,11 @@ def encode_sample(tokenizer: Tokenizer, sample: Sample) -> Encoded:
     prompt_ids = [tokenizer.bos_id, *tokenizer.encode(format_prompt(sample.prompt))]
     answer_ids = [*tokenizer.encode(sample.completion), tokenizer.eos_id]
     return Encoded(prompt_ids + answer_ids, len(prompt_ids))
+
+
+def sample_length(encode: Callable[[str], list[int]], sample: Sample) -> int:
+    """Tokens in the sequence :func:`encode_sample` builds: <bos>, prompt part, answer, <eos>."""
+    return 1 + len(encode(format_prompt(sample.prompt))) + len(encode(sample.completion)) + 1
 
 
 def training_texts(samples: Sequence[Sample]) -> Iterator[str]:
@@ -238,3 +285,33 @@ def micro_batches(
     ordered = sorted(indices, key=lambda i: len(split.inputs[i]))
     chunks = [ordered[i : i + micro_batch] for i in range(0, len(ordered), micro_batch)]
     return [pad_batch([split.inputs[i] for i in c], [split.targets[i] for i in c], pad_id) for c in chunks]
+
+
+# ------------------------------------------------------------------ prompt augmentation
+# Prompt augmentation: the same question, dressed in different polite words.
+#
+# A small model trained on ~3 wordings per question learns those exact strings. Showing it
+# extra copies of each training question with a random polite prefix ("请问", "能说说") or a
+# different ending ("吗？", "呢？", no punctuation) teaches it that such filler words do not
+# change the question, so it listens to the words that matter. The answers never change.
+# Measured on the held-out val rephrasings (teacher recipe, 600 steps): greedy exact match
+# rose from 5% to 9% and char-F1 from 0.23 to 0.27 (see the README's quality section).
+
+PREFIXES = ("", "请问", "请问一下", "能说说", "能不能讲讲", "简单介绍一下", "我想知道", "你知道", "请解释", "告诉我")
+SUFFIXES = ("", "？", "?", "吗？", "呢？", "。")
+_FINAL_PUNCTUATION = re.compile(r"[？?。！!]+$")
+
+
+def augment_prompts(samples: Sequence[Sample], copies: int, seed: int) -> list[Sample]:
+    """Return the samples plus up to ``copies`` filler-word variants of each (seeded)."""
+    rng = random.Random(seed)
+    out = list(samples)
+    for sample in samples:
+        core = _FINAL_PUNCTUATION.sub("", sample.prompt)
+        seen = {sample.prompt}
+        for _ in range(copies):
+            prompt = rng.choice(PREFIXES) + core + rng.choice(SUFFIXES)
+            if prompt not in seen:
+                seen.add(prompt)
+                out.append(Sample(prompt, sample.completion, f"{sample.source} (augmented)", sample.concept))
+    return out

@@ -38,9 +38,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from gptf.batch_generation import greedy_answers
 from gptf.data import Sample, normalize_prompt, read_jsonl
-from gptf.generation import Generator, SamplingSettings
+from gptf.generate import Generator, SamplingSettings, greedy_answers
 
 FINAL_PUNCTUATION = "。．.！!？?，,；;：:…~～"
 REPLACEMENT_CHAR = "\ufffd"
@@ -224,7 +223,7 @@ def evaluate_samples(
 ) -> list[AnswerScore]:
     """Answer each prompt with ``settings`` (greedy for a fair score) and score it.
 
-    Greedy answers are computed many prompts at a time (:mod:`gptf.batch_generation`)."""
+    Greedy answers are computed many prompts at a time (:mod:`gptf.generate`)."""
     if settings.temperature <= 0:
         prompts = [s.prompt for s in samples]
         answers = greedy_answers(generator, prompts, settings.max_new_tokens, on_progress=on_answer)
@@ -417,7 +416,7 @@ def evaluate_after_training(
     with one_thread():
         reports = evaluate_files(generator, files, settings, console, train_path=recipe.data.train)
     print_report(console, reports, worst=3)
-    from gptf.run_dir import write_json
+    from gptf.train.run_files import write_json
 
     write_json(out, report_json(reports, decoding="greedy", max_new_tokens=settings.max_new_tokens))
     return reports[0]

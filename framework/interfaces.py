@@ -1,22 +1,62 @@
-"""The contracts a component must meet, one small class per kind.
+"""The contracts a component must meet, one small class per kind, and the few helpers a
+plugin may use.
 
-Plugins subclass (or duck-type) these. The engine only ever talks to components
-through these methods, which is what makes every component swappable by name.
+Plugins subclass (or duck-type) these. The engine only ever talks to components through
+these methods, which is what makes every component swappable by name. A plugin imports
+only ``gptf`` (for ``hookimpl``), this module, :mod:`gptf.errors` and :mod:`gptf.hookspecs`
+(a layer rule checked in CI), so everything a plugin may need lives here:
+:func:`causal_mask`, :class:`DecodingState` and :func:`mark_residual_output`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+import attrs
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from gptf.generation import DecodingState
-
 SPECIAL_TOKENS = ("<bos>", "<eos>", "<pad>", "<unk>")
+
+#: Attribute a layer carries when its output is added to the residual stream (see below).
+RESIDUAL_OUTPUT = "gptf_residual_output"
+
+
+def causal_mask(n_queries: int, n_keys: int, device: torch.device | None = None) -> torch.Tensor:
+    """Boolean (n_queries, n_keys) mask, True where attention is allowed: a token may look
+    at itself and the past, never the future.
+
+    The queries are the *last* ``n_queries`` of the ``n_keys`` positions (during KV-cache
+    generation the keys include the cached past). With ``n_queries == n_keys`` this is the
+    familiar lower-triangular matrix.
+    """
+    offset = n_keys - n_queries
+    q_pos = torch.arange(n_queries, device=device).unsqueeze(1) + offset
+    k_pos = torch.arange(n_keys, device=device).unsqueeze(0)
+    return k_pos <= q_pos
+
+
+def mark_residual_output(layer: nn.Linear) -> nn.Linear:
+    """Mark ``layer`` as one whose output is added to the residual stream; return it.
+
+    The model starts such layers smaller (std ``init_std / sqrt(2 * n_layer)``, as GPT-2 does),
+    so the sum of 2·n_layer residual branches stays about unit size. An MLP marks its output
+    layer (``self.down = mark_residual_output(nn.Linear(hidden, dim))``). An MLP that marks
+    nothing gets the same treatment for every ``nn.Linear`` inside it that maps to the model
+    width (``out_features == dim``), which is its output layer whatever its name.
+    """
+    setattr(layer, RESIDUAL_OUTPUT, True)
+    return layer
+
+
+def residual_outputs(module: nn.Module, width: int) -> list[nn.Linear]:
+    """The layers of ``module`` that write into the residual stream of width ``width``:
+    the marked ones, or if none is marked, every ``nn.Linear`` with ``out_features == width``."""
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    marked = [m for m in linears if getattr(m, RESIDUAL_OUTPUT, False)]
+    return marked or [m for m in linears if m.out_features == width]
 
 
 @runtime_checkable
@@ -112,6 +152,21 @@ class Quantizer(Protocol):
         ...
 
 
+@attrs.define
+class DecodingState:
+    """What a decoding constraint may look at while an answer is generated."""
+
+    tokenizer: Tokenizer
+    prompt_ids: list[int]
+    new_ids: list[int] = attrs.field(factory=list)
+    budget: int | None = None  # the most new tokens this answer may have (None: unknown)
+
+    @property
+    def text(self) -> str:
+        """The answer so far, decoded."""
+        return self.tokenizer.decode(self.new_ids)
+
+
 class DecodingConstraint:
     """A rule applied at every generation step.
 
@@ -131,7 +186,7 @@ class DecodingConstraint:
 class Callback:
     """Hooks into the training loop. Override only what you need.
 
-    ``trainer`` is the running :class:`gptf.trainer.Trainer`; ``metrics`` is the dict
+    ``trainer`` is the running :class:`gptf.train.trainer.Trainer`; ``metrics`` is the dict
     that is also written to ``metrics.jsonl``.
     """
 

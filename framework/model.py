@@ -5,6 +5,9 @@
     Block:  x = x + Attention(Norm(x))      look at earlier tokens
             x = x + MLP(Norm(x))            think about each token on its own
 
+While generating, a :class:`KVCache` keeps the keys and values of the tokens seen so far,
+so each new token costs one short forward pass (``GPT.new_cache`` makes one).
+
 The swappable parts (positional encoding, norm, attention core, MLP) arrive already
 built, as arguments; this file never names a concrete one. The shapes in comments use
 B = batch, T = time (tokens), C = channels (n_embd), H = heads, D = head size.
@@ -19,8 +22,7 @@ import attrs
 import torch
 from torch import nn
 
-from gptf.interfaces import PositionalEncoding
-from gptf.kv_cache import KVCache
+from gptf.interfaces import PositionalEncoding, mark_residual_output, residual_outputs
 
 
 @attrs.frozen
@@ -57,6 +59,49 @@ def make_dropout(p: float) -> nn.Module:
     return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
+class KVCache:
+    """Generation without recomputing the past.
+
+    Without it, producing token n means running the model over all n tokens again. But the
+    keys and values of earlier tokens never change (causal mask!), so we keep them in a
+    preallocated buffer and feed the model only the newest token: each step then costs O(n)
+    instead of O(n^2). Make one with :meth:`GPT.new_cache`.
+    """
+
+    def __init__(
+        self,
+        n_layer: int,
+        batch: int,
+        n_kv_head: int,
+        max_len: int,
+        head_dim: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        shape = (n_layer, batch, n_kv_head, max_len, head_dim)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.layer_keys = self.keys.unbind(0)  # one (B, H_kv, max_len, D) view per layer
+        self.layer_values = self.values.unbind(0)
+        self.length = 0  # positions filled so far
+        self.max_len = max_len
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this step's k, v (B, H_kv, T, D) for ``layer``; return all keys/values so far."""
+        T = k.size(-2)
+        end = self.length + T
+        if end > self.max_len:
+            raise ValueError(f"KV cache full: {end} > {self.max_len} positions")
+        keys, values = self.layer_keys[layer], self.layer_values[layer]
+        keys.narrow(2, self.length, T).copy_(k)  # positions length .. end-1
+        values.narrow(2, self.length, T).copy_(v)
+        return keys.narrow(2, 0, end), values.narrow(2, 0, end)
+
+    def advance(self, n: int) -> None:
+        """Called by the model once every layer has stored the new ``n`` positions."""
+        self.length += n
+
+
 class SelfAttention(nn.Module):
     """Project to queries, keys and values; position them; attend; project back."""
 
@@ -66,7 +111,7 @@ class SelfAttention(nn.Module):
         kv_dim = config.n_kv_head * config.head_dim
         self.qkv = nn.Linear(config.n_embd, config.n_embd + 2 * kv_dim, bias=config.bias)
         self.attention = attention
-        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.proj = mark_residual_output(nn.Linear(config.n_embd, config.n_embd, bias=config.bias))
         self.dropout = make_dropout(config.dropout)
 
     def forward(
@@ -116,6 +161,11 @@ class Block(nn.Module):
         x = x + self.dropout(self.mlp(self.norm2(x)))  # residual
         return x
 
+    def residual_outputs(self) -> list[nn.Linear]:
+        """The layers whose outputs are added to the residual stream (attention's and the MLP's)."""
+        width = self.attn.proj.out_features
+        return [self.attn.proj, *residual_outputs(self.mlp, width)]
+
 
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig, parts: GPTParts) -> None:
@@ -132,10 +182,11 @@ class GPT(nn.Module):
             # hidden state matches that token's embedding. Saves V x C parameters.
             self.head.weight = self.embed.weight
         self.apply(self._init_weights)
-        # Residual projections start smaller, so the sum of n_layer residuals stays ~unit size.
-        for name, param in self.named_parameters():
-            if name.endswith(("attn.proj.weight", "mlp.down.weight")):
-                nn.init.normal_(param, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layer))
+        # Residual output layers start smaller, so the sum of 2·n_layer residual branches stays
+        # about unit size. Each layer says so itself (gptf.interfaces.mark_residual_output).
+        for block in self.blocks:
+            for layer in block.residual_outputs():
+                nn.init.normal_(layer.weight, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layer))
 
     def _init_weights(self, module: nn.Module) -> None:
         """Small random weights (N(0, 0.02)): with N(0, 1) embeddings, as in the original
@@ -163,6 +214,11 @@ class GPT(nn.Module):
         if cache is not None:
             cache.advance(T)
         return self.head(self.norm(x))  # (B, T, V)
+
+    def new_cache(self, batch: int = 1) -> KVCache:
+        """An empty KV cache for ``batch`` sequences, on the model's device."""
+        c, weight = self.config, self.embed.weight
+        return KVCache(c.n_layer, batch, c.n_kv_head, c.seq_len, c.head_dim, dtype=weight.dtype, device=weight.device)
 
     def num_parameters(self) -> int:
         """Trainable parameters, each shared tensor counted once."""

@@ -36,8 +36,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished tiny run directory (trained once per test session)."""
     from rich.console import Console
 
-    from gptf.pipeline import run_recipe
     from gptf.recipe import load_recipe
+    from gptf.run import run_recipe
 
     folder = tmp_path_factory.mktemp("tiny_run")
     copy_tiny_data(folder)
@@ -68,7 +68,7 @@ def invoke(args: list[str]) -> object:
 def run_gptf(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``gptf`` as a real process, as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "gptf.cli", *args],
+        [sys.executable, "-m", "gptf", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -11,10 +11,10 @@ import yaml
 from conftest import TINY_RECIPE, run_gptf
 from rich.console import Console
 
-from gptf.ablate import Settings, check_swaps_given, grid, make_plan, mean_and_spread, parse_swap, run_ablation
 from gptf.errors import GptfError, RecipeError
 from gptf.plots import plots_available
 from gptf.recipe import recipe_to_dict
+from gptf.tools.ablate import Settings, check_swaps_given, grid, make_plan, mean_and_spread, parse_swap, run_ablation
 
 HAS_MATPLOTLIB = plots_available()
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from gptf.augment import augment_prompts
-from gptf.data import Sample
+from gptf.data import Sample, augment_prompts
 
 
 def test_variants_keep_answers_and_core_words() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from gptf.chat import ChatSession, CommandError
-from gptf.conversation import Turn, conversation_ids, format_conversation
-from gptf.generation import SamplingSettings
+from gptf.generate import SamplingSettings
+from gptf.tools.chat import ChatSession, CommandError
+from gptf.tools.conversation import Turn, conversation_ids, format_conversation
 
 
 def test_turns_are_joined_in_the_training_template() -> None:
@@ -45,7 +45,7 @@ def test_oldest_turns_are_dropped_first_to_leave_room_for_the_answer() -> None:
 
 
 def test_commands_change_the_settings_and_reject_bad_values(tiny_run: Path) -> None:
-    from gptf.pipeline import load_run
+    from gptf.run import load_run
 
     session = ChatSession(load_run(tiny_run).generator(), SamplingSettings(max_new_tokens=8))
     assert "temperature 0.7 (sampling)" in (session.command("/temp 0.7") or "")
@@ -71,7 +71,7 @@ def spawn_chat(tiny_run: Path, tmp_path: Path, *args: str) -> pexpect.spawn:
     env = {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "160", "OMP_NUM_THREADS": "1", "TERM": "xterm"}
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "gptf.cli", "chat", "--ckpt", str(tiny_run), "--device", "cpu", *args],
+        ["-m", "gptf", "chat", "--ckpt", str(tiny_run), "--device", "cpu", *args],
         cwd=str(tmp_path),
         env=env,
         encoding="utf-8",

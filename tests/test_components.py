@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gptf.builder import open_registry
+from gptf.build.components import open_registry
 from gptf.errors import PluginError
 
 REGISTRY = open_registry()
@@ -14,7 +14,7 @@ ATTENTIONS = REGISTRY.names("attention")
 
 
 def tiny_model(positional: str, attention: str, norm: str = "rmsnorm", mlp: str = "silu") -> torch.nn.Module:
-    from gptf.builder import build_model
+    from gptf.build.components import build_model
     from gptf.recipe import recipe_from_dict
 
     recipe = recipe_from_dict(

@@ -1,4 +1,4 @@
-"""Tests for gptf.data_check and for the shipped teaching data in data/."""
+"""Tests for gptf.tools.data_check and for the shipped teaching data in data/."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gptf.data import Sample, encode_sample, format_prompt
-from gptf.data_check import (
+from gptf.tools.data_check import (
     NEAR_DUP_THRESHOLD,
     check_files,
     format_report,
@@ -88,7 +88,7 @@ def test_empty_file_is_an_error(tmp_path: Path, content: str) -> None:
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
     report = check_files([tmp_path / "nope.jsonl"])
     assert not report.ok
-    assert report.errors[0].startswith(f"{tmp_path / 'nope.jsonl'}: cannot read file")
+    assert report.errors[0] == f"data file not found: {tmp_path / 'nope.jsonl'}"
 
 
 def test_extra_fields_are_allowed(tmp_path: Path) -> None:

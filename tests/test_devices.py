@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import TINY_RECIPE, copy_tiny_data, invoke, run_gptf
 
-from gptf import devices
-from gptf.devices import model_device, resolve_device
+from gptf.build import devices
+from gptf.build.devices import model_device, resolve_device
 from gptf.errors import GptfError
 
 
@@ -45,7 +45,7 @@ def test_missing_devices_are_clear_errors(no_accelerators: None, name: str, mess
 
 
 def test_int8_weights_stay_on_the_cpu(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gptf.pipeline import load_run
+    from gptf.run import load_run
 
     monkeypatch.setattr(devices, "cuda_available", lambda: True)
     with pytest.raises(GptfError, match="int8 weights run on the CPU only"):
@@ -55,7 +55,7 @@ def test_int8_weights_stay_on_the_cpu(tiny_run: Path, monkeypatch: pytest.Monkey
 
 
 def test_model_and_generator_follow_the_device(tiny_run: Path) -> None:
-    from gptf.pipeline import load_run
+    from gptf.run import load_run
 
     run = load_run(tiny_run, device="cpu")
     assert model_device(run.model) == torch.device("cpu") and run.generator().device == torch.device("cpu")

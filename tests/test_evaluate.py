@@ -125,9 +125,9 @@ def test_run_ends_with_the_val_evaluation(tiny_run: Path) -> None:
 
 
 def test_batched_greedy_answers_equal_one_by_one(tiny_run: Path) -> None:
-    from gptf.batch_generation import greedy_answers, group_by_length
     from gptf.data import read_jsonl
-    from gptf.pipeline import load_run, sampling_settings
+    from gptf.generate import greedy_answers, group_by_length
+    from gptf.run import load_run, sampling_settings
 
     run = load_run(tiny_run)
     generator = run.generator()

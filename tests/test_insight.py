@@ -41,8 +41,8 @@ def test_tokenize_needs_exactly_one_source(args: list[str], tmp_path: Path) -> N
 
 
 def test_token_labels_show_split_characters_as_bytes(tiny_run: Path) -> None:
-    from gptf.insight import token_rows, tokens_table
-    from gptf.pipeline import load_run
+    from gptf.run import load_run
+    from gptf.tools.insight import token_rows, tokens_table
 
     tokenizer = load_run(tiny_run).tokenizer
     rare = "魑"  # not in the tiny training data: byte-level BPE spells it as bytes
@@ -54,8 +54,8 @@ def test_token_labels_show_split_characters_as_bytes(tiny_run: Path) -> None:
 
 
 def test_explicit_twin_answers_like_the_trained_sdpa_model(tiny_run: Path) -> None:
-    from gptf.insight import explicit_twin
-    from gptf.pipeline import load_run
+    from gptf.run import load_run
+    from gptf.tools.insight import explicit_twin
 
     run = load_run(tiny_run)
     assert run.recipe.model.attention.name == "sdpa"
@@ -84,8 +84,8 @@ def test_attention_maps_are_causal_distributions(tiny_run: Path, tmp_path: Path)
 
 
 def test_attention_can_include_the_answer(tiny_run: Path, tmp_path: Path) -> None:
-    from gptf.insight import attention_maps, save_attention
-    from gptf.pipeline import load_run
+    from gptf.run import load_run
+    from gptf.tools.insight import attention_maps, save_attention
 
     run = load_run(tiny_run)
     prompt_only = attention_maps(run, "你是谁？")

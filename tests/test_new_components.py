@@ -12,11 +12,10 @@ import pytest
 import torch
 from conftest import ROOT, run_gptf
 
-from gptf.builder import build_model, count_parameters, open_registry
+from gptf.build.components import build_model, count_parameters, open_registry
 from gptf.errors import PluginError
-from gptf.kv_cache import KVCache
-from gptf.plugin_check import CORPUS
 from gptf.recipe import load_recipe, recipe_from_dict
+from gptf.tools.plugin_check import CORPUS
 
 REGISTRY = open_registry()
 TEXTS = ["用户:什么是注意力机制？\n助手:注意力机制让模型关注最相关的词。", "用户:你好\n助手:你好！我是一个小模型。"] * 3
@@ -83,10 +82,10 @@ def test_fewer_kv_heads_means_fewer_parameters() -> None:
 def test_kv_cache_matches_full_forward(positional: str, n_kv_head: int) -> None:
     model = model_with(n_kv_head, positional)
     ids = torch.randint(0, 50, (1, 12))
-    config = model.config
+
     with torch.no_grad():
         full = model(ids)
-        cache = KVCache(config.n_layer, 1, config.n_kv_head, config.seq_len, config.head_dim)
+        cache = model.new_cache(1)
         parts = [model(ids[:, :5], cache)] + [model(ids[:, t : t + 1], cache) for t in range(5, 12)]
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-4)
 

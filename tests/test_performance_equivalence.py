@@ -19,13 +19,12 @@ import torch
 import torch.nn.functional as F
 from conftest import FIXTURES, ROOT
 
-from gptf.builder import build_model, build_optimizer, build_scheduler, open_registry
+from gptf.build.components import build_model, build_optimizer, build_scheduler, open_registry
 from gptf.data import IGNORE, Sample, pad_batch, sample_stream, step_samples, tokenize_split
-from gptf.generation import Generator, SamplingSettings
-from gptf.kv_cache import KVCache
+from gptf.generate import Generator, SamplingSettings
 from gptf.plugins.tokenization.byte_bpe import ByteLevelBPE
 from gptf.recipe import recipe_from_dict
-from gptf.trainer import Trainer
+from gptf.train.trainer import Trainer
 
 REGISTRY = open_registry()
 POSITIONALS = REGISTRY.names("positional")
@@ -132,10 +131,10 @@ def test_cached_logits_equal_full_recompute(positional: str) -> None:
     """A prompt, then one token at a time through the cache: the logits of a full forward."""
     model = tiny_model(positional, 50)
     ids = torch.randint(0, 50, (1, 30), generator=torch.Generator().manual_seed(0))
-    c = model.config
+
     with torch.no_grad():
         full = model(ids)
-        cache = KVCache(c.n_layer, 1, c.n_kv_head, c.seq_len, c.head_dim)
+        cache = model.new_cache(1)
         parts = [model(ids[:, :10], cache)] + [model(ids[:, t : t + 1], cache) for t in range(10, 30)]
     torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-5, atol=1e-5)
 

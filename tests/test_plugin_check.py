@@ -11,8 +11,8 @@ import pytest
 from conftest import ROOT, TINY_RECIPE, run_gptf
 
 from gptf.errors import PluginError
-from gptf.plugin_check import check_target
 from gptf.plugins import BUILTIN_MODULES
+from gptf.tools.plugin_check import check_target
 
 EXAMPLES = ROOT / "examples" / "plugins"
 PACKAGE = EXAMPLES / "gptf-relative-bias"
@@ -73,7 +73,7 @@ def test_package_example_works_through_its_entry_point(workdir: Path) -> None:
 
 
 def test_scalenorm_example_recipe_builds() -> None:
-    from gptf.builder import build_model, count_parameters, registry_for
+    from gptf.build.components import build_model, count_parameters, registry_for
     from gptf.recipe import load_recipe
 
     loaded = load_recipe(EXAMPLES / "scalenorm.yaml")

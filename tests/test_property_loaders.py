@@ -19,12 +19,12 @@ from conftest import TINY_RECIPE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gptf.builder import open_registry
+from gptf.build.components import component_problems, open_registry
+from gptf.build.registry import Registry
+from gptf.build.validate import build_problems
 from gptf.data import read_jsonl
 from gptf.errors import DataError, GptfError, RecipeError
 from gptf.recipe import Recipe, apply_override, load_recipe, parse_override, recipe_to_dict, structure_recipe
-from gptf.registry import Registry
-from gptf.validation import build_problems, component_problems
 
 FAST = settings(
     max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

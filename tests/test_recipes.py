@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import PEER, ROOT
 
-from gptf.builder import build_model, count_parameters, reference_parameter_count, registry_for
+from gptf.build.components import build_model, count_parameters, reference_parameter_count, registry_for
 from gptf.errors import RecipeError
 from gptf.recipe import load_recipe
 
@@ -33,7 +33,7 @@ def test_teacher_count_with_shipped_tokenizer() -> None:
     path = ROOT / loaded.recipe.tokenizer.path
     if not path.is_file():
         pytest.skip("the teacher tokenizer has not been built yet")
-    from gptf.builder import new_tokenizer
+    from gptf.build.components import new_tokenizer
 
     registry = registry_for(loaded)
     tokenizer = new_tokenizer(loaded.recipe, registry)
@@ -44,7 +44,7 @@ def test_teacher_count_with_shipped_tokenizer() -> None:
 
 @pytest.mark.skipif(not PEER.is_dir(), reason="../shared/peer is not present")
 def test_teacher_count_with_original_release_tokenizer() -> None:
-    from gptf.builder import new_tokenizer
+    from gptf.build.components import new_tokenizer
 
     loaded = load_recipe(ROOT / "recipes" / "teacher_3m.yaml", [f"tokenizer.path={PEER / 'tokenizer.json'}"])
     registry = registry_for(loaded)

@@ -23,7 +23,7 @@ import torch
 from conftest import FIXTURES, TINY_RECIPE, copy_tiny_data, invoke
 
 from gptf.errors import CheckpointError
-from gptf.resume import find_checkpoint, incomplete_saves, latest_checkpoint, verify_files
+from gptf.train.checkpoint import find_checkpoint, incomplete_saves, latest_checkpoint, verify_files
 
 TROUBLE = FIXTURES / "trouble_plugin.py"
 STEPS = 12
@@ -123,7 +123,7 @@ def test_a_second_interrupt_after_resuming_also_resumes(
 
 def gptf_process(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "gptf.cli", *args],
+        [sys.executable, "-m", "gptf", *args],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -149,7 +149,7 @@ def test_kill_9_then_resume_from_periodic_checkpoint(workdir: Path, reference: P
 
 KILL_DURING_SAVE = """
 import os, signal, sys
-import gptf.resume as resume
+import gptf.train.checkpoint as resume
 
 saves = {"n": 0}
 real_save_torch = resume._save_torch
@@ -303,7 +303,7 @@ def test_corrupt_checkpoint_file_is_named(workdir: Path, monkeypatch: pytest.Mon
     assert result.exit_code == 2
     assert f"{Path('checkpoints/tiny/state/step-000004/optimizer.pt')}: corrupt" in result.stderr
     with pytest.raises(CheckpointError, match="not a readable PyTorch state file"):
-        from gptf.resume import load_torch_file
+        from gptf.train.checkpoint import load_torch_file
 
         load_torch_file(optimizer)
 

@@ -9,7 +9,7 @@ import pytest
 import safetensors.torch
 from conftest import FIXTURES, TINY_RECIPE, invoke
 
-from gptf.run_dir import file_sha256
+from gptf.train.run_files import file_sha256
 
 
 def write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:

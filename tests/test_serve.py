@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from gptf.serve import ChatService, is_loopback, make_server
+from gptf.tools.serve import ChatService, is_loopback, make_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -28,7 +28,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 @pytest.fixture(scope="module")
 def server_url(tiny_run: Path) -> Iterator[str]:
     """The tiny run served on a free loopback port, in a background thread."""
-    from gptf.pipeline import load_run
+    from gptf.run import load_run
 
     run = load_run(tiny_run)
     server = make_server(ChatService(run, ["什么是注意力机制？", "你是谁？"]), "127.0.0.1", 0, Console(quiet=True))
@@ -123,7 +123,7 @@ def test_loopback_detection() -> None:
 
 def test_serve_command_listens_on_loopback_and_stops_on_ctrl_c(tiny_run: Path, tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "gptf.cli", "serve", "--ckpt", str(tiny_run), "--port", "0", "--device", "cpu"],
+        [sys.executable, "-m", "gptf", "serve", "--ckpt", str(tiny_run), "--port", "0", "--device", "cpu"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

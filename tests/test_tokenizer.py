@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import PEER, ROOT
 
-from gptf.builder import new_tokenizer, registry_for
+from gptf.build.components import new_tokenizer, registry_for
 from gptf.data import read_jsonl, training_texts
 from gptf.interfaces import Tokenizer
 from gptf.recipe import load_recipe

@@ -11,7 +11,8 @@ import pytest
 import torch
 from conftest import FIXTURES
 
-from gptf.generation import DecodingState, Generator, SamplingSettings
+from gptf.generate import Generator, SamplingSettings
+from gptf.interfaces import DecodingState
 from gptf.plugins.decoding.utf8_only import INVALID, Utf8Only, bytes_still_needed, unfinished_tail
 from gptf.plugins.tokenization.byte_bpe import ByteLevelBPE
 

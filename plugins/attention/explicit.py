@@ -14,8 +14,7 @@ import math
 import torch
 
 from gptf import hookimpl
-from gptf.attention_mask import causal_mask
-from gptf.interfaces import Attention
+from gptf.interfaces import Attention, causal_mask
 
 
 class ExplicitAttention(Attention):

@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from gptf import hookimpl
-from gptf.attention_mask import causal_mask
-from gptf.interfaces import Attention
+from gptf.interfaces import Attention, causal_mask
 
 
 class SdpaAttention(Attention):

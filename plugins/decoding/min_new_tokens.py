@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from gptf import hookimpl
-from gptf.generation import DecodingState
-from gptf.interfaces import DecodingConstraint, Tokenizer
+from gptf.interfaces import DecodingConstraint, DecodingState, Tokenizer
 
 
 class MinNewTokens(DecodingConstraint):

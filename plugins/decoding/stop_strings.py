@@ -4,8 +4,7 @@ The stop string itself is kept; the engine trims trailing whitespace."""
 from __future__ import annotations
 
 from gptf import hookimpl
-from gptf.generation import DecodingState
-from gptf.interfaces import DecodingConstraint, Tokenizer
+from gptf.interfaces import DecodingConstraint, DecodingState, Tokenizer
 
 
 class StopStrings(DecodingConstraint):

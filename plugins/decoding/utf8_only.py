@@ -30,8 +30,7 @@ import codecs
 import torch
 
 from gptf import hookimpl
-from gptf.generation import DecodingState
-from gptf.interfaces import DecodingConstraint, Tokenizer
+from gptf.interfaces import DecodingConstraint, DecodingState, Tokenizer
 
 INVALID = -1  # in a "bytes still needed" table: this token breaks UTF-8 here
 

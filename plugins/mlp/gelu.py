@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from gptf import hookimpl
+from gptf.interfaces import mark_residual_output
 
 
 class GeluMLP(nn.Module):
@@ -20,7 +21,7 @@ class GeluMLP(nn.Module):
             raise ValueError(f"approximate must be 'none' or 'tanh' (GPT-2's formula), got {approximate!r}")
         self.up = nn.Linear(dim, hidden_dim, bias=bias)
         self.act = nn.GELU(approximate=approximate)
-        self.down = nn.Linear(hidden_dim, dim, bias=bias)
+        self.down = mark_residual_output(nn.Linear(hidden_dim, dim, bias=bias))  # adds to the residual stream
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(self.act(self.up(x)))

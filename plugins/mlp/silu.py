@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from gptf import hookimpl
+from gptf.interfaces import mark_residual_output
 
 
 class SiluMLP(nn.Module):
@@ -17,7 +18,7 @@ class SiluMLP(nn.Module):
         super().__init__()
         self.up = nn.Linear(dim, hidden_dim, bias=bias)
         self.act = nn.SiLU()
-        self.down = nn.Linear(hidden_dim, dim, bias=bias)
+        self.down = mark_residual_output(nn.Linear(hidden_dim, dim, bias=bias))  # adds to the residual stream
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(self.act(self.up(x)))

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gptf import hookimpl
+from gptf.interfaces import mark_residual_output
 
 
 def swiglu_hidden_size(hidden_dim: int, multiple_of: int = 8) -> int:
@@ -35,7 +36,7 @@ class SwiGLU(nn.Module):
         hidden = swiglu_hidden_size(hidden_dim, multiple_of)
         self.gate = nn.Linear(dim, hidden, bias=bias)
         self.up = nn.Linear(dim, hidden, bias=bias)
-        self.down = nn.Linear(hidden, dim, bias=bias)
+        self.down = mark_residual_output(nn.Linear(hidden, dim, bias=bias))  # adds to the residual stream
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(F.silu(self.gate(x)) * self.up(x))  # (B, T, hidden) -> (B, T, dim)

@@ -1,71 +1,16 @@
-"""The ``gptf`` command line (typer). Each command is a thin layer over the engine."""
+"""Building and training: ``gptf run``, ``gptf inspect``, ``gptf plugins`` and ``gptf data check``."""
 
 from __future__ import annotations
 
-import functools
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from gptf.errors import GptfError, TrainingStopped
-
-app = typer.Typer(
-    name="gptf",
-    help="Build, train and question a small Chinese GPT, one swappable component at a time.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-data_app = typer.Typer(help="Check training data.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
-
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
-for _c in (console, err_console):
-    if not _c.is_terminal:
-        _c.width = max(_c.width, 120)  # logs and pipes: wide enough for tables
-_options = {"debug": False}
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-@app.callback()
-def _global(
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
-) -> None:
-    _options["debug"] = debug
-
-
-def friendly_errors(command: F) -> F:
-    """Expected errors: one clear message and a non-zero exit; ``--debug`` re-raises."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except GptfError as exc:
-            if _options["debug"]:
-                raise
-            label = "[bold yellow]stopped:[/]" if isinstance(exc, TrainingStopped) else "[bold red]error:[/]"
-            err_console.print(f"{label} {exc}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            if _options["debug"]:
-                raise
-            err_console.print("[yellow]interrupted[/]")
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file, e.g. recipes/teacher_3m.yaml")]
-OverridesArg = Annotated[list[str] | None, typer.Argument(help="Overrides KEY=VALUE, e.g. model.positional=learned")]
-DeviceOption = Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU) | cpu | cuda | mps")]
+from gptf.cli.app import DeviceOption, OverridesArg, RecipeArg, app, console, data_app, err_console, friendly_errors
+from gptf.errors import GptfError
 
 
 @app.command()
@@ -93,9 +38,9 @@ def run(
     """Train a recipe end to end: tokenizer, training, saving, quantization, demo answers, val scores.
 
     Ctrl+C stops after the current step and saves a checkpoint; --resume continues it."""
-    from gptf.pipeline import run_recipe
     from gptf.recipe import load_recipe
-    from gptf.safe_training import split_resume_argument
+    from gptf.run import run_recipe
+    from gptf.train.session import split_resume_argument
 
     overrides, resume_dir = split_resume_argument(overrides or [], resume=resume, force=force)
     loaded = load_recipe(recipe, overrides)
@@ -107,7 +52,7 @@ def run(
             )
         run_recipe(loaded, console, device=device, resume=resume_dir or loaded.recipe.run_dir, force=force)
     elif promote_if_better:
-        from gptf.promotion import run_with_promotion
+        from gptf.tools.promotion import run_with_promotion
 
         run_with_promotion(loaded, console, init_from=init_from, device=device)
     else:
@@ -116,47 +61,11 @@ def run(
 
 @app.command()
 @friendly_errors
-def generate(
-    ckpt: Annotated[Path, typer.Option(help="Run directory, e.g. checkpoints/teacher_3m")],
-    prompt: Annotated[list[str], typer.Option(help="Question (repeat for several)")],
-    temperature: Annotated[float | None, typer.Option(min=0.0, help="0 = greedy")] = None,
-    top_k: Annotated[int | None, typer.Option(min=0, help="0 = off")] = None,
-    top_p: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
-    repetition_penalty: Annotated[float | None, typer.Option(min=0.0)] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(min=1)] = None,
-    stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable): --stop 。")] = None,
-    quantized: Annotated[bool, typer.Option(help="Use the int8 weights")] = False,
-    show_label: Annotated[bool, typer.Option(help="Print 回答: before the answer")] = False,
-    seed: Annotated[int | None, typer.Option(help="Random seed for sampling")] = None,
-    no_cache: Annotated[bool, typer.Option(help="Recompute the whole sequence each token")] = False,
-    stats: Annotated[bool, typer.Option(help="Print tokens/s and first-token latency")] = False,
-    device: DeviceOption = "auto",
-) -> None:
-    """Answer prompts with a trained run."""
-    from gptf.pipeline import load_run, sampling_settings
-
-    loaded = load_run(ckpt, quantized=quantized, device=device)
-    settings = sampling_settings(
-        loaded.recipe, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens
-    )
-    generator = loaded.generator(repetition_penalty=repetition_penalty, stops=stop, use_cache=not no_cache)
-    for text in prompt:
-        answer = generator.generate(text, settings, seed=seed)
-        console.print(f"回答: {answer.text}" if show_label else answer.text, markup=False)
-        if stats:
-            err_console.print(
-                f"[dim]{len(answer.tokens)} tokens, {answer.tokens_per_s:,.0f} tokens/s, "
-                f"first token {answer.first_token_s * 1000:.1f} ms, stop: {answer.stop_reason}[/]"
-            )
-
-
-@app.command()
-@friendly_errors
 def inspect(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     """Build the model without training; show each component, its plugin and parameters."""
-    from gptf.builder import build_model, count_parameters, registry_for
-    from gptf.pipeline import components_table, parameter_lines
+    from gptf.build.components import build_model, count_parameters, registry_for
     from gptf.recipe import load_recipe
+    from gptf.run import components_table, parameter_lines
 
     loaded = load_recipe(recipe, overrides or [])
     registry = registry_for(loaded)
@@ -184,7 +93,7 @@ def inspect(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
 
 def _known_vocab_size(recipe: Any, registry: Any) -> int:
     """The vocabulary of an existing tokenizer file, else the recipe's requested size."""
-    from gptf.builder import new_tokenizer
+    from gptf.build.components import new_tokenizer
 
     path = Path(recipe.tokenizer.path)
     if path.is_file() and not recipe.tokenizer.rebuild:
@@ -203,7 +112,7 @@ def plugins(
     recipe: Annotated[Path | None, typer.Option(help="Also load the plugins this recipe names")] = None,
 ) -> None:
     """List every loaded plugin, where it came from, and what it registered."""
-    from gptf.builder import open_registry
+    from gptf.build.components import open_registry
     from gptf.recipe import load_recipe
 
     if recipe is not None:
@@ -239,7 +148,7 @@ def data_check(
     ] = None,
 ) -> None:
     """Validate JSONL data: bad lines, counts, token lengths, duplicates, leakage between files."""
-    from gptf.data_check import check_files, format_report
+    from gptf.tools.data_check import check_files, format_report
 
     encode, seq_len = _recipe_encoder(recipe)
     report = check_files(list(files), encode=encode, seq_len=seq_len)
@@ -250,7 +159,7 @@ def data_check(
 
 def _recipe_encoder(recipe_path: Path | None) -> tuple[Callable[[str], list[int]] | None, int]:
     """The tokenizer a recipe would use (its file, or trained in memory like ``gptf run``)."""
-    from gptf.builder import new_tokenizer, registry_for
+    from gptf.build.components import new_tokenizer, registry_for
     from gptf.data import read_jsonl, training_texts
     from gptf.recipe import load_recipe
 
@@ -269,18 +178,3 @@ def _recipe_encoder(recipe_path: Path | None) -> tuple[Callable[[str], list[int]
     else:
         tokenizer.train(training_texts(read_jsonl(loaded.recipe.data.train)))
     return tokenizer.encode, loaded.recipe.model.seq_len
-
-
-import gptf.cli_demo  # noqa: E402, F401  (registers eval, chat and serve on the same app)
-from gptf import cli_explore  # noqa: E402, F401  (registers ablate, attention, tokenize, plugin check)
-
-
-def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="gptf")
-
-
-if __name__ == "__main__":  # python -m gptf.cli: run the imported module's app, where every command is registered
-    from gptf.cli import main as imported_main
-
-    sys.exit(imported_main())

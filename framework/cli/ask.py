@@ -1,7 +1,6 @@
-"""The classroom-demo commands: ``gptf eval``, ``gptf chat`` and ``gptf serve``.
+"""Asking a trained model: ``gptf generate``, ``gptf eval``, ``gptf chat`` and ``gptf serve``.
 
-They live here, not in :mod:`gptf.cli`, only to keep that file short; ``gptf.cli`` imports
-this module so the commands are registered on the same ``app``.
+Importing this module registers them on :data:`gptf.cli.app.app` (see :mod:`gptf.cli`).
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from gptf.cli import DeviceOption, app, console, friendly_errors
+from gptf.cli.app import DeviceOption, app, console, err_console, friendly_errors
 
 CkptOption = Annotated[Path, typer.Option(help="Run directory, e.g. checkpoints/teacher_3m")]
 ThreadsOption = Annotated[
@@ -26,6 +25,42 @@ def use_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+@app.command()
+@friendly_errors
+def generate(
+    ckpt: Annotated[Path, typer.Option(help="Run directory, e.g. checkpoints/teacher_3m")],
+    prompt: Annotated[list[str], typer.Option(help="Question (repeat for several)")],
+    temperature: Annotated[float | None, typer.Option(min=0.0, help="0 = greedy")] = None,
+    top_k: Annotated[int | None, typer.Option(min=0, help="0 = off")] = None,
+    top_p: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
+    repetition_penalty: Annotated[float | None, typer.Option(min=0.0)] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(min=1)] = None,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable): --stop 。")] = None,
+    quantized: Annotated[bool, typer.Option(help="Use the int8 weights")] = False,
+    show_label: Annotated[bool, typer.Option(help="Print 回答: before the answer")] = False,
+    seed: Annotated[int | None, typer.Option(help="Random seed for sampling")] = None,
+    no_cache: Annotated[bool, typer.Option(help="Recompute the whole sequence each token")] = False,
+    stats: Annotated[bool, typer.Option(help="Print tokens/s and first-token latency")] = False,
+    device: DeviceOption = "auto",
+) -> None:
+    """Answer prompts with a trained run."""
+    from gptf.run import load_run, sampling_settings
+
+    loaded = load_run(ckpt, quantized=quantized, device=device)
+    settings = sampling_settings(
+        loaded.recipe, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens
+    )
+    generator = loaded.generator(repetition_penalty=repetition_penalty, stops=stop, use_cache=not no_cache)
+    for text in prompt:
+        answer = generator.generate(text, settings, seed=seed)
+        console.print(f"回答: {answer.text}" if show_label else answer.text, markup=False)
+        if stats:
+            err_console.print(
+                f"[dim]{len(answer.tokens)} tokens, {answer.tokens_per_s:,.0f} tokens/s, "
+                f"first token {answer.first_token_s * 1000:.1f} ms, stop: {answer.stop_reason}[/]"
+            )
 
 
 @app.command(name="eval")
@@ -49,8 +84,8 @@ def eval_command(
     """Score a run: answer every prompt greedily, compare with the reference answers."""
     use_threads(threads)
     from gptf.evaluate import default_eval_files, eval_files_for, evaluate_files, print_report, report_json
-    from gptf.pipeline import load_run, sampling_settings
-    from gptf.run_dir import write_json
+    from gptf.run import load_run, sampling_settings
+    from gptf.train.run_files import write_json
 
     run = load_run(ckpt, quantized=quantized, device=device)
     recipe = run.recipe
@@ -95,8 +130,8 @@ def chat(
 ) -> None:
     """Chat with a trained run in the terminal (/help lists the commands)."""
     use_threads(threads)
-    from gptf.chat import ChatSession, chat_loop
-    from gptf.pipeline import load_run, sampling_settings
+    from gptf.run import load_run, sampling_settings
+    from gptf.tools.chat import ChatSession, chat_loop
 
     run = load_run(ckpt, quantized=quantized, device=device)
     settings = sampling_settings(
@@ -120,8 +155,8 @@ def serve(
 ) -> None:
     """A web page for the class: chat, sampling sliders, every token with its probability."""
     use_threads(threads)
-    from gptf.pipeline import load_run
-    from gptf.serve import ChatService, example_questions, is_loopback, make_server
+    from gptf.run import load_run
+    from gptf.tools.serve import ChatService, example_questions, is_loopback, make_server
 
     run = load_run(ckpt, quantized=quantized, device=device)
     server = make_server(ChatService(run, example_questions(run)), host, port, console)

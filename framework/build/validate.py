@@ -1,6 +1,6 @@
 """Everything ``gptf run`` can check before any work starts, reported all at once.
 
-Phase one (:func:`gptf.recipe.structure_recipe`) already refused unknown keys, wrong
+Phase one (:mod:`gptf.recipe.structure`) already refused unknown keys, wrong
 types and numbers that cannot fit together. This is phase two, with the plugins loaded:
 
 * every component name exists and accepts the parameters it is given;
@@ -21,19 +21,19 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from gptf.builder import (
+from gptf.build.components import (
     build_model,
     build_optimizer,
     build_quantizer,
     build_scheduler,
-    component_slots,
+    component_problems,
     count_parameters,
     open_registry,
     reference_parameter_count,
 )
 from gptf.errors import GptfError, RecipeError
 from gptf.recipe import LoadedRecipe, Recipe
-from gptf.registry import Registry
+from gptf.build.registry import Registry
 
 #: Bytes per parameter while training with AdamW in fp32: weight, gradient, two moments.
 TRAINING_BYTES_PER_PARAMETER = 16
@@ -67,13 +67,6 @@ def validate_for_run(loaded: LoadedRecipe, console: Console | None = None) -> Re
                 highlight=False,
             )
     return registry
-
-
-def component_problems(recipe: Recipe, registry: Registry) -> list[str]:
-    problems: list[str] = []
-    for slot in component_slots(recipe):
-        problems += registry.check(slot.kind, slot.spec.name, slot.spec.params, slot.key)
-    return problems
 
 
 def data_file_problem(key: str, value: str | None) -> str | None:

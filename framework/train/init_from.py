@@ -17,29 +17,12 @@ from pathlib import Path
 from rich.console import Console
 from torch import nn
 
-from gptf.builder import new_tokenizer
+from gptf.build.components import new_tokenizer
+from gptf.build.registry import Registry
 from gptf.errors import CheckpointError, GptfError
-from gptf.interfaces import Tokenizer
 from gptf.recipe import Recipe, read_recipe_file
-from gptf.registry import Registry
-from gptf.run_dir import RunFiles, load_weights
-
-
-def tokenizer_difference(a: Tokenizer, b: Tokenizer) -> str:
-    """How two tokenizers differ (``""``: the same ids for the same bytes)."""
-    if a.vocab_size != b.vocab_size:
-        return f"{a.vocab_size} vs {b.vocab_size} tokens"
-    for name in ("bos_id", "eos_id", "pad_id", "unk_id"):
-        if getattr(a, name) != getattr(b, name):
-            return f"{name} {getattr(a, name)} vs {getattr(b, name)}"
-    differing = [i for i in range(a.vocab_size) if a.token_bytes(i) != b.token_bytes(i)]
-    if differing:
-        first = differing[0]
-        return (
-            f"{len(differing)} of {a.vocab_size} tokens differ "
-            f"(first: id {first} is {a.token_bytes(first)!r} vs {b.token_bytes(first)!r})"
-        )
-    return ""
+from gptf.train.fingerprints import tokenizer_difference
+from gptf.train.run_files import RunFiles, load_weights
 
 
 def adopt_tokenizer(recipe: Recipe, registry: Registry, init_from: Path, console: Console) -> None:

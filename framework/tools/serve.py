@@ -1,6 +1,6 @@
 """``gptf serve``: a small web page for the class, served by Python's own ``http.server``.
 
-    GET  /            the page (framework/web/index.html): chat box, sampling sliders,
+    GET  /            the page (framework/tools/web/index.html): chat box, sampling sliders,
                       example questions, every generated token with its probability
     GET  /api/info    the model's name, default settings, limits and example questions
     POST /api/chat    {"question": ..., "history": [{"user": ..., "assistant": ...}],
@@ -34,10 +34,10 @@ from typing import Any
 import attrs
 from rich.console import Console
 
-from gptf.conversation import Turn, conversation_ids
 from gptf.errors import GptfError
-from gptf.generation import Generation, SamplingSettings
-from gptf.pipeline import LoadedRun
+from gptf.generate import Generation, SamplingSettings
+from gptf.run import LoadedRun
+from gptf.tools.conversation import Turn, conversation_ids
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_QUESTION_CHARS = 200
@@ -178,7 +178,7 @@ class ChatService:
 
 
 def page_html() -> bytes:
-    return resources.files("gptf").joinpath("web/index.html").read_bytes()
+    return resources.files("gptf.tools").joinpath("web/index.html").read_bytes()
 
 
 class ChatHandler(BaseHTTPRequestHandler):

@@ -6,7 +6,6 @@ The core never imports a concrete component; it asks the registry by name.
 from __future__ import annotations
 
 import inspect
-import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,7 +14,8 @@ import attrs
 
 from gptf.errors import PluginError, RecipeError, choices_text, did_you_mean
 from gptf.hookspecs import CONTEXT, HOOK_FOR_KIND
-from gptf.plugin_loader import LoadedPlugins, PluginInfo
+from gptf.recipe.value_types import type_problem
+from gptf.build.plugins import LoadedPlugins, PluginInfo
 
 
 @attrs.define
@@ -118,7 +118,7 @@ class Registry:
                         f"'{key}'{did_you_mean(key, accepted)}; it accepts: {valid}"
                     )
             else:
-                problem = _type_problem(value, _annotation(info.factory, key))
+                problem = type_problem(value, _annotation(info.factory, key))
                 if problem:
                     problems.append(f"{where}.{key}: {problem}")
         for pname, p in accepted.items():
@@ -147,37 +147,3 @@ def _annotation(factory: Callable[..., Any], name: str) -> Any:
     except Exception:
         return Any
     return hints.get(name, Any)
-
-
-def _type_problem(value: Any, annotation: Any) -> str | None:
-    """A short message if ``value`` (from YAML) does not fit ``annotation``, else None."""
-    if _fits(value, annotation):
-        return None
-    shown = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-    return f"expected {shown}, got {type(value).__name__} {value!r}"
-
-
-def _fits(value: Any, annotation: Any) -> bool:
-    if annotation is Any or annotation is inspect.Parameter.empty:
-        return True
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, arg) for arg in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    if origin in (list, tuple, typing.Sequence) or annotation in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            return False
-        args = typing.get_args(annotation)
-        return not args or all(_fits(v, args[0]) for v in value)
-    if origin is typing.Literal:
-        return value in typing.get_args(annotation)
-    return True

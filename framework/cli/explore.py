@@ -1,8 +1,7 @@
 """The exploring commands: ``gptf ablate``, ``gptf attention``, ``gptf tokenize`` and
 ``gptf plugin check``.
 
-They live here, not in :mod:`gptf.cli`, only to keep that file short; ``gptf.cli`` imports
-this module so the commands are registered on the same ``app``.
+Importing this module registers them on :data:`gptf.cli.app.app` (see :mod:`gptf.cli`).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from gptf.cli import OverridesArg, RecipeArg, app, console, err_console, friendly_errors
+from gptf.cli.app import OverridesArg, RecipeArg, app, console, err_console, friendly_errors
 
 plugin_app = typer.Typer(help="Check a plugin against the component contracts.", no_args_is_help=True)
 app.add_typer(plugin_app, name="plugin")
@@ -32,7 +31,7 @@ def ablate(
     eval_interval: Annotated[int | None, typer.Option(min=1, help="Validate every N steps [default: ~10/run]")] = None,
 ) -> None:
     """Train every variant with matched seeds, data order and budget; compare them in a table and a chart."""
-    from gptf.ablate import Settings, check_swaps_given, run_ablation
+    from gptf.tools.ablate import Settings, check_swaps_given, run_ablation
 
     settings = Settings(recipe, check_swaps_given(swap or []), overrides or [], steps, seeds, out, eval_interval)
     run_ablation(settings, console)
@@ -47,8 +46,8 @@ def attention(
     answer: Annotated[bool, typer.Option(help="Also include the model's greedy answer")] = False,
 ) -> None:
     """Save heatmaps of every layer's attention, one per head, for a prompt."""
-    from gptf.insight import attention_maps, ids_table, save_attention
-    from gptf.pipeline import load_run
+    from gptf.run import load_run
+    from gptf.tools.insight import attention_maps, ids_table, save_attention
 
     run = load_run(ckpt)
     maps = attention_maps(run, prompt, with_answer=answer)
@@ -69,7 +68,7 @@ def tokenize(
     as_prompt: Annotated[bool, typer.Option(help="Show it as the model sees a question (<bos>用户:...助手:)")] = False,
 ) -> None:
     """Show the tokens of a text: each token, its id and the bytes it stands for."""
-    from gptf.insight import load_tokenizer, tokens_table
+    from gptf.tools.insight import load_tokenizer, tokens_table
 
     tokenizer = load_tokenizer(ckpt, recipe, err_console)
     table, summary = tokens_table(tokenizer, text, as_prompt=as_prompt)
@@ -83,7 +82,7 @@ def plugin_check(
     target: Annotated[str, typer.Argument(help="A .py file, a package/project folder, or a module name")],
 ) -> None:
     """Run the contract tests on every component a plugin registers."""
-    from gptf.plugin_check import check_target
+    from gptf.tools.plugin_check import check_target
 
     reports = check_target(target)
     colours = {"pass": "green", "fail": "red", "skip": "yellow"}

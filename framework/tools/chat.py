@@ -1,6 +1,6 @@
 """``gptf chat``: talk to a trained model in the terminal.
 
-Each question is answered with the conversation so far (:mod:`gptf.conversation`).
+Each question is answered with the conversation so far (:mod:`gptf.tools.conversation`).
 Lines starting with ``/`` change the sampling knobs while you chat, so a class can see
 what temperature, top-k and top-p do to the same question.
 """
@@ -13,9 +13,9 @@ from collections.abc import Callable
 import attrs
 from rich.console import Console
 
-from gptf.conversation import Turn, conversation_ids
 from gptf.errors import GptfError
-from gptf.generation import Generator, SamplingSettings
+from gptf.generate import Generator, SamplingSettings
+from gptf.tools.conversation import Turn, conversation_ids
 
 PROMPT = "你> "
 HELP = """\

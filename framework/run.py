@@ -14,8 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gptf import __version__
-from gptf.augment import augment_prompts
-from gptf.builder import (
+from gptf.build.components import (
     build_callbacks,
     build_constraints,
     build_model,
@@ -29,16 +28,17 @@ from gptf.builder import (
     open_registry,
     reference_parameter_count,
 )
-from gptf.data import TokenizedSplit, read_jsonl, tokenize_split, training_texts
+from gptf.build.registry import Registry
+from gptf.build.validate import validate_for_run
+from gptf.data import TokenizedSplit, augment_prompts, read_jsonl, tokenize_split, training_texts
 from gptf.errors import CheckpointError, GptfError
-from gptf.fingerprints import check_components_present, check_plugin_files, check_tokenizer, check_weight_shapes
-from gptf.generation import Generation, Generator, SamplingSettings
+from gptf.generate import Generation, Generator, SamplingSettings
 from gptf.interfaces import Tokenizer
 from gptf.model import GPT
 from gptf.plots import report_loss_plot
 from gptf.recipe import ComponentSpec, LoadedRecipe, Recipe, recipe_from_dict, recipe_to_dict
-from gptf.registry import Registry
-from gptf.run_dir import (
+from gptf.train.fingerprints import check_components_present, check_plugin_files, check_tokenizer, check_weight_shapes
+from gptf.train.run_files import (
     RunFiles,
     append_jsonl,
     atomic_write,
@@ -50,9 +50,8 @@ from gptf.run_dir import (
     write_json,
     write_yaml,
 )
-from gptf.safe_training import TrainingSession, open_resume
-from gptf.trainer import Trainer
-from gptf.validation import validate_for_run
+from gptf.train.session import TrainingSession, open_resume
+from gptf.train.trainer import Trainer
 
 
 def prepare_tokenizer(recipe: Recipe, registry: Registry, train_samples: list, console: Console) -> Tokenizer:
@@ -162,12 +161,12 @@ def run_recipe(
     force: bool = False,
 ) -> RunResult:
     """Everything ``gptf run`` does. ``on_step`` also gets every step's metrics (``gptf ablate``).
-    ``init_from``: start from that run's weights (:mod:`gptf.retraining`); ``final_eval``: end
+    ``init_from``: start from that run's weights (:mod:`gptf.train.init_from`); ``final_eval``: end
     with greedy answers to the val prompts, scored (:mod:`gptf.evaluate`). ``resume``: continue the
-    run in that directory from its last checkpoint (:mod:`gptf.safe_training`); ``force``: even if
+    run in that directory from its last checkpoint (:mod:`gptf.train.session`); ``force``: even if
     the recipe or data changed since."""
-    from gptf.devices import resolve_device
-    from gptf.retraining import adopt_tokenizer, load_initial_weights
+    from gptf.build.devices import resolve_device
+    from gptf.train.init_from import adopt_tokenizer, load_initial_weights
 
     started = time.perf_counter()
     target = resolve_device(device)
@@ -223,7 +222,7 @@ def run_recipe(
         callbacks=build_callbacks(recipe, registry),
         log=lambda record: append_jsonl(files.metrics, record),
     )
-    from gptf.progress import TrainingProgress
+    from gptf.train.progress import TrainingProgress
 
     def report(metrics: dict[str, Any]) -> None:
         progress.update(metrics, t.log_interval)
@@ -397,7 +396,7 @@ def with_decoding_overrides(
 
 def load_run(path: str | Path, *, quantized: bool = False, device: str = "cpu") -> LoadedRun:
     """Rebuild a finished run; ``device``: auto, cpu, cuda or mps (int8 weights run on the CPU only)."""
-    from gptf.devices import resolve_device
+    from gptf.build.devices import resolve_device
 
     target = resolve_device("cpu" if quantized and device == "auto" else device)
     if quantized and target.type != "cpu":
@@ -411,7 +410,7 @@ def load_run(path: str | Path, *, quantized: bool = False, device: str = "cpu") 
 
     data = read_recipe_file(files.recipe)
     recipe = recipe_from_dict(data, str(files.recipe))
-    info = files.read_info()  # fingerprints: what the run was made with (gptf.fingerprints)
+    info = files.read_info()  # fingerprints: what the run was made with (gptf.train.fingerprints)
     check_plugin_files(recipe, info, files)
     registry = open_registry(recipe.plugins, files.root)
     check_components_present(recipe, registry, info, files)

@@ -42,7 +42,7 @@ import torch
 import yaml
 
 from gptf.errors import CheckpointError
-from gptf.run_dir import file_sha256, load_weights, save_weights
+from gptf.train.run_files import file_sha256, load_weights, save_weights
 
 STATE_DIR = "state"
 MANIFEST = "manifest.json"
@@ -58,23 +58,6 @@ METRICS = "metrics.jsonl"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 _INCOMPLETE = ".incomplete-"
 _DISCARDED = ".discarded-"
-
-#: Recipe keys that may change between the interrupted run and its resumption: they do
-#: not change what the model learns (where files go, how often to log/evaluate/save,
-#: what to do after training). Anything else differing refuses to resume unless forced.
-MAY_DIFFER = (
-    "name",
-    "output_dir",
-    "demo_prompts",
-    "generation",
-    "quantizer",
-    "tokenizer.rebuild",
-    "training.log_interval",
-    "training.eval_interval",
-    "training.save_interval",
-    "training.threads",
-)
-
 
 @attrs.frozen
 class Checkpoint:
@@ -378,56 +361,3 @@ def _restore_train_state(path: Path, train_state: Any) -> None:
             setattr(train_state, name, value)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a gptf trainer state ({exc})") from exc
-
-
-# ---------------------------------------------------------------------- comparing
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay whole)."""
-    if not isinstance(data, Mapping) or (prefix and not data):
-        return {prefix: data}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
-def _ignored(key: str) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in MAY_DIFFER)
-
-
-def recipe_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """``key: checkpoint -> now`` for each setting that changes what the model learns."""
-    old, new = flatten(saved), flatten(current)
-    lines = []
-    for key in sorted(set(old) | set(new)):
-        if _ignored(key):
-            continue
-        a, b = old.get(key, "(not set)"), new.get(key, "(not set)")
-        if a != b:
-            lines.append(f"{key}: {_short(a)} (checkpoint) -> {_short(b)} (now)")
-    return lines
-
-
-def data_differences(saved: Mapping[str, Any], current: Mapping[str, Mapping[str, str]]) -> list[str]:
-    lines = []
-    for key in sorted(set(saved) | set(current)):
-        a, b = saved.get(key) or {}, current.get(key) or {}
-        if a.get("sha256") != b.get("sha256"):
-            path = b.get("path") or a.get("path")
-            lines.append(
-                f"{key}: {path} changed since the checkpoint "
-                f"(sha256 {str(a.get('sha256'))[:12]}… -> {str(b.get('sha256'))[:12]}…)"
-            )
-    return lines
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def data_fingerprints(files: Mapping[str, str | None]) -> dict[str, dict[str, str]]:
-    """``{"data.train": "data/train.jsonl"}`` -> ``{"data.train": {"path", "sha256"}}``."""
-    return {key: {"path": str(path), "sha256": file_sha256(Path(path))} for key, path in files.items() if path}

@@ -13,9 +13,9 @@ from torch import nn
 from gptf.errors import RecipeError
 from gptf.interfaces import DecodingConstraint, Tokenizer
 from gptf.model import GPT, GPTConfig, GPTParts
-from gptf.plugin_loader import load_plugins
+from gptf.build.plugins import load_plugins
 from gptf.recipe import ComponentSpec, LoadedRecipe, Recipe
-from gptf.registry import Registry
+from gptf.build.registry import Registry
 
 
 @attrs.frozen
@@ -52,18 +52,20 @@ def open_registry(recipe_plugins: Iterable[str] = (), base_dir: Path | None = No
 
 
 def registry_for(loaded: LoadedRecipe) -> Registry:
-    """Load the plugins a recipe needs and check every component it names (phase two)."""
+    """Load the plugins a recipe needs and check every component it names."""
     registry = open_registry(loaded.recipe.plugins, loaded.base_dir)
-    check_components(loaded.recipe, registry, str(loaded.chain[0]))
+    problems = component_problems(loaded.recipe, registry)
+    if problems:
+        raise RecipeError(str(loaded.chain[0]), problems)
     return registry
 
 
-def check_components(recipe: Recipe, registry: Registry, source: str) -> None:
+def component_problems(recipe: Recipe, registry: Registry) -> list[str]:
+    """Every component the recipe names exists and accepts the parameters it is given."""
     problems: list[str] = []
     for slot in component_slots(recipe):
         problems += registry.check(slot.kind, slot.spec.name, slot.spec.params, slot.key)
-    if problems:
-        raise RecipeError(source, problems)
+    return problems
 
 
 def _make(registry: Registry, slot: Slot, **context: Any) -> Any:

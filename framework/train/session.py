@@ -1,13 +1,13 @@
 """Training that nothing can take away: Ctrl+C, a closed terminal, ``kill -9``, NaN.
 
-:class:`TrainingSession` wraps :meth:`gptf.trainer.Trainer.fit` in ``gptf run``:
+:class:`TrainingSession` wraps :meth:`gptf.train.trainer.Trainer.fit` in ``gptf run``:
 
 * Ctrl+C (SIGINT), SIGTERM or a closed terminal (SIGHUP) only *asks* the trainer to stop:
   the current step finishes, a resumable checkpoint is saved, and the run ends with a
   message saying how to continue (``gptf run RECIPE --resume``). A second Ctrl+C quits
   at once, keeping the previous checkpoint.
 * Every ``training.save_interval`` steps a checkpoint is saved, so even ``kill -9`` or
-  a power cut loses at most that many steps (see :mod:`gptf.resume` for why a kill
+  a power cut loses at most that many steps (see :mod:`gptf.train.checkpoint` for why a kill
   in the middle of a save is harmless).
 * A NaN/inf loss stops training (the trainer raises :class:`TrainingStopped`); the last
   good checkpoint is kept and the message says where it is. Weights that are not finite
@@ -32,28 +32,26 @@ from rich.console import Console
 
 from gptf.errors import CheckpointError, GptfError, Interrupted, TrainingStopped
 from gptf.recipe import LoadedRecipe
-from gptf.resume import (
-    TOKENIZER,
+from gptf.train.checkpoint import (
     Checkpoint,
-    data_differences,
-    data_fingerprints,
     find_checkpoint,
     latest_checkpoint,
     read_recipe,
-    recipe_differences,
     remove_checkpoints,
     restore,
     save_checkpoint,
 )
-from gptf.run_dir import RunFiles, file_sha256
-from gptf.trainer import Trainer
+from gptf.train.fingerprints import (
+    check_tokenizer_unchanged,
+    data_differences,
+    data_fingerprints,
+    recipe_differences,
+    training_data,
+)
+from gptf.train.run_files import RunFiles
+from gptf.train.trainer import Trainer
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
-def training_data(loaded: LoadedRecipe) -> dict[str, str | None]:
-    """The data files whose content decides what the model learns, by recipe key."""
-    return {"data.train": loaded.recipe.data.train, "data.val": loaded.recipe.data.val}
 
 
 def resume_command(loaded: LoadedRecipe, run_dir: Path) -> str:
@@ -101,18 +99,6 @@ def open_resume(
             "the weights will not be bit-identical to an uninterrupted run[/]"
         )
     return checkpoint
-
-
-def check_tokenizer_unchanged(checkpoint: Checkpoint, tokenizer_path: Path) -> None:
-    """The ids in a checkpoint only mean something with the tokenizer that made them."""
-    saved = checkpoint.manifest.get("tokenizer") or {}
-    now = file_sha256(tokenizer_path) if tokenizer_path.is_file() else None
-    if saved.get("sha256") != now:
-        raise CheckpointError(
-            f"cannot resume from {checkpoint.path}: the tokenizer differs: {tokenizer_path} has "
-            f"sha256 {str(now)[:12]}…, the checkpoint was trained with {str(saved.get('sha256'))[:12]}…",
-            hint=f"put the original back: copy {checkpoint.file(TOKENIZER)} to {tokenizer_path}",
-        )
 
 
 class TrainingSession:

@@ -88,9 +88,9 @@ def load_tokenizer(ckpt: Path | None, recipe: Path | None, console: Console) -> 
     """The tokenizer of a run directory, or of a recipe (trained and saved first if needed)."""
     if (ckpt is None) == (recipe is None):
         raise GptfError("give exactly one of --ckpt DIR (a trained run) or --recipe FILE")
-    from gptf.builder import new_tokenizer, open_registry, registry_for
+    from gptf.build.components import new_tokenizer, open_registry, registry_for
     from gptf.recipe import load_recipe, read_recipe_file, recipe_from_dict
-    from gptf.run_dir import RunFiles
+    from gptf.train.run_files import RunFiles
 
     if ckpt is not None:
         files = RunFiles(ckpt)
@@ -103,7 +103,7 @@ def load_tokenizer(ckpt: Path | None, recipe: Path | None, console: Console) -> 
             raise CheckpointError(f"{files.tokenizer}: cannot load the tokenizer ({exc})") from exc
         return tokenizer
     from gptf.data import read_jsonl
-    from gptf.pipeline import prepare_tokenizer
+    from gptf.run import prepare_tokenizer
 
     loaded = load_recipe(recipe)  # type: ignore[arg-type]
     registry = registry_for(loaded)
@@ -127,7 +127,7 @@ def explicit_twin(run: Any) -> torch.nn.Module:
     """The run's model with its attention core swapped for ``explicit``, which can keep
     its weights. Attention cores have no parameters (the projections live in the model),
     so the weights load unchanged and the outputs are the same."""
-    from gptf.builder import build_model
+    from gptf.build.components import build_model
 
     recipe = run.recipe
     if recipe.model.attention.name != "explicit":
@@ -145,7 +145,7 @@ def explicit_twin(run: Any) -> torch.nn.Module:
 def attention_maps(run: Any, prompt: str, with_answer: bool = False) -> AttentionMaps:
     """Run the model once over the templated prompt (and its greedy answer) and record
     every layer's attention weights."""
-    from gptf.pipeline import sampling_settings
+    from gptf.run import sampling_settings
 
     generator = run.generator()
     ids = generator.prompt_ids(prompt)

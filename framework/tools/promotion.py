@@ -34,9 +34,9 @@ from rich.table import Table
 
 from gptf.errors import GptfError
 from gptf.evaluate import SplitReport, evaluate_file, one_thread
-from gptf.pipeline import load_run, run_recipe, sampling_settings
 from gptf.recipe import LoadedRecipe, Recipe
-from gptf.run_dir import RunFiles, append_jsonl, write_json
+from gptf.run import load_run, run_recipe, sampling_settings
+from gptf.train.run_files import RunFiles, append_jsonl, write_json
 
 BEST = "best"
 DECISION = "promotion.json"
@@ -87,8 +87,8 @@ def held_out_file(recipe: Recipe) -> str:
 def score_run(run_dir: Path, recipe: Recipe, path: str, device: str) -> SplitReport:
     """Answer ``path`` greedily with the run in ``run_dir``, decoding as ``recipe`` says."""
     run = load_run(run_dir, device=device)
-    from gptf.builder import build_constraints
-    from gptf.generation import Generator
+    from gptf.build.components import build_constraints
+    from gptf.generate import Generator
 
     constraints = build_constraints(recipe.generation.constraints, run.registry, run.tokenizer)
     generator = Generator(run.model, run.tokenizer, constraints)

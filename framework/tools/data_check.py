@@ -2,17 +2,18 @@
 
 Usage from Python::
 
-    from gptf.data_check import check_files, format_report
+    from gptf.tools.data_check import check_files, format_report
     report = check_files([Path("data/train.jsonl"), Path("data/val.jsonl")], encode=tok_encode)
     print(format_report(report))
     if not report.ok: ...
 
 What is checked
 ---------------
-* Every line must be a JSON object with string fields ``prompt`` and ``completion`` holding
-  some non-whitespace text. Other fields (``concept`` ...) are allowed. Each bad line gives
-  one error ``file:line: message``. Blank lines are skipped (as ``gptf.data.read_jsonl``
-  does); a file with no non-blank line is an error.
+* Lines are read by the trainer's own reader (:func:`gptf.data.parse_jsonl`), so this check
+  accepts and refuses exactly the files ``gptf run`` does: every line must be a JSON object
+  with string fields ``prompt`` and ``completion`` holding some non-whitespace text. Other
+  fields (``concept`` ...) are allowed. Each bad line gives one error ``file:line: message``.
+  Blank lines are skipped; a file with no non-blank line is an error.
 * Per file: line and sample counts, distinct prompts and completions, lengths in characters
   and (when ``encode`` is given) in tokens, how many samples exceed ``seq_len`` tokens, and
   exact duplicate samples (same prompt and same completion) with their line numbers.
@@ -54,7 +55,6 @@ and so do different questions that share a template ("什么是top-k采样" vs "
 
 from __future__ import annotations
 
-import json
 import statistics
 import string
 import unicodedata
@@ -63,10 +63,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gptf.data import format_prompt
+from gptf.data import Sample, parse_jsonl, sample_length
+from gptf.errors import DataError
 
 NEAR_DUP_THRESHOLD = 0.7
-SPECIAL_TOKENS_PER_SAMPLE = 2  # one <bos> and one <eos>
 
 
 @dataclass
@@ -93,15 +93,6 @@ class LengthStats:
             p95=ordered[rank - 1],
             max=ordered[-1],
         )
-
-
-@dataclass
-class Sample:
-    """One valid line of a file."""
-
-    line: int
-    prompt: str
-    completion: str
 
 
 @dataclass
@@ -180,59 +171,30 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / union if union else 0.0
 
 
-def _parse_line(text: str) -> tuple[Sample | None, str | None]:
-    """Parse one line; return (sample, None) or (None, error message)."""
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as error:
-        return None, f"not valid JSON ({error.msg})"
-    if not isinstance(obj, dict):
-        return None, f"expected a JSON object, got {type(obj).__name__}"
-    for key in ("prompt", "completion"):
-        if key not in obj:
-            return None, f"missing field '{key}'"
-        if not isinstance(obj[key], str):
-            return None, f"field '{key}' must be a string, got {type(obj[key]).__name__}"
-        if not obj[key].strip():
-            return None, f"field '{key}' is empty or whitespace only"
-    return Sample(line=0, prompt=obj["prompt"], completion=obj["completion"]), None
-
-
 def _read_file(path: Path, encode: Callable[[str], list[int]] | None, seq_len: int, errors: list[str]) -> FileReport:
-    """Read one file, validate each line and fill in its statistics."""
+    """Read one file with the trainer's own reader, and fill in its statistics."""
     report = FileReport(path=str(path))
     try:
-        content = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        errors.append(f"{path}: cannot read file ({error})")
+        contents = parse_jsonl(path)
+    except DataError as error:
+        errors.append(str(error))
         return report
-    lines = content.splitlines()
-    report.lines = len(lines)
-    if not any(text.strip() for text in lines):
+    report.lines = contents.lines
+    errors.extend(contents.errors)
+    if not contents.samples and not contents.errors:
         errors.append(f"{path}: empty file")
         return report
+    samples = report.samples = contents.samples
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue  # blank lines are skipped, as the trainer's reader does
-        sample, message = _parse_line(text)
-        if sample is None:
-            errors.append(f"{path}:{number}: {message}")
-            continue
-        sample.line = number
-        report.samples.append(sample)
-        groups[(sample.prompt, sample.completion)].append(number)
-    samples = report.samples
+    for sample in samples:
+        groups[(sample.prompt, sample.completion)].append(sample.line)
     report.valid = len(samples)
     report.distinct_prompts = len({s.prompt for s in samples})
     report.distinct_completions = len({s.completion for s in samples})
     report.duplicates = [numbers for numbers in groups.values() if len(numbers) > 1]
     report.chars = LengthStats.of([len(s.prompt) + len(s.completion) for s in samples])
     if encode is not None and samples:
-        counts = [
-            len(encode(format_prompt(s.prompt))) + len(encode(s.completion)) + SPECIAL_TOKENS_PER_SAMPLE
-            for s in samples
-        ]
+        counts = [sample_length(encode, s) for s in samples]
         report.tokens = LengthStats.of(counts)
         report.over_seq_len = sum(count > seq_len for count in counts)
     return report

@@ -42,12 +42,12 @@ from rich.table import Table
 from rich.text import Text
 
 from gptf import __version__
-from gptf.builder import registry_for
+from gptf.build.components import registry_for
 from gptf.errors import GptfError, Interrupted, RecipeError, TrainingStopped
-from gptf.pipeline import prepare_tokenizer, run_recipe
 from gptf.plots import PLOTS_HINT, Band, read_loss_curves, save_val_curves, warm_up
 from gptf.recipe import LoadedRecipe, load_recipe, recipe_to_dict
-from gptf.run_dir import RunFiles, file_sha256, write_json, write_text
+from gptf.run import prepare_tokenizer, run_recipe
+from gptf.train.run_files import RunFiles, file_sha256, write_json, write_text
 
 RUN_RECORD = "ablate_run.json"  # inside each run directory: its key and results
 

@@ -7,7 +7,7 @@
       model.int8.safetensors   quantized weights (when the recipe's quantizer made them)
       metrics.jsonl            one JSON line per log/eval step
       run.json                 fingerprints, plugins, timings, final losses
-      state/                   resumable checkpoints while training (gptf.resume); gone once finished
+      state/                   resumable checkpoints while training (gptf.train.checkpoint); gone once finished
 
 Every file is written to a temporary name first and then renamed, so an interrupted
 save never leaves a half-written file behind.

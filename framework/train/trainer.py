@@ -23,8 +23,8 @@ import attrs
 import torch
 import torch.nn.functional as F
 
+from gptf.build.devices import model_device
 from gptf.data import IGNORE, TokenizedSplit, micro_batches, pad_batch, step_samples
-from gptf.devices import model_device
 from gptf.errors import TrainingStopped
 from gptf.interfaces import Callback
 from gptf.model import GPT

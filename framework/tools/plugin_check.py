@@ -33,12 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptf.builder import build_model
+from gptf.build.components import build_model
+from gptf.build.plugins import ENTRY_POINT_GROUP, load_plugins
+from gptf.build.registry import ComponentInfo, Registry
 from gptf.errors import PluginError
 from gptf.interfaces import SPECIAL_TOKENS
-from gptf.plugin_loader import ENTRY_POINT_GROUP, load_plugins
 from gptf.recipe import Recipe, recipe_from_dict
-from gptf.registry import ComponentInfo, Registry
 
 # The tiny model every model part is tested in: 2 layers, 4 heads of size 8.
 TINY_MODEL = {"n_layer": 2, "n_head": 4, "n_embd": 32, "seq_len": 24}
@@ -288,7 +288,7 @@ def _shapes(registry: Registry, info: ComponentInfo) -> str:
 
 CAUSAL_HINTS = {
     "attention": "apply the causal mask before the softmax, e.g. scores.masked_fill(~causal_mask(Tq, Tk), "
-    "float('-inf')) from gptf.attention_mask (remember the queries are the LAST Tq of the Tk positions)",
+    "float('-inf')) from gptf.interfaces (remember the queries are the LAST Tq of the Tk positions)",
     "positional": "a positional encoding may only use each token's own position; it must not mix tokens",
     "norm": "normalise over each token's own features (the last dimension, dim=-1), never across tokens",
     "mlp": "an MLP must treat every token on its own: only work on the last dimension",
@@ -321,7 +321,7 @@ def _causality(registry: Registry, info: ComponentInfo) -> str:
 
 
 def _kv_cache(registry: Registry, info: ComponentInfo) -> str:
-    from gptf.kv_cache import KVCache
+    from gptf.model import KVCache
 
     model = tiny_model(registry, info)
     config = model.config
@@ -339,7 +339,7 @@ def _kv_cache(registry: Registry, info: ComponentInfo) -> str:
             f"generating token by token with the KV cache gives different outputs than running the whole "
             f"sequence (largest difference {gap:.3g}). During generation the model sees one new token whose "
             f"position is not 0, and more keys than queries (the queries are the last ones): use the "
-            f"'positions' you are given and compare with gptf.attention_mask.causal_mask(Tq, Tk)"
+            f"'positions' you are given and compare with gptf.interfaces.causal_mask(Tq, Tk)"
         )
     return ""
 
@@ -631,7 +631,7 @@ def _quantizer(registry: Registry, info: ComponentInfo) -> str:
 
 
 def _constraint(registry: Registry, info: ComponentInfo) -> str:
-    from gptf.generation import DecodingState
+    from gptf.generate import DecodingState
 
     tokenizer = _builtin_char_tokenizer()
     constraint = registry.build("decoding_constraint", info.name, {}, "generation.constraints[0]", tokenizer=tokenizer)
@@ -658,7 +658,7 @@ def _builtin_char_tokenizer() -> Any:
 def _callback(registry: Registry, info: ComponentInfo) -> str:
     from gptf.data import TokenizedSplit
     from gptf.recipe import TrainingConfig
-    from gptf.trainer import Trainer
+    from gptf.train.trainer import Trainer
 
     def train(callbacks: list[Any]) -> tuple[nn.Module, float | None]:
         torch.manual_seed(0)

@@ -1,0 +1,67 @@
+"""The typer app every ``gptf`` command registers on, and what they share: the consoles,
+the friendly error handling and the common argument types."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from gptf.errors import GptfError, TrainingStopped
+
+app = typer.Typer(
+    name="gptf",
+    help="Build, train and question a small Chinese GPT, one swappable component at a time.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Check training data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+for _c in (console, err_console):
+    if not _c.is_terminal:
+        _c.width = max(_c.width, 120)  # logs and pipes: wide enough for tables
+_options = {"debug": False}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@app.callback()
+def _global(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    _options["debug"] = debug
+
+
+def friendly_errors(command: F) -> F:
+    """Expected errors: one clear message and a non-zero exit; ``--debug`` re-raises."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except GptfError as exc:
+            if _options["debug"]:
+                raise
+            label = "[bold yellow]stopped:[/]" if isinstance(exc, TrainingStopped) else "[bold red]error:[/]"
+            err_console.print(f"{label} {exc}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            if _options["debug"]:
+                raise
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file, e.g. recipes/teacher_3m.yaml")]
+OverridesArg = Annotated[list[str] | None, typer.Argument(help="Overrides KEY=VALUE, e.g. model.positional=learned")]
+DeviceOption = Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU) | cpu | cuda | mps")]

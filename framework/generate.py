@@ -1,0 +1,251 @@
+"""Generating an answer, one token at a time.
+
+Each step: run the model on the newest token (the KV cache remembers the rest), let the
+decoding constraints adjust the scores, then pick the next token:
+
+* temperature 0  -> greedy: always the most likely token (deterministic);
+* temperature T  -> sample from softmax(logits / T): higher T, more adventurous;
+* top-k          -> only the k most likely tokens may be sampled;
+* top-p          -> only the smallest set of tokens whose probabilities sum to p.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+import torch
+
+from gptf.build.devices import model_device
+from gptf.data import format_prompt
+from gptf.errors import GptfError
+from gptf.interfaces import DecodingState
+
+if TYPE_CHECKING:
+    from gptf.interfaces import DecodingConstraint, Tokenizer
+    from gptf.model import GPT
+
+_LEADING_JUNK = re.compile(r"^[\s,.;:!?，。；：！？、·…—\-\"'“”‘’()（）]+")
+
+
+def clean_answer(text: str) -> str:
+    """Trim leading punctuation/whitespace and trailing whitespace, as in the seed."""
+    return _LEADING_JUNK.sub("", text).rstrip()
+
+
+@attrs.frozen
+class SamplingSettings:
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+
+@attrs.frozen
+class TokenChoice:
+    token_id: int
+    piece: str  # the token's text ("" for a partial character)
+    probability: float
+
+
+@attrs.frozen
+class Generation:
+    prompt: str
+    text: str  # the cleaned answer
+    raw_text: str
+    tokens: list[TokenChoice]
+    stop_reason: str  # "eos", "stop", "max_new_tokens", "seq_len"
+    first_token_s: float
+    total_s: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return len(self.tokens) / self.total_s if self.total_s > 0 else 0.0
+
+
+class Generator:
+    """Answers prompts with a trained model (fp32 or quantized), one or many at a time."""
+
+    def __init__(
+        self,
+        model: GPT | torch.nn.Module,
+        tokenizer: Tokenizer,
+        constraints: Sequence[DecodingConstraint] = (),
+        *,
+        use_cache: bool = True,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.constraints = list(constraints)
+        self.use_cache = use_cache
+        self.config = model.config
+        self.device = model_device(model)
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """``<bos>`` and the templated prompt, as token ids; a clear error if it cannot be answered."""
+        if not prompt.strip():
+            raise GptfError('the prompt is empty: ask a question, e.g. --prompt "什么是注意力机制？"')
+        ids = [self.tokenizer.bos_id, *self.tokenizer.encode(format_prompt(prompt))]
+        if len(ids) >= self.config.seq_len:
+            raise GptfError(
+                f"the prompt is {len(ids)} tokens long, which leaves no room to answer "
+                f"(model.seq_len={self.config.seq_len}); ask a shorter question"
+            )
+        return ids
+
+    def generate(
+        self, prompt: str, settings: SamplingSettings, seed: int | None = None, *, context_ids: list[int] | None = None
+    ) -> Generation:
+        """Answer ``prompt``; ``context_ids`` replaces the templated prompt (e.g. a multi-turn chat)."""
+        ids = self.prompt_ids(prompt) if context_ids is None else list(context_ids)
+        rng = torch.Generator().manual_seed(seed) if seed is not None else None
+        start = time.perf_counter()
+        (row,) = self.decode([ids], settings, rng)
+        total = time.perf_counter() - start
+        pieces = zip(row.state.new_ids, row.probabilities, strict=True)
+        tokens = [TokenChoice(t, self.tokenizer.decode([t]), p) for t, p in pieces]
+        raw = row.state.text
+        first_token_s = (row.first_token_at - start) if row.first_token_at else 0.0
+        return Generation(prompt, clean_answer(raw), raw, tokens, row.stop_reason, first_token_s, total)
+
+    @torch.inference_mode()
+    def decode(
+        self, rows: Sequence[list[int]], settings: SamplingSettings, rng: torch.Generator | None = None
+    ) -> list[DecodedRow]:
+        """The decoding loop for prompts of equal length ``rows`` (token ids, ``<bos>`` first).
+
+        Each step runs the model once for all rows (on the newest token only, thanks to the
+        KV cache), lets every constraint adjust each row's scores, then picks each row's next
+        token. Rows of the same length need no padding, so no attention mask and no position
+        shifts: a batch answers exactly as each prompt would alone.
+        """
+        length = len(rows[0])
+        if any(len(r) != length for r in rows):
+            raise ValueError("decode() takes prompts of equal token length; see greedy_answers()")
+        budget = min(settings.max_new_tokens, self.config.seq_len - length)
+        reason = "max_new_tokens" if budget == settings.max_new_tokens else "seq_len"
+        decoded = [DecodedRow(DecodingState(self.tokenizer, list(r), budget=budget), reason) for r in rows]
+        cache = self.model.new_cache(len(rows)) if self.use_cache else None
+        sequences = [list(r) for r in rows]  # everything fed so far, per row (for no-cache decoding)
+        feed = torch.tensor(sequences, device=self.device)  # (B, T)
+        for _ in range(budget):
+            logits = self.model(feed, cache)[:, -1].float().cpu()  # (B, V): next-token scores of every row
+            chosen = [self._step(row, logits[i], settings, rng) for i, row in enumerate(decoded)]
+            if all(row.finished for row in decoded):
+                break
+            for sequence, token in zip(sequences, chosen, strict=True):
+                sequence.append(token)
+            feed = torch.tensor(sequences if cache is None else [[t] for t in chosen], device=self.device)
+        return decoded
+
+    def _step(
+        self, row: DecodedRow, scores: torch.Tensor, settings: SamplingSettings, rng: torch.Generator | None
+    ) -> int:
+        """One row's next token: constraints, then pick. A finished row is fed ``<eos>`` (ignored)."""
+        if row.finished:
+            return self.tokenizer.eos_id
+        state = row.state
+        for constraint in self.constraints:
+            scores = constraint.adjust_logits(scores, state)
+        token, probability = pick_token(scores, settings, rng)
+        if row.first_token_at == 0.0:
+            row.first_token_at = time.perf_counter()
+        if token == self.tokenizer.eos_id:
+            row.finish("eos")
+            return token
+        state.new_ids.append(token)
+        row.probabilities.append(probability)
+        if any(c.should_stop(state) for c in self.constraints):
+            row.finish("stop")
+        return token
+
+
+@attrs.define
+class DecodedRow:
+    """One prompt's progress through :meth:`Generator.decode`."""
+
+    state: DecodingState
+    stop_reason: str  # until finished: what ends it if nothing else does
+    finished: bool = False
+    probabilities: list[float] = attrs.field(factory=list)
+    first_token_at: float = 0.0  # time.perf_counter() when the first token was picked
+
+    def finish(self, reason: str) -> None:
+        self.finished, self.stop_reason = True, reason
+
+
+def pick_token(scores: torch.Tensor, settings: SamplingSettings, rng: torch.Generator | None) -> tuple[int, float]:
+    """Choose the next token from (V,) scores; return it and its probability."""
+    if settings.temperature <= 0:
+        probs = torch.softmax(scores, dim=-1)
+        token = int(torch.argmax(scores))
+        return token, float(probs[token])
+    scores = scores / settings.temperature
+    if settings.top_k > 0:
+        kth = torch.topk(scores, min(settings.top_k, scores.numel())).values[-1]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if settings.top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=True)
+        cumulative = torch.softmax(sorted_scores, dim=-1).cumsum(dim=-1)
+        # drop a token once the tokens *before* it already reach top_p
+        drop = cumulative - torch.softmax(sorted_scores, dim=-1) >= settings.top_p
+        scores = scores.scatter(0, order[drop], float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    token = int(torch.multinomial(probs, 1, generator=rng))
+    return token, float(probs[token])
+
+
+# ------------------------------------------------------------------ many prompts at once
+# Answering 200 questions one by one runs the model 200 x ~40 times on a single token, and a
+# small model spends most of that time on per-call overhead, not arithmetic. Prompts of the
+# same token length share one :meth:`Generator.decode` (the same decode step as a single
+# answer), so the answers are those of one-by-one greedy decoding (a test checks this).
+
+
+@attrs.frozen
+class BatchAnswer:
+    text: str  # cleaned, as Generation.text
+    tokens: int
+
+
+def group_by_length(rows: Sequence[list[int] | None], batch_size: int) -> list[list[int]]:
+    """Indices of ``rows`` grouped by length, at most ``batch_size`` per group (None rows skipped)."""
+    by_length: dict[int, list[int]] = {}
+    for index, row in enumerate(rows):
+        if row is not None:
+            by_length.setdefault(len(row), []).append(index)
+    groups = []
+    for _, indices in sorted(by_length.items()):
+        groups += [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    return groups
+
+
+def greedy_answers(
+    generator: Generator,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    *,
+    batch_size: int = 32,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[BatchAnswer]:
+    """Greedy answers in the order of ``prompts``. A prompt that leaves no room to answer gets ""."""
+    rows: list[list[int] | None] = []
+    for prompt in prompts:
+        try:
+            rows.append(generator.prompt_ids(prompt))
+        except GptfError:
+            rows.append(None)
+    answers = [BatchAnswer("", 0)] * len(prompts)
+    done = rows.count(None)
+    settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0)
+    for group in group_by_length(rows, batch_size):
+        decoded = generator.decode([rows[i] for i in group], settings)  # type: ignore[misc]
+        for index, row in zip(group, decoded, strict=True):
+            answers[index] = BatchAnswer(clean_answer(row.state.text), len(row.state.new_ids))
+        done += len(group)
+        if on_progress is not None:
+            on_progress(done)
+    return answers

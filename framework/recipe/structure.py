@@ -1,0 +1,184 @@
+"""Phase one of validation: plain data -> :class:`~gptf.recipe.schema.Recipe`.
+
+Unknown keys (with a did-you-mean), wrong types and numbers that cannot work together are
+all collected and reported at once, each with its key path (``model.norm.eps``). Phase two,
+which needs the plugins (component names and parameters, a dry build of the model), is
+:mod:`gptf.build.validate`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from typing import Any
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from gptf.errors import RecipeError, did_you_mean
+from gptf.recipe.schema import ComponentSpec, Recipe
+from gptf.recipe.value_types import fits, type_name
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True)
+
+    def strict(kind: type) -> None:
+        def hook(value: Any, _: type) -> Any:
+            if not fits(value, kind):
+                raise TypeError(f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+            return kind(value)
+
+        converter.register_structure_hook(kind, hook)
+
+    for kind in (int, float, bool, str):
+        strict(kind)
+
+    def structure_spec(value: Any, _: type) -> ComponentSpec:
+        if isinstance(value, str) and value:
+            return ComponentSpec(value)
+        if isinstance(value, dict) and isinstance(value.get("name"), str):
+            params = {k: v for k, v in value.items() if k != "name"}
+            if not all(isinstance(k, str) for k in params):
+                raise TypeError("component parameter names must be strings")
+            return ComponentSpec(value["name"], params)
+        raise TypeError(f"expected a component name or {{name: ..., <parameters>}}, got {value!r}")
+
+    def unstructure_spec(spec: ComponentSpec) -> Any:
+        return {"name": spec.name, **spec.params} if spec.params else spec.name
+
+    converter.register_structure_hook(ComponentSpec, structure_spec)
+    converter.register_unstructure_hook(ComponentSpec, unstructure_spec)
+    return converter
+
+
+converter = _make_converter()
+
+
+def _problems(exc: BaseException, path: str, cls: Any) -> list[str]:
+    """Turn a cattrs error tree into ``path: message`` lines."""
+    if isinstance(exc, ForbiddenExtraKeysError):
+        valid = [f.name for f in attrs.fields(exc.cl)]
+        return [
+            f"{path}.{key}: unknown key{did_you_mean(key, valid)}; valid keys: {', '.join(valid)}"
+            if path
+            else f"{key}: unknown key{did_you_mean(key, valid)}; valid keys: {', '.join(valid)}"
+            for key in sorted(exc.extra_fields, key=str)
+        ]
+    if isinstance(exc, ClassValidationError):
+        out: list[str] = []
+        with_notes, without = exc.group_exceptions()
+        for sub, note in with_notes:
+            sub_path = f"{path}.{note.name}" if path else note.name
+            field_type = note.type
+            if isinstance(sub, KeyError):
+                out.append(f"{sub_path}: required key missing")
+            else:
+                out.extend(_problems(sub, sub_path, field_type))
+        for sub in without:
+            out.extend(_problems(sub, path, cls))
+        return out
+    if isinstance(exc, IterableValidationError):
+        out = []
+        with_notes, without = exc.group_exceptions()
+        for sub, note in with_notes:
+            out.extend(_problems(sub, f"{path}[{note.index}]", note.type))
+        for sub in without:
+            out.extend(_problems(sub, path, cls))
+        return out
+    message = str(exc)
+    if isinstance(exc, (TypeError, ValueError, AttributeError)) and "expected" not in message:
+        message = f"expected {type_name(cls)}: {message}"
+    return [f"{path}: {message}"]
+
+
+def structure_recipe(data: dict[str, Any], source: str) -> Recipe:
+    """Phase one: the fixed structure. Raises :class:`RecipeError` with every problem."""
+    try:
+        recipe = converter.structure(data, Recipe)
+    except (ClassValidationError, IterableValidationError) as exc:
+        raise RecipeError(source, _problems(exc, "", Recipe)) from exc
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise RecipeError(source, [str(exc)]) from exc
+    problems = check_shapes(recipe)
+    if problems:
+        raise RecipeError(source, problems)
+    return recipe
+
+
+def check_shapes(recipe: Recipe) -> list[str]:
+    """Numbers that cannot work together, found before any work starts."""
+    m, t, g = recipe.model, recipe.training, recipe.generation
+    problems = []
+    positive = {
+        "model.n_layer": m.n_layer,
+        "model.n_head": m.n_head,
+        "model.n_embd": m.n_embd,
+        "model.seq_len": m.seq_len,
+        "model.mlp_ratio": m.mlp_ratio,
+        "training.max_steps": t.max_steps,
+        "training.batch_size": t.batch_size,
+        "training.micro_batch": t.micro_batch,
+        "training.bucket_batches": t.bucket_batches,
+        "training.eval_interval": t.eval_interval,
+        "training.log_interval": t.log_interval,
+        "tokenizer.vocab_size": recipe.tokenizer.vocab_size,
+        "generation.max_new_tokens": g.max_new_tokens,
+    }
+    problems += [f"{k}: must be > 0, got {v}" for k, v in positive.items() if v <= 0]
+    problems += [f"{key}: must be a finite number, got {value}" for key, value in _non_finite(recipe)]
+    if m.n_head > 0 and m.n_embd % m.n_head:
+        problems.append(f"model.n_embd: {m.n_embd} is not divisible by model.n_head={m.n_head}")
+    if m.n_kv_head is not None and (m.n_kv_head <= 0 or (m.n_head > 0 and m.n_head % m.n_kv_head)):
+        problems.append(f"model.n_kv_head: {m.n_kv_head} must be > 0 and divide model.n_head={m.n_head}")
+    if t.micro_batch > 0 and t.batch_size % t.micro_batch:
+        problems.append(f"training.micro_batch: {t.micro_batch} does not divide training.batch_size={t.batch_size}")
+    if t.micro_batch > t.batch_size > 0:
+        problems.append(f"training.micro_batch: {t.micro_batch} is larger than training.batch_size={t.batch_size}")
+    if not 0 <= m.dropout < 1:
+        problems.append(f"model.dropout: must be in [0, 1), got {m.dropout}")
+    if t.lr <= 0:
+        problems.append(f"training.lr: must be > 0, got {t.lr}")
+    if t.grad_clip < 0:
+        problems.append(f"training.grad_clip: must be >= 0 (0 turns clipping off), got {t.grad_clip}")
+    if recipe.data.augment_copies < 0:
+        problems.append(f"data.augment_copies: must be >= 0, got {recipe.data.augment_copies}")
+    if t.save_interval < 0:
+        problems.append(f"training.save_interval: must be >= 0, got {t.save_interval}")
+    if t.threads is not None and t.threads <= 0:
+        problems.append(f"training.threads: must be > 0, got {t.threads}")
+    if recipe.tokenizer.vocab_size < 260 and recipe.tokenizer.type.name == "byte_bpe":
+        problems.append("tokenizer.vocab_size: byte-level BPE needs at least 256 bytes + 4 specials = 260")
+    if g.temperature < 0:
+        problems.append(f"generation.temperature: must be >= 0, got {g.temperature}")
+    if g.top_k < 0:
+        problems.append(f"generation.top_k: must be >= 0 (0 = off), got {g.top_k}")
+    if not 0 < g.top_p <= 1:
+        problems.append(f"generation.top_p: must be in (0, 1], got {g.top_p}")
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", recipe.name):
+        problems.append(f"name: '{recipe.name}' may only use letters, digits, '_', '-' and '.'")
+    return problems
+
+
+def _non_finite(recipe: Recipe) -> list[tuple[str, float]]:
+    """Float settings that are NaN or infinite (YAML reads ``.nan`` and ``.inf``)."""
+    found = []
+    for section in ("model", "training", "generation"):
+        config = getattr(recipe, section)
+        for field in attrs.fields(type(config)):
+            value = getattr(config, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                found.append((f"{section}.{field.name}", value))
+    return found
+
+
+def recipe_from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Structure a plain dict (e.g. a run directory's saved recipe)."""
+    return structure_recipe(copy.deepcopy(data), source)
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """The resolved recipe as plain data (component specs written back in YAML form)."""
+    return converter.unstructure(recipe)
