@@ -12,6 +12,9 @@ where ``context`` is the fixed set of keyword arguments listed for that kind bel
 wrong types are reported before any work starts). A factory is usually the component's
 class itself. Two plugins registering the same name is an error naming both.
 
+A plugin imports only ``gptf`` (for ``hookimpl``), ``gptf.interfaces``, ``gptf.errors`` and
+this module (a layer rule checked in CI); everything else is the engine's business.
+
 Example (a file ``my_norm.py`` listed in a recipe's ``plugins:``)::
 
     from gptf import hookimpl
@@ -93,6 +96,12 @@ def register_mlps() -> Factories:
     """Feed-forward blocks: ``factory(dim, hidden_dim, bias) -> nn.Module``, (B, T, dim) ->
     (B, T, dim). ``hidden_dim`` is ``model.mlp_ratio * dim``; a component may choose its own
     (SwiGLU uses 2/3 of it) as long as it reports its parameters honestly.
+
+    Initialisation: every ``nn.Linear`` starts as N(0, ``model.init_std``) with zero bias; the
+    output layer (the one whose result is added to the residual stream) starts smaller, N(0,
+    ``init_std / sqrt(2 * n_layer)``). Mark it with ``gptf.interfaces.mark_residual_output``;
+    an MLP that marks nothing has every ``nn.Linear`` with ``out_features == dim`` treated as
+    its output layer, whatever its name. Other parameters keep their own initialisation.
     """
 
 

@@ -1,5 +1,13 @@
-"""The whole job behind ``gptf run``: tokenizer -> data -> model -> train -> save ->
-quantize -> demo answers; and loading a finished run back for ``gptf generate``."""
+"""``gptf run``, stage by stage, and opening a finished run again (``gptf generate``).
+
+    load   check the recipe, resume or not, tokenizer, data      -> RunInputs
+    build  the model from its components (fresh or --init-from)  -> GPT
+    train  the training loop with checkpoints and signals        -> TrainState
+    finish save weights, recipe, tokenizer, int8 weights         -> run folder
+    report demo answers, val scores, run.json, summary, loss.png -> RunResult
+
+Each stage is one function below, in that order; :func:`run_recipe` calls them.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +19,6 @@ from typing import Any
 import attrs
 import torch
 from rich.console import Console
-from rich.table import Table
 
 from gptf import __version__
 from gptf.build.components import (
@@ -23,21 +30,25 @@ from gptf.build.components import (
     build_scheduler,
     component_slots,
     count_parameters,
-    is_reference_architecture,
     new_tokenizer,
     open_registry,
-    reference_parameter_count,
 )
+from gptf.build.describe import banner
+from gptf.build.devices import resolve_device
 from gptf.build.registry import Registry
 from gptf.build.validate import validate_for_run
 from gptf.data import TokenizedSplit, augment_prompts, read_jsonl, tokenize_split, training_texts
 from gptf.errors import CheckpointError, GptfError
+from gptf.evaluate import evaluate_after_training
 from gptf.generate import Generation, Generator, SamplingSettings
 from gptf.interfaces import Tokenizer
 from gptf.model import GPT
 from gptf.plots import report_loss_plot
-from gptf.recipe import ComponentSpec, LoadedRecipe, Recipe, recipe_from_dict, recipe_to_dict
+from gptf.recipe import ComponentSpec, LoadedRecipe, Recipe, read_recipe_file, recipe_from_dict, recipe_to_dict
+from gptf.train.checkpoint import Checkpoint
 from gptf.train.fingerprints import check_components_present, check_plugin_files, check_tokenizer, check_weight_shapes
+from gptf.train.init_from import adopt_tokenizer, load_initial_weights
+from gptf.train.progress import TrainingProgress
 from gptf.train.run_files import (
     RunFiles,
     append_jsonl,
@@ -51,7 +62,87 @@ from gptf.train.run_files import (
     write_yaml,
 )
 from gptf.train.session import TrainingSession, open_resume
-from gptf.train.trainer import Trainer
+from gptf.train.trainer import Trainer, TrainState
+
+
+@attrs.define
+class RunInputs:
+    """Everything the load stage found: what the later stages work from."""
+
+    loaded: LoadedRecipe
+    registry: Registry
+    files: RunFiles
+    tokenizer: Tokenizer
+    train: TokenizedSplit
+    val: TokenizedSplit | None
+    checkpoint: Checkpoint | None  # the checkpoint to resume from, if any
+    init_from: Path | None
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.loaded.recipe
+
+
+@attrs.define
+class RunResult:
+    run_dir: Path
+    seconds: float
+    train_loss: float | None
+    val_loss: float | None
+    answers: list[Generation]
+
+
+def run_recipe(
+    loaded: LoadedRecipe,
+    console: Console,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    init_from: Path | None = None,
+    device: str = "cpu",
+    final_eval: bool = True,
+    resume: Path | None = None,
+    force: bool = False,
+) -> RunResult:
+    """Everything ``gptf run`` does. ``on_step`` also gets every step's metrics (``gptf ablate``).
+    ``init_from``: start from that run's weights (:mod:`gptf.train.init_from`); ``final_eval``: end
+    with greedy answers to the val prompts, scored (:mod:`gptf.evaluate`). ``resume``: continue the
+    run in that directory from its last checkpoint (:mod:`gptf.train.session`); ``force``: even if
+    the recipe or data changed since."""
+    started = time.perf_counter()
+    inputs = load_stage(loaded, console, init_from=init_from, resume=resume, force=force)
+    model = build_stage(inputs, console, device)
+    state, session = train_stage(inputs, model, console, on_step)
+    model = model.cpu()  # saving, int8 quantization and the checks below run on the CPU
+    quantized_note = finish_stage(inputs, model)
+    result = report_stage(inputs, model, state, console, final_eval=final_eval)
+    session.close()  # finished and saved: the resumable checkpoints are no longer needed
+    result.seconds = time.perf_counter() - started
+    print_summary(inputs, state, result, quantized_note, console)
+    return result
+
+
+# ------------------------------------------------------------------------------ load
+
+
+def load_stage(
+    loaded: LoadedRecipe, console: Console, *, init_from: Path | None, resume: Path | None, force: bool
+) -> RunInputs:
+    """Check everything, decide where the run goes, get the tokenizer and tokenise the data."""
+    recipe = loaded.recipe
+    registry = validate_for_run(loaded, console)
+    run_dir = Path(resume) if resume is not None else recipe.run_dir
+    checkpoint = None
+    if resume is not None:  # refuse early if the recipe or data changed since the checkpoint
+        checkpoint = open_resume(run_dir, loaded, saved_recipe(loaded), force=force, console=console)
+    if init_from is not None:
+        adopt_tokenizer(recipe, registry, Path(init_from), console)
+    train_samples = read_jsonl(recipe.data.train)
+    tokenizer = prepare_tokenizer(recipe, registry, train_samples, console)
+    if recipe.data.augment_copies:  # after the tokenizer: it learns from the real questions only
+        train_samples = augment_prompts(train_samples, recipe.data.augment_copies, recipe.training.seed)
+    train = tokenize_data(recipe, "train", train_samples, tokenizer, console)
+    val = tokenize_data(recipe, "val", read_jsonl(recipe.data.val), tokenizer, console) if recipe.data.val else None
+    return RunInputs(loaded, registry, RunFiles(run_dir), tokenizer, train, val, checkpoint, init_from)
 
 
 def prepare_tokenizer(recipe: Recipe, registry: Registry, train_samples: list, console: Console) -> Tokenizer:
@@ -86,214 +177,12 @@ def prepare_tokenizer(recipe: Recipe, registry: Registry, train_samples: list, c
     return tokenizer
 
 
-def components_table(recipe: Recipe, registry: Registry, title: str = "components") -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in ("slot", "component", "plugin", "parameters"):
-        table.add_column(column)
-    for slot in component_slots(recipe):
-        info = registry.components[slot.kind][slot.spec.name]
-        params = ", ".join(f"{k}={v}" for k, v in slot.spec.params.items()) or "-"
-        table.add_row(slot.key, slot.spec.name, info.plugin, params)
-    return table
-
-
-def parameter_lines(recipe: Recipe, model: GPT) -> list[str]:
-    total = count_parameters(model)
-    lines = [f"parameters: {total:,}"]
-    if is_reference_architecture(recipe):
-        m, v = recipe.model, model.config.vocab_size
-        expected = reference_parameter_count(v, m.n_embd, m.n_layer)
-        lines.append(
-            f"  = V·d + L·(12d² + 11d) + d with V={v}, d={m.n_embd}, L={m.n_layer}: "
-            f"{v}·{m.n_embd} + {m.n_layer}·(12·{m.n_embd}² + 11·{m.n_embd}) + {m.n_embd} = {expected:,}"
-        )
-    return lines
-
-
-def banner(loaded: LoadedRecipe, registry: Registry, model: GPT, console: Console) -> None:
-    chain = " -> ".join(str(p.name) for p in loaded.chain)
-    console.rule(f"[bold]gptf {__version__}[/]  recipe {loaded.recipe.name}")
-    console.print(f"recipe chain: {chain}", highlight=False)
-    console.print(components_table(loaded.recipe, registry))
-    m = loaded.recipe.model
-    console.print(
-        f"model: {m.n_layer} layers, {m.n_head} heads, d={m.n_embd}, seq_len={m.seq_len}, "
-        f"vocab={model.config.vocab_size}",
-        highlight=False,
-    )
-    for line in parameter_lines(loaded.recipe, model):
-        console.print(line, highlight=False)
-
-
-def saved_recipe(loaded: LoadedRecipe) -> dict[str, Any]:
-    """The resolved recipe, with plugin files made absolute so the run can be reloaded."""
-    data = recipe_to_dict(loaded.recipe)
-    data["plugins"] = [
-        str((loaded.base_dir / p).resolve()) if p.endswith(".py") or "/" in p else p for p in loaded.recipe.plugins
-    ]
-    return data
-
-
-def set_threads(threads: int | None) -> int:
-    if threads is not None:
-        torch.set_num_threads(threads)
-    return torch.get_num_threads()
-
-
-@attrs.define
-class RunResult:
-    run_dir: Path
-    seconds: float
-    train_loss: float | None
-    val_loss: float | None
-    answers: list[Generation]
-
-
-def run_recipe(
-    loaded: LoadedRecipe,
-    console: Console,
-    on_step: Callable[[dict[str, Any]], None] | None = None,
-    *,
-    init_from: Path | None = None,
-    device: str = "cpu",
-    final_eval: bool = True,
-    resume: Path | None = None,
-    force: bool = False,
-) -> RunResult:
-    """Everything ``gptf run`` does. ``on_step`` also gets every step's metrics (``gptf ablate``).
-    ``init_from``: start from that run's weights (:mod:`gptf.train.init_from`); ``final_eval``: end
-    with greedy answers to the val prompts, scored (:mod:`gptf.evaluate`). ``resume``: continue the
-    run in that directory from its last checkpoint (:mod:`gptf.train.session`); ``force``: even if
-    the recipe or data changed since."""
-    from gptf.build.devices import resolve_device
-    from gptf.train.init_from import adopt_tokenizer, load_initial_weights
-
-    started = time.perf_counter()
-    target = resolve_device(device)
-    recipe = loaded.recipe
-    registry = validate_for_run(loaded, console)
-    run_dir = Path(resume) if resume is not None else recipe.run_dir
-    checkpoint = None
-    if resume is not None:  # refuse early if the recipe or data changed since the checkpoint
-        checkpoint = open_resume(run_dir, loaded, saved_recipe(loaded), force=force, console=console)
-    if init_from is not None:
-        adopt_tokenizer(recipe, registry, Path(init_from), console)
-    train_samples = read_jsonl(recipe.data.train)
-    val_samples = read_jsonl(recipe.data.val) if recipe.data.val else None
-    tokenizer = prepare_tokenizer(recipe, registry, train_samples, console)
-    seq_len = recipe.model.seq_len
-    if recipe.data.augment_copies:  # after the tokenizer: it learns from the real questions only
-        train_samples = augment_prompts(train_samples, recipe.data.augment_copies, recipe.training.seed)
-    train = tokenize_split(train_samples, tokenizer, seq_len, truncate=recipe.data.truncate, source=recipe.data.train)
-    val = (
-        tokenize_split(val_samples, tokenizer, seq_len, truncate=recipe.data.truncate, source=recipe.data.val or "")
-        if val_samples
-        else None
-    )
-    report_split(console, "train", recipe.data.train, train)
-    if val is not None:
-        report_split(console, "val", recipe.data.val or "", val)
-    threads = set_threads(recipe.training.threads)
-    torch.manual_seed(recipe.training.seed)
-    model = build_model(recipe, registry, tokenizer.vocab_size)
-    if init_from is not None:
-        load_initial_weights(model, recipe, Path(init_from))
-        console.print(f"weights: starting from {init_from} (fresh optimizer and schedule)", highlight=False)
-    model = model.to(target)
-    banner(loaded, registry, model, console)
-    t = recipe.training
-    console.print(
-        f"training: {t.max_steps} steps, batch {t.batch_size} = {t.batch_size // t.micro_batch} x micro-batch "
-        f"{t.micro_batch}, lr {t.lr:g}, {t.precision}, {threads} threads" + (", torch.compile" if t.compile else ""),
-        highlight=False,
-    )
-
-    files = RunFiles(run_dir)
-    files.root.mkdir(parents=True, exist_ok=True)
-    files.metrics.unlink(missing_ok=True)
-    trainer = Trainer(
-        config=t,
-        model=model,
-        train=train,
-        val=val,
-        pad_id=tokenizer.pad_id,
-        optimizer=build_optimizer(recipe, registry, model),
-        schedule=build_scheduler(recipe, registry),
-        callbacks=build_callbacks(recipe, registry),
-        log=lambda record: append_jsonl(files.metrics, record),
-    )
-    from gptf.train.progress import TrainingProgress
-
-    def report(metrics: dict[str, Any]) -> None:
-        progress.update(metrics, t.log_interval)
-        if on_step is not None:
-            on_step(metrics)
-
-    session = TrainingSession(
-        trainer=trainer,
-        loaded=loaded,
-        files=files,
-        recipe_data=saved_recipe(loaded),
-        console=console,
-        resume_from=checkpoint,
-    )
-    with TrainingProgress(console, t.max_steps, start_step=trainer.state.step) as progress, session:
-        state = trainer.fit(on_step=session.after_step(report))
-    session.finish()  # stopped by Ctrl+C/SIGTERM: saves a resumable checkpoint and says how to continue
-    train_seconds = trainer.state.elapsed_s
-    model = model.cpu()  # saving, int8 quantization and the checks below run on the CPU
-
-    write_yaml(files.recipe, saved_recipe(loaded))
-    atomic_write(files.tokenizer, lambda tmp: tokenizer.save(tmp))
-    save_weights(model, files.weights)
-    quantizer = build_quantizer(recipe, registry)
-    quantized_note = "none (quantizer: none)"
-    if quantizer is not None:
-        quantized = quantizer.quantize(model)
-        save_tensors(quantizer.state_tensors(quantized), files.quantized)
-        size_fp32, size_int8 = files.weights.stat().st_size, files.quantized.stat().st_size
-        quantized_note = f"{files.quantized} ({size_int8 / 1e6:.1f} MB vs {size_fp32 / 1e6:.1f} MB fp32)"
-    else:
-        files.quantized.unlink(missing_ok=True)
-
-    answers = []
-    generator = Generator(model, tokenizer, build_constraints(recipe.generation.constraints, registry, tokenizer))
-    if recipe.demo_prompts:
-        settings = sampling_settings(recipe)
-        console.rule("demo answers")
-        for prompt in recipe.demo_prompts:
-            answer = generator.generate(prompt, settings, seed=recipe.training.seed)
-            answers.append(answer)
-            console.print(f"[bold]用户:[/] {prompt}\n[bold]回答:[/] {answer.text}")
-    record = run_record(loaded, registry, tokenizer, model, state, train, val, train_seconds, answers)
-    if final_eval:
-        from gptf.evaluate import evaluate_after_training
-
-        scores = evaluate_after_training(generator, recipe, console, files.root / "eval.json")
-        record["val_eval"] = scores.summary() if scores else None
-    if init_from is not None:
-        record["init_from"] = str(init_from)
-    write_json(files.info, record)
-    session.close()  # finished and saved: the resumable checkpoints are no longer needed
-    total = time.perf_counter() - started
-    example = (recipe.demo_prompts or ["什么是注意力机制？"])[0]
-    console.rule("summary")
-    console.print(
-        f"steps {state.step}  train time {train_seconds:.1f}s  total {total:.1f}s\n"
-        f"final train loss {_fmt(state.train_loss)}  final val loss {_fmt(state.val_loss)}\n"
-        f"run directory   {files.root}\n"
-        f"weights         {files.weights}\n"
-        f"quantized       {quantized_note}\n"
-        f"metrics         {files.metrics}\n"
-        f'ask it:         gptf generate --ckpt {files.root} --prompt "{example}"',
-        highlight=False,
-    )
-    report_loss_plot(files.metrics, console, title=recipe.name)  # loss.png beside metrics.jsonl
-    return RunResult(files.root, total, state.train_loss, state.val_loss, answers)
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def tokenize_data(recipe: Recipe, label: str, samples: list, tokenizer: Tokenizer, console: Console) -> TokenizedSplit:
+    """Tokenise one split up front and say what it holds."""
+    path = getattr(recipe.data, label) or ""
+    split = tokenize_split(samples, tokenizer, recipe.model.seq_len, truncate=recipe.data.truncate, source=path)
+    report_split(console, label, path, split)
+    return split
 
 
 def report_split(console: Console, label: str, path: str, split: TokenizedSplit) -> None:
@@ -310,18 +199,163 @@ def report_split(console: Console, label: str, path: str, split: TokenizedSplit)
     )
 
 
-def run_record(
-    loaded: LoadedRecipe,
-    registry: Registry,
-    tokenizer: Tokenizer,
-    model: GPT,
-    state: Any,
-    train: TokenizedSplit,
-    val: TokenizedSplit | None,
-    train_seconds: float,
-    answers: list[Generation],
-) -> dict[str, Any]:
-    recipe = loaded.recipe
+# ----------------------------------------------------------------------------- build
+
+
+def build_stage(inputs: RunInputs, console: Console, device: str) -> GPT:
+    """Build the model from its components (seeded), optionally from an earlier run's weights."""
+    recipe, target = inputs.recipe, resolve_device(device)
+    threads = set_threads(recipe.training.threads)
+    torch.manual_seed(recipe.training.seed)
+    model = build_model(recipe, inputs.registry, inputs.tokenizer.vocab_size)
+    if inputs.init_from is not None:
+        load_initial_weights(model, recipe, Path(inputs.init_from))
+        console.print(f"weights: starting from {inputs.init_from} (fresh optimizer and schedule)", highlight=False)
+    model = model.to(target)
+    banner(inputs.loaded, inputs.registry, model, console)
+    t = recipe.training
+    console.print(
+        f"training: {t.max_steps} steps, batch {t.batch_size} = {t.batch_size // t.micro_batch} x micro-batch "
+        f"{t.micro_batch}, lr {t.lr:g}, {t.precision}, {threads} threads" + (", torch.compile" if t.compile else ""),
+        highlight=False,
+    )
+    return model
+
+
+def set_threads(threads: int | None) -> int:
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def train_stage(
+    inputs: RunInputs, model: GPT, console: Console, on_step: Callable[[dict[str, Any]], None] | None
+) -> tuple[TrainState, TrainingSession]:
+    """The training loop, inside a session that saves checkpoints and handles Ctrl+C."""
+    recipe, registry, files = inputs.recipe, inputs.registry, inputs.files
+    files.root.mkdir(parents=True, exist_ok=True)
+    files.metrics.unlink(missing_ok=True)
+    trainer = Trainer(
+        config=recipe.training,
+        model=model,
+        train=inputs.train,
+        val=inputs.val,
+        pad_id=inputs.tokenizer.pad_id,
+        optimizer=build_optimizer(recipe, registry, model),
+        schedule=build_scheduler(recipe, registry),
+        callbacks=build_callbacks(recipe, registry),
+        log=lambda record: append_jsonl(files.metrics, record),
+    )
+    session = TrainingSession(
+        trainer=trainer,
+        loaded=inputs.loaded,
+        files=files,
+        recipe_data=saved_recipe(inputs.loaded),
+        console=console,
+        resume_from=inputs.checkpoint,
+    )
+
+    def report(metrics: dict[str, Any]) -> None:
+        progress.update(metrics, recipe.training.log_interval)
+        if on_step is not None:
+            on_step(metrics)
+
+    with TrainingProgress(console, recipe.training.max_steps, start_step=trainer.state.step) as progress, session:
+        state = trainer.fit(on_step=session.after_step(report))
+    session.finish()  # stopped by Ctrl+C/SIGTERM: saves a resumable checkpoint and says how to continue
+    return state, session
+
+
+# ---------------------------------------------------------------------------- finish
+
+
+def finish_stage(inputs: RunInputs, model: GPT) -> str:
+    """Write the run folder: resolved recipe, tokenizer, fp32 weights and quantized weights."""
+    recipe, files = inputs.recipe, inputs.files
+    write_yaml(files.recipe, saved_recipe(inputs.loaded))
+    atomic_write(files.tokenizer, lambda tmp: inputs.tokenizer.save(tmp))
+    save_weights(model, files.weights)
+    quantizer = build_quantizer(recipe, inputs.registry)
+    if quantizer is None:
+        files.quantized.unlink(missing_ok=True)
+        return "none (quantizer: none)"
+    save_tensors(quantizer.state_tensors(quantizer.quantize(model)), files.quantized)
+    size_fp32, size_int8 = files.weights.stat().st_size, files.quantized.stat().st_size
+    return f"{files.quantized} ({size_int8 / 1e6:.1f} MB vs {size_fp32 / 1e6:.1f} MB fp32)"
+
+
+def saved_recipe(loaded: LoadedRecipe) -> dict[str, Any]:
+    """The resolved recipe, with plugin files made absolute so the run can be reloaded."""
+    data = recipe_to_dict(loaded.recipe)
+    data["plugins"] = [
+        str((loaded.base_dir / p).resolve()) if p.endswith(".py") or "/" in p else p for p in loaded.recipe.plugins
+    ]
+    return data
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def report_stage(inputs: RunInputs, model: GPT, state: TrainState, console: Console, *, final_eval: bool) -> RunResult:
+    """Demo answers, scores on the val questions, and ``run.json`` (what this run was made with)."""
+    recipe = inputs.recipe
+    generator = Generator(
+        model, inputs.tokenizer, build_constraints(recipe.generation.constraints, inputs.registry, inputs.tokenizer)
+    )
+    answers = demo_answers(recipe, generator, console)
+    record = run_record(inputs, model, state, answers)
+    if final_eval:
+        scores = evaluate_after_training(generator, recipe, console, inputs.files.root / "eval.json")
+        record["val_eval"] = scores.summary() if scores else None
+    if inputs.init_from is not None:
+        record["init_from"] = str(inputs.init_from)
+    write_json(inputs.files.info, record)
+    return RunResult(inputs.files.root, 0.0, state.train_loss, state.val_loss, answers)
+
+
+def demo_answers(recipe: Recipe, generator: Generator, console: Console) -> list[Generation]:
+    """Answer the recipe's ``demo_prompts`` with its own generation settings."""
+    if not recipe.demo_prompts:
+        return []
+    settings = sampling_settings(recipe)
+    console.rule("demo answers")
+    answers = []
+    for prompt in recipe.demo_prompts:
+        answer = generator.generate(prompt, settings, seed=recipe.training.seed)
+        answers.append(answer)
+        console.print(f"[bold]用户:[/] {prompt}\n[bold]回答:[/] {answer.text}")
+    return answers
+
+
+def print_summary(inputs: RunInputs, state: TrainState, result: RunResult, quantized: str, console: Console) -> None:
+    """Where everything is, and the command to ask the model; then the loss picture."""
+    recipe, files = inputs.recipe, inputs.files
+    example = (recipe.demo_prompts or ["什么是注意力机制？"])[0]
+    console.rule("summary")
+    console.print(
+        f"steps {state.step}  train time {state.elapsed_s:.1f}s  total {result.seconds:.1f}s\n"
+        f"final train loss {_fmt(state.train_loss)}  final val loss {_fmt(state.val_loss)}\n"
+        f"run directory   {files.root}\n"
+        f"weights         {files.weights}\n"
+        f"quantized       {quantized}\n"
+        f"metrics         {files.metrics}\n"
+        f'ask it:         gptf generate --ckpt {files.root} --prompt "{example}"',
+        highlight=False,
+    )
+    report_loss_plot(files.metrics, console, title=recipe.name)  # loss.png beside metrics.jsonl
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def run_record(inputs: RunInputs, model: GPT, state: TrainState, answers: list[Generation]) -> dict[str, Any]:
+    """What ``run.json`` records: versions, sizes, losses, and the fingerprints checked on load."""
+    loaded, registry, tokenizer, recipe = inputs.loaded, inputs.registry, inputs.tokenizer, inputs.recipe
+    train, val = inputs.train, inputs.val
     data_files = [p for p in (recipe.data.train, recipe.data.val) if p]
     return {
         "gptf_version": __version__,
@@ -329,13 +363,13 @@ def run_record(
         "recipe_chain": [str(p) for p in loaded.chain],
         "parameters": count_parameters(model),
         "steps": state.step,
-        "train_seconds": round(train_seconds, 2),
+        "train_seconds": round(state.elapsed_s, 2),
         "final_train_loss": state.train_loss,
         "final_val_loss": state.val_loss,
         "best_val_loss": state.best_val_loss,
         "tokens_seen": state.tokens_seen,
         "samples": {"train": len(train), "val": len(val) if val else 0, "truncated": train.truncated},
-        "tokenizer": {"vocab_size": tokenizer.vocab_size, "sha256": file_sha256(RunFiles(recipe.run_dir).tokenizer)},
+        "tokenizer": {"vocab_size": tokenizer.vocab_size, "sha256": file_sha256(inputs.files.tokenizer)},
         "data": {p: file_sha256(Path(p)) for p in data_files},
         "plugins": [
             {"name": i.name, "origin": i.origin, "location": i.location, "version": i.version}
@@ -345,6 +379,9 @@ def run_record(
         "components": {s.key: registry.components[s.kind][s.spec.name].plugin for s in component_slots(recipe)},
         "demo": [{"prompt": a.prompt, "answer": a.text} for a in answers],
     }
+
+
+# ------------------------------------------------------------------ opening a run again
 
 
 def sampling_settings(recipe: Recipe, **overrides: Any) -> SamplingSettings:
@@ -396,8 +433,6 @@ def with_decoding_overrides(
 
 def load_run(path: str | Path, *, quantized: bool = False, device: str = "cpu") -> LoadedRun:
     """Rebuild a finished run; ``device``: auto, cpu, cuda or mps (int8 weights run on the CPU only)."""
-    from gptf.build.devices import resolve_device
-
     target = resolve_device("cpu" if quantized and device == "auto" else device)
     if quantized and target.type != "cpu":
         raise GptfError(
@@ -406,8 +441,6 @@ def load_run(path: str | Path, *, quantized: bool = False, device: str = "cpu") 
         )
     files = RunFiles(Path(path))
     files.require()
-    from gptf.recipe import read_recipe_file
-
     data = read_recipe_file(files.recipe)
     recipe = recipe_from_dict(data, str(files.recipe))
     info = files.read_info()  # fingerprints: what the run was made with (gptf.train.fingerprints)

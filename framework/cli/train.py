@@ -64,8 +64,8 @@ def run(
 def inspect(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     """Build the model without training; show each component, its plugin and parameters."""
     from gptf.build.components import build_model, count_parameters, registry_for
+    from gptf.build.describe import components_table, parameter_lines
     from gptf.recipe import load_recipe
-    from gptf.run import components_table, parameter_lines
 
     loaded = load_recipe(recipe, overrides or [])
     registry = registry_for(loaded)

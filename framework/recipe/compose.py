@@ -101,4 +101,3 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise RecipeError("command line", problems)
     recipe = structure_recipe(data, str(path))
     return LoadedRecipe(recipe, chain, chain[0].parent, data, tuple(overrides))
-

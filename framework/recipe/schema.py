@@ -120,4 +120,3 @@ class LoadedRecipe:
     base_dir: Path  # folder of the recipe file: plugin paths are relative to it
     data: dict[str, Any]  # the merged plain dict, as saved in a run directory
     overrides: tuple[str, ...] = ()  # the KEY=VALUE texts applied, to repeat them (gptf run --resume)
-

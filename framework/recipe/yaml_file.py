@@ -62,4 +62,3 @@ def read_recipe_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RecipeError(str(path), [f"the top level must be a mapping of keys, got {type(data).__name__}"])
     return data
-

@@ -59,6 +59,7 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 _INCOMPLETE = ".incomplete-"
 _DISCARDED = ".discarded-"
 
+
 @attrs.frozen
 class Checkpoint:
     """One complete resumable checkpoint on disk."""

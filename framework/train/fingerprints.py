@@ -219,7 +219,6 @@ def check_tokenizer_unchanged(checkpoint: Checkpoint, tokenizer_path: Path) -> N
         )
 
 
-
 # ------------------------------------------------------- continuing from a finished run
 
 

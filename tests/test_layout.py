@@ -1,0 +1,144 @@
+"""The layout's promises (docs/ARCHITECTURE.md): one JSONL reader, residual init by contract,
+a layer rule that stays complete, a short top level."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from gptf.build.components import build_model, open_registry
+from gptf.data import read_jsonl
+from gptf.errors import DataError
+from gptf.recipe import load_recipe
+from gptf.tools.data_check import check_files
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAMEWORK = ROOT / "framework"
+
+GOOD = {"prompt": "什么是RoPE？", "completion": "旋转位置编码。"}
+
+
+def _line(record: object) -> str:
+    return json.dumps(record, ensure_ascii=False)
+
+
+#: name -> file bytes. Each is either accepted by both readers or refused by both.
+JSONL_CASES: dict[str, bytes] = {
+    "plain": (_line(GOOD) + "\n").encode(),
+    "bom": ("\ufeff" + _line(GOOD) + "\n").encode(),
+    "crlf": (_line(GOOD) + "\r\n" + _line(GOOD) + "\r\n").encode(),
+    "no final newline": _line(GOOD).encode(),
+    "blank lines": ("\n\n" + _line(GOOD) + "\n   \n" + _line(GOOD) + "\n\n").encode(),
+    "u2028 inside a string": (_line({"prompt": "上一行\u2028下一行", "completion": "答。"}) + "\n").encode(),
+    "u0085 inside a string": (_line({"prompt": "a\u0085b", "completion": "答。"}) + "\n").encode(),
+    "u2029 inside a string": (_line({"prompt": "a\u2029b", "completion": "答。"}) + "\n").encode(),
+    "escaped u2028": ('{"prompt": "a\\u2028b", "completion": "答。"}\n').encode(),
+    "lone surrogate": ('{"prompt": "bad \\ud800", "completion": "答。"}\n').encode(),
+    "lone surrogate in answer": ('{"prompt": "问", "completion": "\\udfff"}\n').encode(),
+    "not json": b'{"prompt": \n',
+    "not an object": b"[1, 2]\n",
+    "missing field": b'{"prompt": "x"}\n',
+    "empty field": b'{"prompt": " ", "completion": "y"}\n',
+    "number field": b'{"prompt": 3, "completion": "y"}\n',
+    "empty file": b"",
+    "only blank lines": b"\n  \n\r\n",
+    "invalid utf-8": b'{"prompt": "\xff", "completion": "y"}\n',
+    "deep nesting": b"[" * 20000 + b"\n",
+    "extra fields": (_line({**GOOD, "concept": "rope", "n": 1}) + "\n").encode(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(JSONL_CASES))
+def test_run_and_data_check_accept_the_same_files(name: str, tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(JSONL_CASES[name])
+    try:
+        samples = read_jsonl(path)  # what gptf run reads
+        run_accepts = True
+    except DataError:
+        samples, run_accepts = [], False
+    report = check_files([path])
+    assert report.ok == run_accepts, (name, report.errors)
+    if run_accepts:
+        checked = report.files[0].samples
+        assert [(s.prompt, s.completion) for s in checked] == [(s.prompt, s.completion) for s in samples]
+
+
+def test_the_separators_stay_inside_their_strings(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(JSONL_CASES["u2028 inside a string"])
+    (sample,) = read_jsonl(path)
+    assert sample.prompt == "上一行\u2028下一行"
+    assert sample.line == 1
+
+
+# ---------------------------------------------------------------- residual init by contract
+
+
+class Fc2MLP(nn.Module):
+    """A student's MLP: the same maths as the built-in silu, other layer names, no marker."""
+
+    def __init__(self, dim: int, hidden_dim: int, bias: bool) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim, bias=bias)
+        self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(nn.functional.silu(self.fc1(x)))
+
+
+def _weights(mlp: str) -> list[torch.Tensor]:
+    loaded = load_recipe(ROOT / "tests" / "fixtures" / "tiny.yaml", [f"model.mlp={mlp}"])
+    registry = open_registry()
+    if mlp == "fc_mlp":
+        from gptf.build.registry import ComponentInfo
+
+        registry.components["mlp"]["fc_mlp"] = ComponentInfo("mlp", "fc_mlp", Fc2MLP, "student")
+    torch.manual_seed(0)
+    model = build_model(loaded.recipe, registry, 300)
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_an_mlp_named_fc2_starts_like_the_built_in_one() -> None:
+    built_in, student = _weights("silu"), _weights("fc_mlp")
+    assert len(built_in) == len(student)
+    for a, b in zip(built_in, student, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_residual_outputs_are_the_smaller_ones() -> None:
+    loaded = load_recipe(ROOT / "tests" / "fixtures" / "tiny.yaml", ["model.n_layer=8"])
+    torch.manual_seed(0)
+    model = build_model(loaded.recipe, open_registry(), 300)
+    block = model.blocks[0]
+    outputs = block.residual_outputs()
+    assert outputs == [block.attn.proj, block.mlp.down]
+    assert block.mlp.down.weight.std() < 0.5 * block.mlp.up.weight.std()  # 0.02 / sqrt(16) vs 0.02
+
+
+# ---------------------------------------------------------------------------- the layout
+
+
+def test_the_plugin_layer_rule_names_every_other_module() -> None:
+    """Plugins may import gptf, interfaces, errors, hookspecs: every other module is forbidden
+    to them in pyproject.toml, so a new module cannot slip past the rule."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    contract = next(c for c in config["tool"]["importlinter"]["contracts"] if c["source_modules"] == ["plugins"])
+    allowed = {"__init__", "__main__", "interfaces", "errors", "hookspecs"}
+    modules = {p.stem for p in FRAMEWORK.glob("*.py")} | {p.name for p in FRAMEWORK.iterdir() if p.is_dir()}
+    modules -= {"__pycache__"}
+    assert {f"gptf.{m}" for m in modules - allowed} == set(contract["forbidden_modules"])
+
+
+def test_the_top_level_stays_short() -> None:
+    assert len(list(FRAMEWORK.glob("*.py"))) <= 12
