@@ -1,0 +1,174 @@
+"""The Python API: what the command line does, as functions for notebooks and scripts.
+
+    import gptf.api as gptf
+
+    result = gptf.train("recipes/teacher_3m.yaml", "training.max_steps=300")  # same as gptf run
+    model = gptf.open_run(result.run_dir)                                     # same as --ckpt
+    model.ask("什么是注意力机制？")                                             # gptf generate
+    model.ask_many(["什么是RoPE？", "什么是GPT？"])                              # batched, greedy
+    scores = model.score()                                                    # gptf eval
+    table = gptf.ablate("recipes/teacher_3m.yaml", {"model.positional": ["rope", "learned"]}, steps=100)
+
+Every function writes the same run folders, prints the same progress and raises the same
+:class:`gptf.errors.GptfError` messages as the command it mirrors; ``quiet=True`` silences the
+printing. The command line (:mod:`gptf.cli`) is a thin layer over these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from gptf.evaluate import (
+    EvalFile,
+    SplitReport,
+    default_eval_files,
+    eval_files_for,
+    evaluate_files,
+    one_thread,
+)
+from gptf.generate import Generation, Generator, greedy_answers
+from gptf.plots import LossCurves, read_loss_curves
+from gptf.recipe import LoadedRecipe, load_recipe
+from gptf.run import LoadedRun, RunResult, load_run, run_recipe, sampling_settings
+from gptf.tools.ablate import Settings, check_swaps_given, run_ablation
+from gptf.tools.insight import AttentionMaps, attention_maps
+
+__all__ = ["Model", "RunResult", "ablate", "load", "open_run", "train"]
+
+
+def _console(quiet: bool, console: Console | None) -> Console:
+    if console is not None:
+        return console
+    return Console(quiet=quiet, highlight=False)
+
+
+def load(recipe: str | Path, *overrides: str) -> LoadedRecipe:
+    """Read a recipe, follow ``extends``, apply ``KEY=VALUE`` overrides and validate it."""
+    return load_recipe(Path(recipe), list(overrides))
+
+
+def train(
+    recipe: str | Path | LoadedRecipe,
+    *overrides: str,
+    resume: bool | str | Path = False,
+    force: bool = False,
+    init_from: str | Path | None = None,
+    device: str = "cpu",
+    quiet: bool = False,
+    console: Console | None = None,
+) -> RunResult:
+    """Train a recipe end to end, exactly as ``gptf run RECIPE [overrides]`` does.
+
+    ``resume=True`` continues the recipe's own run from its last checkpoint (a path: that run
+    folder's); ``init_from`` starts from an earlier run's weights. Returns where the run is,
+    its losses and its demo answers."""
+    loaded = recipe if isinstance(recipe, LoadedRecipe) else load(recipe, *overrides)
+    if overrides and isinstance(recipe, LoadedRecipe):
+        raise TypeError("pass overrides to gptf.api.load(), or the recipe path to train()")
+    out = _console(quiet, console)
+    resume_dir = None
+    if resume is not False:
+        resume_dir = loaded.recipe.run_dir if resume is True else Path(resume)
+    init = Path(init_from) if init_from is not None else None
+    return run_recipe(loaded, out, device=device, resume=resume_dir, force=force, init_from=init)
+
+
+class Model:
+    """A trained run, opened for questions: the object behind ``--ckpt``."""
+
+    def __init__(self, run: LoadedRun) -> None:
+        self.run = run
+        self._generator = run.generator()
+
+    @property
+    def path(self) -> Path:
+        return self.run.files.root
+
+    @property
+    def recipe(self) -> Any:
+        return self.run.recipe
+
+    def generate(self, prompt: str, *, seed: int | None = None, **sampling: Any) -> Generation:
+        """One answer with every token and its probability. ``sampling``: temperature, top_k,
+        top_p, max_new_tokens (default: the recipe's ``generation`` section)."""
+        settings = sampling_settings(self.run.recipe, **sampling)
+        return self._generator.generate(prompt, settings, seed=seed)
+
+    def ask(self, prompt: str, *, seed: int | None = None, **sampling: Any) -> str:
+        """The answer to one question, as ``gptf generate`` prints it."""
+        return self.generate(prompt, seed=seed, **sampling).text
+
+    def ask_many(self, prompts: Sequence[str], *, max_new_tokens: int | None = None) -> list[str]:
+        """Greedy answers to many questions at once (batched: much faster than one by one)."""
+        budget = max_new_tokens or self.run.recipe.generation.max_new_tokens
+        with one_thread():
+            return [a.text for a in greedy_answers(self._generator, list(prompts), budget)]
+
+    def score(
+        self,
+        data: Sequence[str | Path] | None = None,
+        *,
+        recall_samples: int = 200,
+        quiet: bool = True,
+        console: Console | None = None,
+    ) -> dict[str, SplitReport]:
+        """Greedy answers to each data file, scored as ``gptf eval`` does; by file name."""
+        recipe = self.run.recipe
+        files: list[EvalFile] = (
+            eval_files_for(list(data), recipe.data.train) if data else default_eval_files(recipe.data, recall_samples)
+        )
+        settings = sampling_settings(recipe, temperature=0.0, top_k=0, top_p=1.0)
+        with one_thread():
+            reports = evaluate_files(
+                self._generator, files, settings, _console(quiet, console), train_path=recipe.data.train
+            )
+        return {r.name: r for r in reports}
+
+    def loss_curves(self) -> LossCurves:
+        """The train and val losses logged while training (from ``metrics.jsonl``)."""
+        return read_loss_curves(self.run.files.metrics)
+
+    def attention(self, prompt: str, *, with_answer: bool = False) -> AttentionMaps:
+        """Every layer's attention weights for the templated prompt, as ``gptf attention`` draws them."""
+        return attention_maps(self.run, prompt, with_answer=with_answer)
+
+    @property
+    def generator(self) -> Generator:
+        """The decoder with the recipe's constraints, for finer control."""
+        return self._generator
+
+
+def open_run(path: str | Path, *, quantized: bool = False, device: str = "cpu") -> Model:
+    """Open a finished run folder (``checkpoints/<name>``) for questions."""
+    return Model(load_run(Path(path), quantized=quantized, device=device))
+
+
+def ablate(
+    recipe: str | Path,
+    swaps: Mapping[str, Sequence[Any]] | Sequence[str],
+    *overrides: str,
+    steps: int | None = None,
+    seeds: int = 1,
+    out: str | Path | None = None,
+    eval_interval: int | None = None,
+    quiet: bool = False,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Compare variants as ``gptf ablate`` does; returns the summary (``rows`` holds the table).
+
+    ``swaps``: ``{"model.positional": ["rope", "learned"]}`` or ``["model.positional=rope,learned"]``."""
+    texts = [f"{k}={','.join(map(str, v))}" for k, v in swaps.items()] if isinstance(swaps, Mapping) else list(swaps)
+    settings = Settings(
+        Path(recipe),
+        check_swaps_given(texts),
+        list(overrides),
+        steps,
+        seeds,
+        Path(out) if out is not None else None,
+        eval_interval,
+    )
+    return run_ablation(settings, _console(quiet, console))
