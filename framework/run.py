@@ -409,8 +409,12 @@ class LoadedRun:
         repetition_penalty: float | None = None,
         stops: list[str] | None = None,
         use_cache: bool = True,
+        recipe_constraints: bool = True,
     ) -> Generator:
-        specs = with_decoding_overrides(self.recipe.generation.constraints, repetition_penalty, stops)
+        """``recipe_constraints=False``: ignore the recipe's ``generation.constraints`` (plain
+        decoding, e.g. to compare with another library); ``repetition_penalty``/``stops`` still apply."""
+        recipe_specs = self.recipe.generation.constraints if recipe_constraints else []
+        specs = with_decoding_overrides(recipe_specs, repetition_penalty, stops)
         constraints = build_constraints(specs, self.registry, self.tokenizer)
         return Generator(self.model, self.tokenizer, constraints, use_cache=use_cache)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import TINY_RECIPE, run_gptf
+from conftest import TINY_RECIPE, invoke, run_gptf
 
 
 def test_run_then_generate_fp32_and_int8(workdir: Path) -> None:
@@ -41,6 +41,21 @@ def test_generate_with_sampling_options(tiny_run: Path, tmp_path: Path) -> None:
     b = run_gptf(args, tmp_path)
     assert a.returncode == 0, a.stderr
     assert a.stdout == b.stdout  # same seed, same sample
+
+
+def test_generate_no_constraints_is_plain_greedy(tiny_run: Path) -> None:
+    from gptf.generate import Generator
+    from gptf.run import load_run, sampling_settings
+
+    run = load_run(tiny_run)
+    assert run.generator().constraints  # the tiny recipe has the teacher's four
+    assert run.generator(recipe_constraints=False).constraints == []
+    assert len(run.generator(recipe_constraints=False, stops=["。"]).constraints) == 1  # asked for: kept
+    plain = Generator(run.model, run.tokenizer, []).generate("什么是注意力机制？", sampling_settings(run.recipe))
+    args = ["generate", "--ckpt", str(tiny_run), "--prompt", "什么是注意力机制？", "--temperature", "0"]
+    result = invoke([*args, "--no-constraints"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip("\n") == plain.text
 
 
 def test_inspect_prints_reference_count(tmp_path: Path) -> None:

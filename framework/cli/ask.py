@@ -42,6 +42,12 @@ def generate(
     show_label: Annotated[bool, typer.Option(help="Print 回答: before the answer")] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed for sampling")] = None,
     no_cache: Annotated[bool, typer.Option(help="Recompute the whole sequence each token")] = False,
+    no_constraints: Annotated[
+        bool,
+        typer.Option(
+            help="Ignore the recipe's generation.constraints (plain decoding, as transformers' generate does)"
+        ),
+    ] = False,
     stats: Annotated[bool, typer.Option(help="Print tokens/s and first-token latency")] = False,
     device: DeviceOption = "auto",
 ) -> None:
@@ -52,7 +58,9 @@ def generate(
     settings = sampling_settings(
         loaded.recipe, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens
     )
-    generator = loaded.generator(repetition_penalty=repetition_penalty, stops=stop, use_cache=not no_cache)
+    generator = loaded.generator(
+        repetition_penalty=repetition_penalty, stops=stop, use_cache=not no_cache, recipe_constraints=not no_constraints
+    )
     for text in prompt:
         answer = generator.generate(text, settings, seed=seed)
         console.print(f"回答: {answer.text}" if show_label else answer.text, markup=False)
