@@ -7,6 +7,7 @@
     model.ask("什么是注意力机制？")                                             # gptf generate
     model.ask_many(["什么是RoPE？", "什么是GPT？"])                              # batched, greedy
     scores = model.score()                                                    # gptf eval
+    model.export("teacher_3m-hf")                                             # gptf export
     table = gptf.ablate("recipes/teacher_3m.yaml", {"model.positional": ["rope", "learned"]}, steps=100)
 
 Every function writes the same run folders, prints the same progress and raises the same
@@ -22,6 +23,7 @@ from typing import Any
 
 from rich.console import Console
 
+from gptf.errors import GptfError
 from gptf.evaluate import (
     EvalFile,
     SplitReport,
@@ -35,6 +37,7 @@ from gptf.plots import LossCurves, read_loss_curves
 from gptf.recipe import LoadedRecipe, load_recipe
 from gptf.run import LoadedRun, RunResult, load_run, run_recipe, sampling_settings
 from gptf.tools.ablate import Settings, check_swaps_given, run_ablation
+from gptf.tools.export import FORMATS, ExportReport, export_hf
 from gptf.tools.insight import AttentionMaps, attention_maps
 
 __all__ = ["Model", "RunResult", "ablate", "load", "open_run", "train"]
@@ -135,6 +138,12 @@ class Model:
     def attention(self, prompt: str, *, with_answer: bool = False) -> AttentionMaps:
         """Every layer's attention weights for the templated prompt, as ``gptf attention`` draws them."""
         return attention_maps(self.run, prompt, with_answer=with_answer)
+
+    def export(self, out: str | Path, *, format: str = "hf", force: bool = False) -> ExportReport:
+        """Write the run for transformers (a Llama folder), as ``gptf export`` does; checked against gptf."""
+        if format not in FORMATS:
+            raise GptfError(f"format {format!r}: unknown; valid choices: {', '.join(FORMATS)}")
+        return export_hf(self.run, Path(out), force=force)
 
     @property
     def generator(self) -> Generator:

@@ -1,7 +1,7 @@
 """The ``gptf`` command line (typer), one module per group of commands:
 
 * :mod:`gptf.cli.train`   -- run, inspect, plugins, data check
-* :mod:`gptf.cli.ask`     -- generate, eval, chat, serve
+* :mod:`gptf.cli.ask`     -- generate, eval, chat, serve, export
 * :mod:`gptf.cli.explore` -- ablate, attention, tokenize, plugin check
 
 Each command is a thin layer over the engine; importing a module registers its commands

@@ -1,4 +1,5 @@
-"""Asking a trained model: ``gptf generate``, ``gptf eval``, ``gptf chat`` and ``gptf serve``.
+"""Asking a trained model: ``gptf generate``, ``gptf eval``, ``gptf chat`` and ``gptf serve``;
+``gptf export`` hands it to other tools (transformers) to ask there.
 
 Importing this module registers them on :data:`gptf.cli.app.app` (see :mod:`gptf.cli`).
 """
@@ -181,3 +182,33 @@ def serve(
         console.print("stopped")
     finally:
         server.server_close()
+
+
+@app.command()
+@friendly_errors
+def export(
+    ckpt: CkptOption,
+    out: Annotated[Path, typer.Option(help="Folder to write (refused if it exists and is not empty, unless --force)")],
+    format: Annotated[str, typer.Option("--format", help="hf = Hugging Face transformers (Llama layout)")] = "hf",
+    force: Annotated[bool, typer.Option(help="Replace an existing --out folder")] = False,
+    threads: ThreadsOption = 1,
+) -> None:
+    """Export a trained run for other tools: a transformers folder (Llama) that from_pretrained() opens."""
+    from gptf.tools.export import FORMATS, check_out, export_hf
+
+    if format not in FORMATS:
+        from gptf.errors import GptfError
+
+        raise GptfError(f"--format {format}: unknown format; valid choices: {', '.join(FORMATS)}")
+    check_out(out, force)  # before loading anything
+    use_threads(threads)
+    from gptf.run import load_run
+
+    run = load_run(ckpt)
+    report = export_hf(run, out, force=force, progress=lambda text: err_console.print(f"[dim]{text}...[/]"))
+    console.print(f"exported {run.files.root} -> {report.out} ({', '.join(report.files)})")
+    console.print(
+        f"checked with transformers {report.transformers_version}: same prompt ids, logits within "
+        f"{report.max_logit_diff:.1e} of gptf's on {len(report.prompts)} prompt(s)"
+    )
+    console.print(f"ask it: see {report.out / 'README.md'}")
