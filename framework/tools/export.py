@@ -451,10 +451,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 tok = AutoTokenizer.from_pretrained("{out}")
 model = AutoModelForCausalLM.from_pretrained("{out}")
-question = [{{"role": "user", "content": "{question}"}}]
-ids = tok.apply_chat_template(question, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-out = model.generate(**ids, max_new_tokens={r.generation.max_new_tokens}, do_sample=False)
-print(tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+chat = [{{"role": "user", "content": "{question}"}}]
+q = tok.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+out = model.generate(**q, max_new_tokens={r.generation.max_new_tokens}, do_sample=False)
+print(tok.decode(out[0, q["input_ids"].shape[1] :], skip_special_tokens=True))
 ```
 
 The chat template writes gptf's prompt format, `<bos>用户:{{question}}\n助手:` (spaces in the
