@@ -14,6 +14,18 @@ Scores, per answer (all in [0, 1]):
 
 Punctuation and whitespace are left out of char F1 and ROUGE-L: a missing "，" is not a wrong fact.
 
+Two scores do not depend on the wording of the reference:
+
+* **concept** (right / declined / wrong): the concept of an answer is that of the reference answer
+  (out of every reference in the run's train, val and test files) closest to it by char F1; the
+  answer is *right* when that is the question's concept (the ``concept`` field of the data, else
+  the reference answer itself), *declined* when it is "这个问题我还没有学过。" (said by the model or
+  by the answer filter) and *wrong* otherwise: about something else, or nonsense (closer than
+  :data:`MIN_CONCEPT_F1` to no reference at all). See :class:`ConceptIndex`;
+* **numbers intact**: every number of the reference (a run of digits such as 337 or 2006, or of two
+  or more Chinese numerals such as 二十四) appears, whole, in the answer. It matters most for recall:
+  a memorised fact with a broken number is a wrong fact.
+
 Two questions are kept apart, because they mean different things:
 
 * **recall**: prompts the model was trained on. A high score only proves it memorised;
@@ -24,6 +36,8 @@ Two questions are kept apart, because they mean different things:
 from __future__ import annotations
 
 import contextlib
+import itertools
+import math
 import random
 import re
 import time
@@ -39,7 +53,8 @@ from rich.console import Console
 from rich.table import Table
 
 from gptf.data import Sample, normalize_prompt, read_jsonl
-from gptf.generate import Generator, SamplingSettings, greedy_answers
+from gptf.generate import BatchAnswer, Generator, SamplingSettings, greedy_answers
+from gptf.interfaces import CONFIDENCE_MEASURES, DECLINE_TEXT, AnswerFilter
 
 FINAL_PUNCTUATION = "。．.！!？?，,；;：:…~～"
 REPLACEMENT_CHAR = "\ufffd"
@@ -47,6 +62,11 @@ REPLACEMENT_CHAR = "\ufffd"
 _REPEATED_CHAR = re.compile(r"(\D)\1{3,}")
 # A run of 2-20 characters three or more times in a row: 注意力注意力注意力
 _REPEATED_NGRAM = re.compile(r"(.{2,20}?)\1{2,}", re.DOTALL)
+# A number: digits (with a decimal part), or two or more Chinese numerals (二十四, 一百); a lone
+# 一 is left out, it is mostly a word (一种, 一个)
+_NUMBER = re.compile(r"\d+(?:[.．]\d+)?|[零〇一二三四五六七八九十百千万亿两]{2,}")
+#: Below this char F1 to every reference, an answer is about nothing we taught (nonsense)
+MIN_CONCEPT_F1 = 0.4
 
 
 # ------------------------------------------------------------------ scoring one answer
@@ -114,34 +134,155 @@ def readability_problem(answer: str) -> str:
     return ""
 
 
+def numbers_in(text: str) -> list[str]:
+    """The numbers of ``text``, in order: ``"约337万参数，2006年"`` -> ``["337", "2006"]``."""
+    return _NUMBER.findall(text)
+
+
+def numbers_intact(answer: str, reference: str) -> bool | None:
+    """Every number of ``reference`` appears whole in ``answer`` (None: the reference has none).
+
+    Whole means as a number of its own: "37" inside "337" does not count."""
+    wanted = Counter(numbers_in(reference))
+    if not wanted:
+        return None
+    return not wanted - Counter(numbers_in(answer))
+
+
+# ------------------------------------------------------------------ which concept an answer is about
+
+
+def sample_concept(sample: Sample) -> str:
+    """The concept a question asks about: its ``concept`` field, else its reference answer."""
+    return sample.concept or normalize_answer(sample.completion)
+
+
+@attrs.frozen
+class ConceptCheck:
+    verdict: str  # "right", "declined" or "wrong"
+    concept: str  # the concept the answer is about ("" for a declined or nonsense answer)
+    f1: float  # char F1 to the closest reference answer
+
+
+class ConceptIndex:
+    """Every reference answer of the data, with the concept(s) it answers.
+
+    :meth:`check` finds the reference closest to an answer by char F1 (ties: by ROUGE-L, then
+    file order) and compares its concept with the question's. A reference shared by several
+    concepts (the one fixed answer of the out-of-scope categories) stands for all of them.
+    """
+
+    def __init__(self, samples: Sequence[Sample], decline_texts: Sequence[str] = (DECLINE_TEXT,)) -> None:
+        concepts: dict[str, set[str]] = {}
+        for sample in samples:
+            concepts.setdefault(normalize_answer(sample.completion), set()).add(sample_concept(sample))
+        self.references = list(concepts)
+        self.concepts = [frozenset(concepts[r]) for r in self.references]
+        self._chars = [Counter(content_chars(r)) for r in self.references]
+        self._lengths = [sum(c.values()) for c in self._chars]
+        self.decline_texts = frozenset(normalize_answer(t) for t in decline_texts)
+
+    @classmethod
+    def from_files(cls, paths: Sequence[str | Path | None], decline_texts: Sequence[str] = (DECLINE_TEXT,)):
+        """From the data files that exist among ``paths`` (None or missing ones are skipped)."""
+        samples = [s for p in dict.fromkeys(str(p) for p in paths if p) if Path(p).is_file() for s in read_jsonl(p)]
+        return cls(samples, decline_texts)
+
+    def __len__(self) -> int:
+        return len(self.references)
+
+    def is_decline(self, answer: str) -> bool:
+        return normalize_answer(answer) in self.decline_texts
+
+    def nearest(self, answer: str) -> tuple[int, float]:
+        """Index of the closest reference answer and its char F1 (-1, 0.0 when there is none)."""
+        chars = Counter(content_chars(answer))
+        length = sum(chars.values())
+        best: list[int] = []
+        best_f1 = 0.0
+        for i, (ref, ref_len) in enumerate(zip(self._chars, self._lengths, strict=True)):
+            f1 = f1_from_overlap(sum((chars & ref).values()), length, ref_len)
+            if f1 > best_f1 + 1e-12:
+                best, best_f1 = [i], f1
+            elif best and abs(f1 - best_f1) <= 1e-12:
+                best.append(i)
+        if not best:
+            return -1, 0.0
+        if len(best) > 1:
+            best.sort(key=lambda i: -rouge_l(answer, self.references[i]))
+        return best[0], best_f1
+
+    def check(self, answer: str, question_concept: str, *, declined: bool = False) -> ConceptCheck:
+        """Right concept, declined, or wrong concept (about something else, or nonsense)."""
+        if declined or self.is_decline(answer):
+            return ConceptCheck("declined", "", 0.0)
+        index, f1 = self.nearest(answer)
+        if index < 0 or f1 < MIN_CONCEPT_F1:
+            return ConceptCheck("wrong", "", f1)
+        concepts = self.concepts[index]
+        if question_concept in concepts:
+            return ConceptCheck("right", question_concept, f1)
+        return ConceptCheck("wrong", sorted(concepts)[0], f1)
+
+
 @attrs.frozen
 class AnswerScore:
     prompt: str
     reference: str
-    answer: str
+    answer: str  # what was shown: the model's answer, or the answer filter's reply
     exact: bool
     char_f1: float
     rouge_l: float
     problem: str  # "" when readable
     tokens: int
     source: str = ""  # "file:line"
+    concept: str = ""  # the question's concept
+    verdict: str = ""  # "right", "declined" or "wrong" concept ("" when not checked)
+    answer_concept: str = ""  # the concept the answer is about (closest reference answer)
+    numbers_intact: bool | None = None  # None: the reference has no numbers
+    declined: bool = False  # the answer filter replaced the model's answer
+    confidence: float | None = None  # the answer filter's measure (None: no filter)
+    model_answer: str = ""  # the model's own answer, before the answer filter
+    model_verdict: str = ""  # the verdict of the model's own answer (what a decline replaced)
 
     @property
     def readable(self) -> bool:
         return not self.problem
 
 
-def score_answer(sample: Sample, answer: str, tokens: int = 0) -> AnswerScore:
+def score_answer(
+    sample: Sample, answer: str | BatchAnswer, tokens: int = 0, concepts: ConceptIndex | None = None
+) -> AnswerScore:
+    """Score one answer (a text, or a :class:`~gptf.generate.BatchAnswer` with the filter's verdict)."""
+    if isinstance(answer, BatchAnswer):
+        text, tokens, declined, confidence = answer.text, answer.tokens, answer.declined, answer.confidence
+        model_answer = answer.model_text or answer.text
+    else:
+        text, declined, confidence, model_answer = answer, False, None, answer
+    concept = sample_concept(sample)
+    verdict = answer_concept = model_verdict = ""
+    if concepts is not None:
+        check = concepts.check(text, concept, declined=declined)
+        verdict, answer_concept = check.verdict, check.concept
+        model_verdict = concepts.check(model_answer, concept).verdict if declined else verdict
     return AnswerScore(
         prompt=sample.prompt,
         reference=sample.completion,
-        answer=answer,
-        exact=exact_match(answer, sample.completion),
-        char_f1=char_f1(answer, sample.completion),
-        rouge_l=rouge_l(answer, sample.completion),
-        problem=readability_problem(answer),
+        answer=text,
+        exact=exact_match(text, sample.completion),
+        char_f1=char_f1(text, sample.completion),
+        rouge_l=rouge_l(text, sample.completion),
+        problem=readability_problem(text),
         tokens=tokens,
         source=sample.source,
+        concept=concept,
+        verdict=verdict,
+        answer_concept=answer_concept,
+        numbers_intact=numbers_intact(text, sample.completion),
+        declined=declined,
+        confidence=confidence,
+        model_answer=model_answer,
+        model_verdict=model_verdict,
     )
 
 
@@ -185,6 +326,40 @@ class SplitReport:
     def readable(self) -> float:
         return self.mean("readable")
 
+    def verdict_share(self, verdict: str) -> float | None:
+        """Share of answers with this concept verdict (None: concepts were not checked)."""
+        checked = [a for a in self.answers if a.verdict]
+        return sum(a.verdict == verdict for a in checked) / len(checked) if checked else None
+
+    @property
+    def right_concept(self) -> float | None:
+        return self.verdict_share("right")
+
+    @property
+    def declined(self) -> float | None:
+        return self.verdict_share("declined")
+
+    @property
+    def wrong_concept(self) -> float | None:
+        return self.verdict_share("wrong")
+
+    @property
+    def declined_but_right(self) -> float | None:
+        """Share of answers the filter declined although the model's own answer was right."""
+        checked = [a for a in self.answers if a.verdict]
+        return sum(a.declined and a.model_verdict == "right" for a in checked) / len(checked) if checked else None
+
+    @property
+    def numbers_checked(self) -> int:
+        """Answers whose reference has a number."""
+        return sum(a.numbers_intact is not None for a in self.answers)
+
+    @property
+    def numbers_intact(self) -> float | None:
+        """Share of those whose numbers all came out whole (None: no reference has a number)."""
+        checked = [a.numbers_intact for a in self.answers if a.numbers_intact is not None]
+        return sum(checked) / len(checked) if checked else None
+
     def worst(self, n: int) -> list[AnswerScore]:
         return sorted(self.answers, key=lambda a: (a.char_f1, a.rouge_l))[:n]
 
@@ -200,11 +375,21 @@ class SplitReport:
             "char_f1": round(self.char_f1, 4),
             "rouge_l": round(self.rouge_l, 4),
             "readable": round(self.readable, 4),
+            "right_concept": _round(self.right_concept),
+            "declined": _round(self.declined),
+            "wrong_concept": _round(self.wrong_concept),
+            "declined_but_right": _round(self.declined_but_right),
+            "numbers_intact": _round(self.numbers_intact),
+            "numbers_checked": self.numbers_checked,
             "seconds": round(self.seconds, 2),
         }
 
     def to_json(self) -> dict[str, Any]:
         return {**self.summary(), "answers": [attrs.asdict(a) | {"readable": a.readable} for a in self.answers]}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def sample_evenly(samples: Sequence[Sample], limit: int, seed: int = 0) -> list[Sample]:
@@ -220,18 +405,21 @@ def evaluate_samples(
     samples: Sequence[Sample],
     settings: SamplingSettings,
     on_answer: Callable[[int], None] | None = None,
+    concepts: ConceptIndex | None = None,
 ) -> list[AnswerScore]:
     """Answer each prompt with ``settings`` (greedy for a fair score) and score it.
 
-    Greedy answers are computed many prompts at a time (:mod:`gptf.generate`)."""
+    Greedy answers are computed many prompts at a time (:mod:`gptf.generate`). The generator's
+    answer filter applies; ``concepts``: also check which concept each answer is about."""
     if settings.temperature <= 0:
         prompts = [s.prompt for s in samples]
         answers = greedy_answers(generator, prompts, settings.max_new_tokens, on_progress=on_answer)
-        return [score_answer(s, a.text, a.tokens) for s, a in zip(samples, answers, strict=True)]
+        return [score_answer(s, a, concepts=concepts) for s, a in zip(samples, answers, strict=True)]
     scores = []
     for done, sample in enumerate(samples, start=1):
-        answer = generator.generate(sample.prompt, settings, seed=0)
-        scores.append(score_answer(sample, answer.text, len(answer.tokens)))
+        g = generator.generate(sample.prompt, settings, seed=0)
+        answer = BatchAnswer(g.text, len(g.tokens), g.confidence, g.declined, g.model_text, None)
+        scores.append(score_answer(sample, answer, concepts=concepts))
         if on_answer is not None:
             on_answer(done)
     return scores
@@ -247,6 +435,7 @@ def evaluate_file(
     limit: int = 0,
     training_prompts: set[str] | None = None,
     on_answer: Callable[[int], None] | None = None,
+    concepts: ConceptIndex | None = None,
 ) -> SplitReport:
     """Score a JSONL file (or ``limit`` samples of it)."""
     samples = read_jsonl(path)
@@ -255,7 +444,7 @@ def evaluate_file(
     if training_prompts and chosen:
         seen = sum(normalize_prompt(s.prompt) in training_prompts for s in chosen) / len(chosen)
     started = time.perf_counter()
-    answers = evaluate_samples(generator, chosen, settings, on_answer)
+    answers = evaluate_samples(generator, chosen, settings, on_answer, concepts)
     return SplitReport(name, kind, str(path), len(samples), answers, seen, time.perf_counter() - started)
 
 
@@ -272,11 +461,13 @@ def scores_table(reports: Sequence[SplitReport], title: str = "evaluation (greed
         ("split", "left"),
         ("kind", "left"),
         ("answers", "right"),
-        ("seen in training", "right"),
+        ("seen in train", "right"),
         ("exact", "right"),
         ("char F1", "right"),
         ("ROUGE-L", "right"),
         ("readable", "right"),
+        ("concept right / declined / wrong", "right"),
+        ("numbers intact", "right"),
         ("time", "right"),
     ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
@@ -291,6 +482,8 @@ def scores_table(reports: Sequence[SplitReport], title: str = "evaluation (greed
             f"{r.char_f1:.3f}",
             f"{r.rouge_l:.3f}",
             f"{r.readable:.1%}",
+            "-" if r.right_concept is None else f"{r.right_concept:.1%} / {r.declined:.1%} / {r.wrong_concept:.1%}",
+            "-" if r.numbers_intact is None else f"{r.numbers_intact:.0%} of {r.numbers_checked}",
             f"{r.seconds:.1f}s",
         )
     return table
@@ -298,10 +491,12 @@ def scores_table(reports: Sequence[SplitReport], title: str = "evaluation (greed
 
 def worst_table(report: SplitReport, n: int) -> Table:
     table = Table(title=f"worst {n} answers on {report.name} (lowest char F1)", title_justify="left")
-    for column in ("prompt", "reference", "answer", "F1", "problem"):
+    for column in ("prompt", "reference", "answer", "F1", "concept", "problem"):
         table.add_column(column, overflow="fold")
     for a in report.worst(n):
-        table.add_row(a.prompt, a.reference, a.answer or "(empty)", f"{a.char_f1:.2f}", a.problem or "-")
+        table.add_row(
+            a.prompt, a.reference, a.answer or "(empty)", f"{a.char_f1:.2f}", a.verdict or "-", a.problem or "-"
+        )
     return table
 
 
@@ -349,8 +544,11 @@ def evaluate_files(
     console: Console,
     *,
     train_path: str | None = None,
+    concepts: ConceptIndex | None = None,
 ) -> list[SplitReport]:
-    """Score every file that exists (a missing one is reported and skipped), with a progress bar."""
+    """Score every file that exists (a missing one is reported and skipped), with a progress bar.
+
+    ``concepts``: the reference answers to check concepts against (see :func:`concepts_for`)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     training_prompts = prompt_set(train_path) if train_path and Path(train_path).is_file() else None
@@ -378,6 +576,7 @@ def evaluate_files(
                 kind=item.kind,
                 limit=item.limit,
                 training_prompts=training_prompts,
+                concepts=concepts,
                 on_answer=lambda done, task=task: progress.update(task, completed=done),
             )
         reports.append(report)
@@ -403,6 +602,22 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def decline_texts(generator: Generator) -> list[str]:
+    """Texts that count as "declined": the data's (:data:`DECLINE_TEXT`) and the filter's reply."""
+    texts = [DECLINE_TEXT]
+    if generator.answer_filter is not None:
+        texts.append(generator.answer_filter.reply)
+    return texts
+
+
+def concepts_for(
+    data: Any, generator: Generator, extra: Sequence[str | Path] = (), *, with_test: bool = True
+) -> ConceptIndex:
+    """The reference answers of the run's train, val (and test) files, and of ``extra`` files."""
+    paths = [data.train, data.val, *([data.test] if with_test else []), *extra]
+    return ConceptIndex.from_files(paths, decline_texts(generator))
+
+
 def evaluate_after_training(
     generator: Generator, recipe: Any, console: Console, out: Path, limit: int = 0
 ) -> SplitReport | None:
@@ -413,10 +628,215 @@ def evaluate_after_training(
     settings = SamplingSettings(max_new_tokens=g.max_new_tokens, temperature=0.0)
     console.rule("evaluation on val (held-out prompts, greedy)")
     files = [EvalFile("val", "generalisation", recipe.data.val, limit)]
+    concepts = concepts_for(recipe.data, generator)
     with one_thread():
-        reports = evaluate_files(generator, files, settings, console, train_path=recipe.data.train)
+        reports = evaluate_files(generator, files, settings, console, train_path=recipe.data.train, concepts=concepts)
     print_report(console, reports, worst=3)
     from gptf.train.run_files import write_json
 
     write_json(out, report_json(reports, decoding="greedy", max_new_tokens=settings.max_new_tokens))
     return reports[0]
+
+
+# ------------------------------------------------------------------ calibrating the answer filter
+# The answer filter declines an answer whose confidence is below a threshold. Which threshold?
+# One that makes the answers on the *val* questions (never test: test is for the final report)
+# as trustworthy as possible. An answer is trustworthy when it is
+#
+#   right (about the question's concept), or honestly declined: declined, and the model's own
+#   answer would not have been right (wrong, or the model said the decline text itself).
+#
+# Without a filter that share is just the right-concept rate; declining everything makes it the
+# wrong-concept rate. The best threshold lies in between, or nowhere: then leave the filter off.
+
+
+@attrs.frozen
+class ThresholdRow:
+    """What one threshold does to the val answers (shares of all answers)."""
+
+    threshold: float  # decline below this (-inf: the filter is off)
+    declined: float  # declined, by the filter or by the model itself
+    right_declined: float  # right answers the filter declined (the price)
+    wrong_kept: float  # wrong answers still shown
+    trustworthy: float  # right and shown, or honestly declined
+
+
+def threshold_rows(confidences: Sequence[float], verdicts: Sequence[str]) -> list[ThresholdRow]:
+    """Every threshold that changes something: off, then between each two neighbouring confidences.
+
+    ``verdicts``: the concept verdict of each answer *without* the filter (right/declined/wrong)."""
+    n = len(confidences)
+    finite = sorted({c for c in confidences if math.isfinite(c)})
+    candidates = [-math.inf] + [round((a + b) / 2, 4) for a, b in itertools.pairwise(finite)]
+    if finite:
+        candidates.append(round(finite[-1] + 0.001, 4))
+    rows = []
+    for t in dict.fromkeys(candidates):
+        cut = [c < t for c in confidences]
+        right_declined = sum(d and v == "right" for d, v in zip(cut, verdicts, strict=True))
+        wrong_kept = sum(not d and v == "wrong" for d, v in zip(cut, verdicts, strict=True))
+        declined = sum(d or v == "declined" for d, v in zip(cut, verdicts, strict=True))
+        rows.append(
+            ThresholdRow(t, declined / n, right_declined / n, wrong_kept / n, (n - right_declined - wrong_kept) / n)
+        )
+    return rows
+
+
+def best_threshold(rows: Sequence[ThresholdRow], max_declined: float = 1.0) -> ThresholdRow:
+    """The most trustworthy row that declines at most ``max_declined`` of the answers; among
+    equals, the one that declines least."""
+    allowed = [r for r in rows if r.declined <= max_declined + 1e-9] or list(rows[:1])
+    return max(allowed, key=lambda r: (round(r.trustworthy, 9), -r.declined))
+
+
+def separation(confidences: Sequence[float], verdicts: Sequence[str]) -> float | None:
+    """AUROC: the chance that a right answer is more confident than a wrong one (0.5 = no better
+    than a coin; ties count half). None when there are no right or no wrong answers."""
+    right = [c for c, v in zip(confidences, verdicts, strict=True) if v == "right"]
+    wrong = [c for c, v in zip(confidences, verdicts, strict=True) if v == "wrong"]
+    if not right or not wrong:
+        return None
+    wins = sum((r > w) + 0.5 * (r == w) for r in right for w in wrong)
+    return wins / (len(right) * len(wrong))
+
+
+@attrs.frozen
+class MeasureCalibration:
+    measure: str  # a CONFIDENCE_MEASURES name, or "<filter>" for the recipe's own filter
+    auroc: float | None
+    best: ThresholdRow
+    rows: list[ThresholdRow]
+
+
+@attrs.frozen
+class Calibration:
+    path: str  # the val file
+    answers: int
+    right: float  # without a filter
+    declined: float
+    wrong: float
+    measures: list[MeasureCalibration]
+    chosen: MeasureCalibration
+    filter_spec: dict[str, Any] | str  # what generation.answer_filter should be ("none": leave it off)
+    max_declined: float = 1.0
+
+    @property
+    def helps(self) -> bool:
+        return self.chosen.best.threshold > -math.inf
+
+    def to_json(self) -> dict[str, Any]:
+        def row(r: ThresholdRow) -> dict[str, Any]:  # JSON has no -inf: the "off" threshold is null
+            return {k: round(v, 4) if math.isfinite(v) else None for k, v in attrs.asdict(r).items()}
+
+        return {
+            "val": self.path,
+            "answers": self.answers,
+            "without_filter": {
+                "right": round(self.right, 4),
+                "declined": round(self.declined, 4),
+                "wrong": round(self.wrong, 4),
+            },
+            "measures": [
+                {"measure": m.measure, "auroc": _round(m.auroc), "best": row(m.best), "curve": [row(r) for r in m.rows]}
+                for m in self.measures
+            ],
+            "max_declined": self.max_declined,
+            "chosen": self.chosen.measure,
+            "answer_filter": self.filter_spec,
+        }
+
+
+def calibrate(
+    generator: Generator,
+    samples: Sequence[Sample],
+    concepts: ConceptIndex,
+    max_new_tokens: int,
+    *,
+    path: str = "",
+    recipe_filter: AnswerFilter | None = None,
+    recipe_filter_name: str = "",
+    max_declined: float = 1.0,
+    on_answer: Callable[[int], None] | None = None,
+) -> Calibration:
+    """Answer ``samples`` (the val questions) greedily without a filter, then find, for each
+    confidence measure, the threshold that makes the answers most trustworthy.
+
+    ``recipe_filter``: the recipe's own filter, if it is not the built-in ``confidence`` one; its
+    :meth:`~gptf.interfaces.AnswerFilter.confidence` is calibrated beside the built-in measures.
+    ``max_declined``: never choose a threshold that declines more than this share of val."""
+    unfiltered = Generator(generator.model, generator.tokenizer, generator.constraints, use_cache=generator.use_cache)
+    answers = greedy_answers(unfiltered, [s.prompt for s in samples], max_new_tokens, on_progress=on_answer)
+    verdicts = [concepts.check(a.text, sample_concept(s)).verdict for s, a in zip(samples, answers, strict=True)]
+    finished = [a.answer for a in answers]
+    scored: dict[str, list[float]] = {
+        m: [f.measure(m) if f is not None else -math.inf for f in finished] for m in CONFIDENCE_MEASURES
+    }
+    if recipe_filter is not None:
+        scored["<filter>"] = [float(recipe_filter.confidence(f)) if f is not None else -math.inf for f in finished]
+    measures = []
+    for name, confidences in scored.items():
+        rows = threshold_rows(confidences, verdicts)
+        best = best_threshold(rows, max_declined)
+        measures.append(MeasureCalibration(name, separation(confidences, verdicts), best, rows))
+    chosen = max(measures, key=lambda m: (round(m.best.trustworthy, 9), m.auroc or 0.0))
+    n = max(len(samples), 1)
+    reply = recipe_filter.reply if recipe_filter is not None else DECLINE_TEXT
+    spec: dict[str, Any] | str = "none"
+    if chosen.best.threshold > -math.inf:
+        if chosen.measure == "<filter>":
+            spec = {"name": recipe_filter_name, "threshold": chosen.best.threshold}
+        else:
+            spec = {"name": "confidence", "measure": chosen.measure, "threshold": chosen.best.threshold}
+            if reply != DECLINE_TEXT:
+                spec["reply"] = reply
+    return Calibration(
+        path,
+        len(samples),
+        verdicts.count("right") / n,
+        verdicts.count("declined") / n,
+        verdicts.count("wrong") / n,
+        measures,
+        chosen,
+        spec,
+        max_declined,
+    )
+
+
+def calibration_tables(calibration: Calibration, curve_points: int = 10) -> list[Table]:
+    """The measures side by side, then the chosen measure's curve (about ``curve_points`` rows)."""
+    c = calibration
+    measures = Table(
+        title=f"answer filter calibration on {c.path} ({c.answers} val questions, greedy; without a filter: "
+        f"right {c.right:.1%}, declined {c.declined:.1%}, wrong {c.wrong:.1%})",
+        title_justify="left",
+    )
+    for column in ("measure", "separation (AUROC)", "best threshold", "declined", "right declined", "wrong shown",
+                   "right or honestly declined"):  # fmt: skip
+        measures.add_column(column, justify="left" if column == "measure" else "right")
+    for m in c.measures:
+        b = m.best
+        measures.add_row(
+            m.measure + (" (chosen)" if m is c.chosen else ""),
+            "-" if m.auroc is None else f"{m.auroc:.3f}",
+            "off" if b.threshold == -math.inf else f"{b.threshold:.3f}",
+            f"{b.declined:.1%}",
+            f"{b.right_declined:.1%}",
+            f"{b.wrong_kept:.1%}",
+            f"{b.trustworthy:.1%}",
+        )
+    curve = Table(title=f"{c.chosen.measure}: decline below the threshold", title_justify="left")
+    for column in ("threshold", "declined", "right declined", "wrong shown", "right or honestly declined"):
+        curve.add_column(column, justify="right")
+    rows = c.chosen.rows
+    step = max(1, len(rows) // curve_points)
+    shown = dict.fromkeys([*rows[::step], rows[-1], c.chosen.best])
+    for r in sorted(shown, key=lambda r: r.threshold):
+        mark = " <- chosen" if r is c.chosen.best else ""
+        curve.add_row(
+            ("off" if r.threshold == -math.inf else f"{r.threshold:.3f}") + mark,
+            f"{r.declined:.1%}",
+            f"{r.right_declined:.1%}",
+            f"{r.wrong_kept:.1%}",
+            f"{r.trustworthy:.1%}",
+        )
+    return [measures, curve]

@@ -7,6 +7,9 @@ decoding constraints adjust the scores, then pick the next token:
 * temperature T  -> sample from softmax(logits / T): higher T, more adventurous;
 * top-k          -> only the k most likely tokens may be sampled;
 * top-p          -> only the smallest set of tokens whose probabilities sum to p.
+
+When the answer is finished, the recipe's answer filter (``generation.answer_filter``) may
+replace it with "这个问题我还没有学过。" if the model was unsure of it (:meth:`Generator.review`).
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ import torch
 from gptf.build.devices import model_device
 from gptf.data import format_prompt
 from gptf.errors import GptfError
-from gptf.interfaces import DecodingState
+from gptf.interfaces import DecodingState, FinishedAnswer
 
 if TYPE_CHECKING:
-    from gptf.interfaces import DecodingConstraint, Tokenizer
+    from gptf.interfaces import AnswerFilter, DecodingConstraint, Tokenizer
     from gptf.model import GPT
 
 _LEADING_JUNK = re.compile(r"^[\s,.;:!?，。；：！？、·…—\-\"'“”‘’()（）]+")
@@ -60,6 +63,9 @@ class Generation:
     stop_reason: str  # "eos", "stop", "max_new_tokens", "seq_len"
     first_token_s: float
     total_s: float
+    confidence: float | None = None  # the answer filter's measure (None: no filter)
+    declined: bool = False  # True: ``text`` is the filter's reply, ``model_text`` what it replaced
+    model_text: str = ""  # the model's own (cleaned) answer, before the filter
 
     @property
     def tokens_per_s(self) -> float:
@@ -76,10 +82,12 @@ class Generator:
         constraints: Sequence[DecodingConstraint] = (),
         *,
         use_cache: bool = True,
+        answer_filter: AnswerFilter | None = None,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.constraints = list(constraints)
+        self.answer_filter = answer_filter
         self.use_cache = use_cache
         self.config = model.config
         self.device = model_device(model)
@@ -109,7 +117,28 @@ class Generator:
         tokens = [TokenChoice(t, self.tokenizer.decode([t]), p) for t, p in pieces]
         raw = row.state.text
         first_token_s = (row.first_token_at - start) if row.first_token_at else 0.0
-        return Generation(prompt, clean_answer(raw), raw, tokens, row.stop_reason, first_token_s, total)
+        verdict = self.review(row.finished_answer(prompt))
+        return Generation(
+            prompt,
+            verdict.text,
+            raw,
+            tokens,
+            row.stop_reason,
+            first_token_s,
+            total,
+            confidence=verdict.confidence,
+            declined=verdict.declined,
+            model_text=verdict.model_text,
+        )
+
+    def review(self, answer: FinishedAnswer) -> Verdict:
+        """Apply the answer filter: keep the answer, or the filter's reply if the model was unsure."""
+        if self.answer_filter is None:
+            return Verdict(answer.text, None, False, answer.text)
+        confidence = float(self.answer_filter.confidence(answer))
+        if self.answer_filter.keep(confidence):
+            return Verdict(answer.text, confidence, False, answer.text)
+        return Verdict(self.answer_filter.reply, confidence, True, answer.text)
 
     @torch.inference_mode()
     def decode(
@@ -156,8 +185,11 @@ class Generator:
         if token == self.tokenizer.eos_id:
             row.finish("eos")
             return token
+        logprobs = torch.log_softmax(scores, dim=-1)  # the model's own view (temperature 1), for the filter
         state.new_ids.append(token)
         row.probabilities.append(probability)
+        row.logprobs.append(float(logprobs[token]))
+        row.entropies.append(float(-(logprobs.exp() * logprobs).nansum()))  # 0·log 0 counts as 0
         if any(c.should_stop(state) for c in self.constraints):
             row.finish("stop")
         return token
@@ -170,11 +202,34 @@ class DecodedRow:
     state: DecodingState
     stop_reason: str  # until finished: what ends it if nothing else does
     finished: bool = False
-    probabilities: list[float] = attrs.field(factory=list)
+    probabilities: list[float] = attrs.field(factory=list)  # of each chosen token, as it was picked
+    logprobs: list[float] = attrs.field(factory=list)  # of each chosen token, temperature 1 (for the filter)
+    entropies: list[float] = attrs.field(factory=list)  # of each step's distribution, temperature 1
     first_token_at: float = 0.0  # time.perf_counter() when the first token was picked
 
     def finish(self, reason: str) -> None:
         self.finished, self.stop_reason = True, reason
+
+    def finished_answer(self, prompt: str) -> FinishedAnswer:
+        """The answer as an answer filter sees it (:class:`gptf.interfaces.FinishedAnswer`)."""
+        return FinishedAnswer(
+            prompt,
+            clean_answer(self.state.text),
+            tuple(self.state.new_ids),
+            tuple(self.logprobs),
+            tuple(self.entropies),
+            self.stop_reason,
+        )
+
+
+@attrs.frozen
+class Verdict:
+    """What the answer filter made of an answer."""
+
+    text: str  # what to show: the answer, or the filter's reply
+    confidence: float | None  # None: no filter
+    declined: bool
+    model_text: str  # the answer itself
 
 
 def pick_token(scores: torch.Tensor, settings: SamplingSettings, rng: torch.Generator | None) -> tuple[int, float]:
@@ -207,8 +262,12 @@ def pick_token(scores: torch.Tensor, settings: SamplingSettings, rng: torch.Gene
 
 @attrs.frozen
 class BatchAnswer:
-    text: str  # cleaned, as Generation.text
+    text: str  # cleaned and filtered, as Generation.text
     tokens: int
+    confidence: float | None = None  # as Generation.confidence
+    declined: bool = False
+    model_text: str = ""  # the model's own answer, before the filter
+    answer: FinishedAnswer | None = None  # every measure of it (gptf eval --calibrate); None: no room to answer
 
 
 def group_by_length(rows: Sequence[list[int] | None], batch_size: int) -> list[list[int]]:
@@ -244,7 +303,10 @@ def greedy_answers(
     for group in group_by_length(rows, batch_size):
         decoded = generator.decode([rows[i] for i in group], settings)  # type: ignore[misc]
         for index, row in zip(group, decoded, strict=True):
-            answers[index] = BatchAnswer(clean_answer(row.state.text), len(row.state.new_ids))
+            finished = row.finished_answer(prompts[index])
+            v = generator.review(finished)
+            tokens = len(finished.token_ids)
+            answers[index] = BatchAnswer(v.text, tokens, v.confidence, v.declined, v.model_text, finished)
         done += len(group)
         if on_progress is not None:
             on_progress(done)

@@ -48,6 +48,7 @@ CONTEXT: dict[str, tuple[str, ...]] = {
     "scheduler": ("max_steps",),
     "quantizer": (),
     "decoding_constraint": ("tokenizer",),
+    "answer_filter": ("tokenizer",),
     "callback": (),
 }
 
@@ -140,6 +141,20 @@ def register_decoding_constraints() -> Factories:
 
 
 @hookspec
+def register_answer_filters() -> Factories:
+    """Answer filters: ``factory(tokenizer) -> gptf.interfaces.AnswerFilter``, or ``None`` for
+    "show every answer".
+
+    One filter per recipe (``generation.answer_filter``). After an answer is generated (in
+    ``gptf generate``, ``chat``, ``serve`` and the greedy evaluation alike) the engine calls
+    ``confidence(answer)`` with a ``gptf.interfaces.FinishedAnswer`` and shows ``reply`` instead
+    of the answer when ``keep(confidence)`` is False. ``confidence`` must be deterministic and
+    higher for surer answers; the factory must accept a ``threshold: float`` parameter, which
+    ``gptf eval --calibrate`` chooses on the val questions and can write into the run's recipe.
+    """
+
+
+@hookspec
 def register_callbacks() -> Factories:
     """Training callbacks: ``factory() -> gptf.interfaces.Callback``.
 
@@ -159,5 +174,6 @@ HOOK_FOR_KIND: dict[str, str] = {
     "scheduler": "register_schedulers",
     "quantizer": "register_quantizers",
     "decoding_constraint": "register_decoding_constraints",
+    "answer_filter": "register_answer_filters",
     "callback": "register_callbacks",
 }

@@ -5,11 +5,12 @@ Plugins subclass (or duck-type) these. The engine only ever talks to components 
 these methods, which is what makes every component swappable by name. A plugin imports
 only ``gptf`` (for ``hookimpl``), this module, :mod:`gptf.errors` and :mod:`gptf.hookspecs`
 (a layer rule checked in CI), so everything a plugin may need lives here:
-:func:`causal_mask`, :class:`DecodingState` and :func:`mark_residual_output`.
+:func:`causal_mask`, :class:`DecodingState`, :class:`FinishedAnswer` and :func:`mark_residual_output`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -19,6 +20,10 @@ import torch
 from torch import nn
 
 SPECIAL_TOKENS = ("<bos>", "<eos>", "<pad>", "<unk>")
+
+#: What the model says instead of an answer it is not sure of (the data teaches the same text
+#: for questions it does not cover).
+DECLINE_TEXT = "这个问题我还没有学过。"
 
 #: Attribute a layer carries when its output is added to the residual stream (see below).
 RESIDUAL_OUTPUT = "gptf_residual_output"
@@ -181,6 +186,63 @@ class DecodingConstraint:
     def should_stop(self, state: DecodingState) -> bool:
         """Return True to end generation after the token just added."""
         return False
+
+
+#: Built-in ways to measure how sure the model was of a finished answer (higher = surer):
+#: ``mean_logprob``: mean log-probability of the chosen tokens (the log of their geometric mean
+#: probability); ``min_logprob``: the log-probability of the least likely chosen token;
+#: ``entropy``: minus the mean entropy (nats) of the next-token distributions along the answer.
+CONFIDENCE_MEASURES = ("mean_logprob", "min_logprob", "entropy")
+
+
+@attrs.frozen
+class FinishedAnswer:
+    """A generated answer as an answer filter sees it.
+
+    ``logprobs[i]`` is the log-probability of the i-th chosen token and ``entropies[i]`` the
+    entropy (nats) of the distribution it was chosen from; both are measured on the model's scores
+    after the decoding constraints and *before* temperature, top-k and top-p, so the same answer
+    has the same confidence however it was sampled.
+    """
+
+    prompt: str
+    text: str  # the cleaned answer
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    entropies: tuple[float, ...]
+    stop_reason: str = "eos"
+
+    def measure(self, name: str) -> float:
+        """One of :data:`CONFIDENCE_MEASURES`; an answer with no tokens is infinitely unsure."""
+        if name not in CONFIDENCE_MEASURES:
+            raise ValueError(f"unknown confidence measure {name!r}; choose from {', '.join(CONFIDENCE_MEASURES)}")
+        if not self.logprobs:
+            return -math.inf
+        if name == "mean_logprob":
+            return sum(self.logprobs) / len(self.logprobs)
+        if name == "min_logprob":
+            return min(self.logprobs)
+        return -sum(self.entropies) / len(self.entropies)
+
+
+class AnswerFilter:
+    """Looks at a finished answer and decides whether to show it.
+
+    :meth:`confidence` says how sure the model was (higher = surer); an answer whose confidence is
+    below ``threshold`` is replaced by ``reply``. ``gptf eval --calibrate`` picks ``threshold`` on
+    the val questions, so a filter's confidence only has to *rank* answers well (right ones above
+    wrong ones); its scale is free.
+    """
+
+    threshold: float = -math.inf
+    reply: str = DECLINE_TEXT
+
+    def confidence(self, answer: FinishedAnswer) -> float:
+        raise NotImplementedError
+
+    def keep(self, confidence: float) -> bool:
+        """True to show the answer, False to reply with :attr:`reply` instead."""
+        return confidence >= self.threshold
 
 
 class Callback:

@@ -22,6 +22,7 @@ from rich.console import Console
 
 from gptf import __version__
 from gptf.build.components import (
+    build_answer_filter,
     build_callbacks,
     build_constraints,
     build_model,
@@ -301,9 +302,12 @@ def saved_recipe(loaded: LoadedRecipe) -> dict[str, Any]:
 
 def report_stage(inputs: RunInputs, model: GPT, state: TrainState, console: Console, *, final_eval: bool) -> RunResult:
     """Demo answers, scores on the val questions, and ``run.json`` (what this run was made with)."""
-    recipe = inputs.recipe
+    recipe, registry, tokenizer = inputs.recipe, inputs.registry, inputs.tokenizer
     generator = Generator(
-        model, inputs.tokenizer, build_constraints(recipe.generation.constraints, inputs.registry, inputs.tokenizer)
+        model,
+        tokenizer,
+        build_constraints(recipe.generation.constraints, registry, tokenizer),
+        answer_filter=build_answer_filter(recipe.generation.answer_filter, registry, tokenizer),
     )
     answers = demo_answers(recipe, generator, console)
     record = run_record(inputs, model, state, answers)
@@ -410,13 +414,21 @@ class LoadedRun:
         stops: list[str] | None = None,
         use_cache: bool = True,
         recipe_constraints: bool = True,
+        answer_filter: bool = True,
     ) -> Generator:
-        """``recipe_constraints=False``: ignore the recipe's ``generation.constraints`` (plain
-        decoding, e.g. to compare with another library); ``repetition_penalty``/``stops`` still apply."""
+        """The run's generator. ``recipe_constraints=False``: ignore the recipe's
+        ``generation.constraints`` (plain decoding, e.g. to compare with another library;
+        ``repetition_penalty``/``stops`` still apply). ``answer_filter=False``: show every answer
+        (no ``generation.answer_filter``)."""
         recipe_specs = self.recipe.generation.constraints if recipe_constraints else []
         specs = with_decoding_overrides(recipe_specs, repetition_penalty, stops)
         constraints = build_constraints(specs, self.registry, self.tokenizer)
-        return Generator(self.model, self.tokenizer, constraints, use_cache=use_cache)
+        filter_ = self.answer_filter() if answer_filter else None
+        return Generator(self.model, self.tokenizer, constraints, use_cache=use_cache, answer_filter=filter_)
+
+    def answer_filter(self) -> Any:
+        """The recipe's ``generation.answer_filter`` (None: ``none``)."""
+        return build_answer_filter(self.recipe.generation.answer_filter, self.registry, self.tokenizer)
 
 
 def with_decoding_overrides(

@@ -29,4 +29,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "gptf.plugins.decoding.repetition_penalty",
     "gptf.plugins.decoding.stop_strings",
     "gptf.plugins.decoding.utf8_only",
+    "gptf.plugins.answer_filters.confidence",
 )

@@ -87,6 +87,7 @@ def test_eval_command_reports_recall_and_generalisation(tiny_run: Path, tmp_path
     result = run_gptf(["eval", "--ckpt", str(tiny_run), "--out", str(out), "--recall-samples", "10"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "recall" in result.stdout and "generalisation" in result.stdout and "readable" in result.stdout
+    assert "concept right / declined / wrong" in result.stdout and "numbers intact" in result.stdout
     assert "worst" in result.stdout
     assert "train: scored a seeded random sample of 10 of 24 prompts" in result.stdout
     report = json.loads(out.read_text(encoding="utf-8"))
@@ -97,6 +98,10 @@ def test_eval_command_reports_recall_and_generalisation(tiny_run: Path, tmp_path
     assert splits["val"]["kind"] == "generalisation" and splits["val"]["evaluated"] == 4
     answer = splits["val"]["answers"][0]
     assert {"prompt", "reference", "answer", "exact", "char_f1", "rouge_l", "readable", "problem"} <= set(answer)
+    assert {"concept", "verdict", "answer_concept", "numbers_intact", "declined", "confidence"} <= set(answer)
+    for split in splits.values():  # every file: right + declined + wrong concept = all answers
+        assert split["right_concept"] + split["declined"] + split["wrong_concept"] == pytest.approx(1.0)
+        assert "numbers_intact" in split and "numbers_checked" in split
     for split in report["splits"]:  # the summary is the mean of the answers
         mean = sum(a["char_f1"] for a in split["answers"]) / len(split["answers"])
         assert split["char_f1"] == pytest.approx(mean, abs=1e-4)

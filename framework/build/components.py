@@ -13,7 +13,7 @@ from torch import nn
 from gptf.build.plugins import load_plugins
 from gptf.build.registry import Registry
 from gptf.errors import RecipeError
-from gptf.interfaces import DecodingConstraint, Tokenizer
+from gptf.interfaces import AnswerFilter, DecodingConstraint, Tokenizer
 from gptf.model import GPT, GPTConfig, GPTParts
 from gptf.recipe import ComponentSpec, LoadedRecipe, Recipe
 
@@ -44,6 +44,7 @@ def component_slots(recipe: Recipe) -> list[Slot]:
         Slot("decoding_constraint", f"generation.constraints[{i}]", s)
         for i, s in enumerate(recipe.generation.constraints)
     ]
+    slots.append(Slot("answer_filter", "generation.answer_filter", recipe.generation.answer_filter))
     return slots
 
 
@@ -152,6 +153,10 @@ def build_constraints(specs: list[ComponentSpec], registry: Registry, tokenizer:
         _make(registry, Slot("decoding_constraint", f"generation.constraints[{i}]", s), tokenizer=tokenizer)
         for i, s in enumerate(specs)
     ]
+
+
+def build_answer_filter(spec: ComponentSpec, registry: Registry, tokenizer: Tokenizer) -> AnswerFilter | None:
+    return _make(registry, Slot("answer_filter", "generation.answer_filter", spec), tokenizer=tokenizer)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -7,11 +7,14 @@ Importing this module registers them on :data:`gptf.cli.app.app` (see :mod:`gptf
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from gptf.cli.app import DeviceOption, app, console, err_console, friendly_errors
+
+if TYPE_CHECKING:
+    from gptf.run import LoadedRun
 
 CkptOption = Annotated[Path, typer.Option(help="Run directory, e.g. checkpoints/teacher_3m")]
 ThreadsOption = Annotated[
@@ -65,6 +68,13 @@ def generate(
     for text in prompt:
         answer = generator.generate(text, settings, seed=seed)
         console.print(f"回答: {answer.text}" if show_label else answer.text, markup=False)
+        if answer.declined:
+            err_console.print(
+                f"[dim](declined by the answer filter: confidence {answer.confidence:.3f} below "
+                f"{generator.answer_filter.threshold:.3f}; the model's own answer: {answer.model_text})[/]",
+                markup=True,
+                highlight=False,
+            )
         if stats:
             err_console.print(
                 f"[dim]{len(answer.tokens)} tokens, {answer.tokens_per_s:,.0f} tokens/s, "
@@ -87,20 +97,60 @@ def eval_command(
     ] = 200,
     max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Default: the recipe's")] = None,
     worst: Annotated[int, typer.Option(min=0, help="Show this many worst held-out answers")] = 5,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            help="Choose the answer filter's threshold on the val questions (never test): "
+            "writes CKPT/calibration.json and prints the curve"
+        ),
+    ] = False,
+    max_declined: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="With --calibrate: decline at most this share of the val questions"),
+    ] = 1.0,
+    apply: Annotated[
+        bool, typer.Option(help="With --calibrate: write the chosen generation.answer_filter into CKPT/recipe.yaml")
+    ] = False,
+    answer_filter: Annotated[
+        bool, typer.Option(help="Apply the run's generation.answer_filter (--no-answer-filter: score every answer)")
+    ] = True,
     device: DeviceOption = "auto",
     threads: ThreadsOption = 1,
 ) -> None:
     """Score a run: answer every prompt greedily, compare with the reference answers."""
     use_threads(threads)
-    from gptf.evaluate import default_eval_files, eval_files_for, evaluate_files, print_report, report_json
+    from gptf.evaluate import (
+        concepts_for,
+        default_eval_files,
+        eval_files_for,
+        evaluate_files,
+        print_report,
+        report_json,
+    )
     from gptf.run import load_run, sampling_settings
     from gptf.train.run_files import write_json
 
     run = load_run(ckpt, quantized=quantized, device=device)
     recipe = run.recipe
     settings = sampling_settings(recipe, max_new_tokens=max_new_tokens, temperature=0.0, top_k=0, top_p=1.0)
+    if apply and not calibrate:
+        from gptf.errors import GptfError
+
+        raise GptfError("--apply writes what --calibrate chose: use them together")
+    if calibrate:
+        if data:
+            from gptf.errors import GptfError
+
+            raise GptfError(
+                "--calibrate chooses the threshold on the run's val file (data.val) only; drop --data",
+                hint="the test file stays for the final report, never for choosing settings",
+            )
+        calibrate_run(run, settings.max_new_tokens, apply=apply, max_declined=max_declined)
+        return
+    generator = run.generator(answer_filter=answer_filter)
     files = eval_files_for(data, recipe.data.train) if data else default_eval_files(recipe.data, recall_samples)
-    reports = evaluate_files(run.generator(), files, settings, console, train_path=recipe.data.train)
+    concepts = concepts_for(recipe.data, generator, [str(p) for p in data or []])
+    reports = evaluate_files(generator, files, settings, console, train_path=recipe.data.train, concepts=concepts)
     if not reports:
         from gptf.errors import DataError
 
@@ -119,9 +169,84 @@ def eval_command(
             decoding="greedy",
             max_new_tokens=settings.max_new_tokens,
             constraints=[s.name for s in recipe.generation.constraints],
+            answer_filter=_spec_text(recipe.generation.answer_filter) if answer_filter else "none",
+            concept_references=len(concepts),
         ),
     )
     console.print(f"scores written to {target}")
+
+
+def _spec_text(spec: object) -> object:
+    from gptf.recipe.structure import converter
+
+    return converter.unstructure(spec)
+
+
+def calibrate_run(run: LoadedRun, max_new_tokens: int, *, apply: bool, max_declined: float = 1.0) -> None:
+    """``gptf eval --calibrate``: the answer filter's threshold, chosen on the val questions."""
+    from pathlib import Path
+
+    from gptf.data import read_jsonl
+    from gptf.errors import DataError
+    from gptf.evaluate import calibrate, calibration_tables, concepts_for, one_thread
+    from gptf.train.run_files import write_json, write_yaml
+
+    recipe = run.recipe
+    val = recipe.data.val
+    if not val or not Path(val).is_file():
+        raise DataError(
+            f"--calibrate needs the run's val file (data.val = {val}), and it is not here",
+            hint="run gptf eval --calibrate from the folder you trained in",
+        )
+    generator = run.generator()
+    concepts = concepts_for(recipe.data, generator, with_test=False)  # val only: test is never read
+    spec = recipe.generation.answer_filter
+    own = generator.answer_filter if spec.name not in ("none", "confidence") else None
+    samples = read_jsonl(val)
+    with one_thread(), console.status(f"answering the {len(samples)} val questions...", spinner="dots"):
+        result = calibrate(
+            generator,
+            samples,
+            concepts,
+            max_new_tokens,
+            path=val,
+            recipe_filter=own,
+            recipe_filter_name=spec.name,
+            max_declined=max_declined,
+        )
+    for table in calibration_tables(result):
+        console.print(table)
+    target = run.files.root / "calibration.json"
+    write_json(target, result.to_json())
+    if result.helps:
+        chosen = result.filter_spec
+        console.print(
+            f"chosen: decline below {result.chosen.best.threshold:.3f} ({result.chosen.measure}): right or honestly "
+            f"declined {result.chosen.best.trustworthy:.1%} of val vs {result.right:.1%} without the filter",
+            highlight=False,
+        )
+    else:
+        chosen = "none"
+        console.print(
+            f"no threshold makes val more trustworthy than no filter ({result.right:.1%} right): leave it off",
+            highlight=False,
+        )
+    console.print(f"recipe: generation.answer_filter: {_flow(chosen)}", highlight=False, markup=False)
+    console.print(f"calibration written to {target}", highlight=False)
+    if apply:
+        from gptf.recipe import read_recipe_file
+
+        data = read_recipe_file(run.files.recipe)
+        data.setdefault("generation", {})["answer_filter"] = chosen
+        write_yaml(run.files.recipe, data)
+        console.print(f"applied: {run.files.recipe} now has generation.answer_filter: {_flow(chosen)}")
+
+
+def _flow(spec: object) -> str:
+    """A component spec as one line of YAML: {name: confidence, threshold: -1.2}."""
+    if isinstance(spec, dict):
+        return "{" + ", ".join(f"{k}: {v}" for k, v in spec.items()) + "}"
+    return str(spec)
 
 
 @app.command()

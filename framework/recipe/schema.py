@@ -89,6 +89,7 @@ class GenerationConfig:
     top_k: int = 0
     top_p: float = 1.0
     constraints: list[ComponentSpec] = attrs.field(factory=list)
+    answer_filter: ComponentSpec = _spec("none")  # e.g. {name: confidence, threshold: -1.0}
 
 
 @attrs.frozen

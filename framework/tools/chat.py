@@ -52,6 +52,14 @@ class ChatSession:
         dropped = len(self.history) - context.kept_turns
         self.history.append(Turn(question, answer.text))
         note = f"{len(answer.tokens)} tokens, {answer.tokens_per_s:,.0f} tokens/s"
+        if answer.declined:
+            threshold = self.generator.answer_filter.threshold  # type: ignore[union-attr]
+            note += (
+                f"; declined: confidence {answer.confidence:.2f} below {threshold:.2f}, "
+                f"the model's own answer was: {answer.model_text}"
+            )
+        elif answer.confidence is not None:
+            note += f", confidence {answer.confidence:.2f}"
         if dropped:
             note += f"; the {dropped} oldest turn(s) no longer fit in seq_len={seq_len} and were left out"
         return answer.text, note

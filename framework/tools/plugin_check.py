@@ -649,6 +649,36 @@ def _constraint(registry: Registry, info: ComponentInfo) -> str:
     return ""
 
 
+def _answer_filter(registry: Registry, info: ComponentInfo) -> str:
+    from gptf.interfaces import FinishedAnswer
+
+    tokenizer = _builtin_char_tokenizer()
+    where = "generation.answer_filter"
+    answer_filter = registry.build("answer_filter", info.name, {}, where, tokenizer=tokenizer)
+    if answer_filter is None:
+        return "returns None: every answer is shown"
+    if "threshold" not in info.parameters() and not info.accepts_any():
+        raise CheckFailed("the factory must accept a 'threshold: float' parameter (gptf eval --calibrate sets it)")
+    sure = FinishedAnswer("你好", "你好。", (1, 2, 3), (-0.01, -0.02, -0.01), (0.05, 0.1, 0.05))
+    unsure = FinishedAnswer("你好", "乱码。", (4, 5, 6), (-3.0, -4.0, -2.5), (3.0, 3.5, 2.8))
+    confidences = [answer_filter.confidence(a) for a in (sure, unsure)]
+    if not all(isinstance(c, (int, float)) and not math.isnan(c) for c in confidences):
+        raise CheckFailed(f"confidence() must return a number, got {confidences!r}")
+    if confidences != [answer_filter.confidence(a) for a in (sure, unsure)]:
+        raise CheckFailed("confidence() gave two different values for the same answer: it must be deterministic")
+    for c in confidences:
+        if not isinstance(answer_filter.keep(c), bool):
+            raise CheckFailed("keep(confidence) must return True or False")
+    reply = getattr(answer_filter, "reply", None)
+    if not isinstance(reply, str) or not reply.strip():
+        raise CheckFailed("the filter needs a non-empty 'reply': what is said instead of an unsure answer")
+    low = registry.build("answer_filter", info.name, {"threshold": -1e9}, where, tokenizer=tokenizer)
+    high = registry.build("answer_filter", info.name, {"threshold": 1e9}, where, tokenizer=tokenizer)
+    if not (low.keep(confidences[1]) and not high.keep(confidences[0])):
+        raise CheckFailed("keep() must follow the threshold: a very low one keeps every answer, a very high one none")
+    return f"confidence {confidences[0]:.3g} for a sure answer, {confidences[1]:.3g} for an unsure one"
+
+
 def _builtin_char_tokenizer() -> Any:
     tokenizer = _builtins().build("tokenizer", "char", {}, "tokenizer.type", vocab_size=TOKENIZER_VOCAB)
     tokenizer.train(iter(CORPUS))
@@ -693,5 +723,6 @@ CHECKS_BY_KIND: dict[str, list[tuple[str, Callable[[Registry, ComponentInfo], st
     "optimizer": [("training step", _optimizer_step), ("deterministic", _optimizer_deterministic)],
     "quantizer": [("quantize/save/load", _quantizer)],
     "decoding_constraint": [("adjust/stop", _constraint)],
+    "answer_filter": [("confidence/threshold", _answer_filter)],
     "callback": [("training step", _callback)],
 }

@@ -6,7 +6,12 @@
     POST /api/chat    {"question": ..., "history": [{"user": ..., "assistant": ...}],
                        "temperature": ..., "top_k": ..., "top_p": ...,
                        "repetition_penalty": ..., "max_new_tokens": ..., "seed": ...}
-                      -> {"answer": ..., "tokens": [{"text", "bytes", "probability"}], ...}
+                      -> {"answer": ..., "tokens": [{"text", "bytes", "probability"}],
+                          "declined": ..., "confidence": ..., "model_answer": ..., ...}
+
+When the run has an answer filter (``generation.answer_filter``), an answer the model was unsure
+of comes back as the filter's reply ("这个问题我还没有学过。") with ``declined: true``, the
+confidence and the threshold; the page shows a badge, and the withheld answer folded away.
 
 Why the standard library and not a web framework: three routes and JSON are all the page
 needs, and ``http.server`` needs no install. Safety for a classroom:
@@ -23,6 +28,7 @@ from __future__ import annotations
 import codecs
 import ipaddress
 import json
+import math
 import threading
 from functools import lru_cache
 from http import HTTPStatus
@@ -120,6 +126,25 @@ def token_view(tokenizer: Any, generation: Generation) -> list[dict[str, Any]]:
     return view
 
 
+def filter_info(run: LoadedRun) -> dict[str, Any] | None:
+    """The run's answer filter as the page shows it (None: every answer is shown)."""
+    answer_filter = run.answer_filter()
+    if answer_filter is None:
+        return None
+    spec = run.recipe.generation.answer_filter
+    return {
+        "name": spec.name,
+        "measure": getattr(answer_filter, "measure", spec.name),
+        "threshold": _finite(answer_filter.threshold),
+        "reply": answer_filter.reply,
+    }
+
+
+def _finite(value: float | None) -> float | None:
+    """A number JSON can carry (no infinities), rounded; None for none."""
+    return round(value, 4) if value is not None and math.isfinite(value) else None
+
+
 def default_repetition_penalty(run: LoadedRun) -> float:
     for spec in run.recipe.generation.constraints:
         if spec.name == "repetition_penalty":
@@ -153,6 +178,7 @@ class ChatService:
             "examples": self.examples,
             "defaults": {**attrs.asdict(self.defaults), "repetition_penalty": default_repetition_penalty(self.run)},
             "limits": {"question_chars": MAX_QUESTION_CHARS, "max_new_tokens": self.max_tokens},
+            "answer_filter": filter_info(self.run),
         }
 
     def answer(self, request: ChatRequest) -> dict[str, Any]:
@@ -174,6 +200,9 @@ class ChatService:
             "stop_reason": generation.stop_reason,
             "tokens_per_s": round(generation.tokens_per_s, 1),
             "kept_turns": context.kept_turns,
+            "declined": generation.declined,
+            "confidence": _finite(generation.confidence),
+            "model_answer": generation.model_text,
         }
 
 

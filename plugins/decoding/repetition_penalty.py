@@ -1,9 +1,19 @@
 """Repetition penalty (Keskar et al., 2019): make tokens already in the answer less
 likely, which breaks "的的的的" loops. A score s of a repeated token becomes s / p if
 positive and s * p if negative (p > 1). Only the answer's tokens count, not the prompt's,
-because a good answer often repeats the question's words."""
+because a good answer often repeats the question's words.
+
+Facts stay facts: tokens that are only digits, punctuation or whitespace are never penalised
+(``skip_digits_and_punctuation``, on by default). A number repeats its digits all the time
+(337万, 2006年, 1.1), and an answer repeats "，" and "。"; penalising them corrupted facts
+("一个约37万参数的GPT" instead of 337万). What a token is made of is read from its bytes
+(``tokenizer.token_bytes``): a token that is part of a character, or holds any letter or
+Chinese character, is penalised as before.
+"""
 
 from __future__ import annotations
+
+import unicodedata
 
 import torch
 
@@ -11,16 +21,54 @@ from gptf import hookimpl
 from gptf.interfaces import DecodingConstraint, DecodingState, Tokenizer
 
 
+def is_digits_or_punctuation(piece: bytes) -> bool:
+    """True for a token made only of digits (0-9, ０-９, ...), punctuation and whitespace."""
+    try:
+        text = piece.decode("utf-8")
+    except UnicodeDecodeError:
+        return False  # part of a character: it belongs to a word
+    return bool(text) and all(unicodedata.category(ch)[0] in "PZ" or ch.isspace() or ch.isdecimal() for ch in text)
+
+
 class RepetitionPenalty(DecodingConstraint):
-    def __init__(self, tokenizer: Tokenizer, penalty: float = 1.1) -> None:
+    def __init__(
+        self, tokenizer: Tokenizer, penalty: float = 1.1, skip_digits_and_punctuation: bool = True, ngram: int = 1
+    ) -> None:
         if penalty <= 0:
             raise ValueError(f"penalty must be > 0, got {penalty}")
+        if ngram < 1:
+            raise ValueError(f"ngram must be >= 1, got {ngram}")
+        self.ngram = ngram
+        self.tokenizer = tokenizer
         self.penalty = penalty
+        self.skip_digits_and_punctuation = skip_digits_and_punctuation
+        self._exempt: dict[int, bool] = {}  # token id -> never penalised (filled as tokens appear)
+
+    def exempt(self, token_id: int) -> bool:
+        if not self.skip_digits_and_punctuation:
+            return False
+        if token_id not in self._exempt:
+            self._exempt[token_id] = is_digits_or_punctuation(self.tokenizer.token_bytes(token_id))
+        return self._exempt[token_id]
+
+    def repeats(self, ids: list[int]) -> set[int]:
+        """The tokens that would repeat: any token of the answer (ngram 1), or the tokens that would
+        complete an n-gram the answer already has (ngram n: the last n-1 tokens seen before)."""
+        if self.ngram == 1:
+            return set(ids)
+        n = self.ngram
+        if len(ids) < n:
+            return set()
+        tail = tuple(ids[len(ids) - n + 1 :])
+        return {ids[i + n - 1] for i in range(len(ids) - n + 1) if tuple(ids[i : i + n - 1]) == tail}
 
     def adjust_logits(self, logits: torch.Tensor, state: DecodingState) -> torch.Tensor:
         if self.penalty == 1.0 or not state.new_ids:
             return logits
-        seen = torch.tensor(list(set(state.new_ids)), dtype=torch.long)
+        penalised = [t for t in self.repeats(state.new_ids) if not self.exempt(t)]
+        if not penalised:
+            return logits
+        seen = torch.tensor(penalised, dtype=torch.long)
         scores = logits[seen]
         return logits.index_put_((seen,), torch.where(scores > 0, scores / self.penalty, scores * self.penalty))
 

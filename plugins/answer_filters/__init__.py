@@ -1,0 +1,1 @@
+"""Answer filters: look at a finished answer and decline to show it when the model was unsure."""

@@ -1,0 +1,55 @@
+"""Knowing when it doesn't know: reply "这个问题我还没有学过。" instead of an unsure answer.
+
+A model this small answers *every* question, also the ones it never learned, and a wrong
+answer reads as confidently as a right one. But it is less sure along the way: the tokens of
+an answer it made up are, on average, less likely. ``confidence`` measures that for a finished
+answer and replaces it with ``reply`` when the measure is below ``threshold``:
+
+* ``mean_logprob`` (default): the mean log-probability of the chosen tokens. exp() of it is
+  their geometric-mean probability: -0.1 = 90% per token, -0.7 = 50%;
+* ``min_logprob``: the log-probability of the least likely token (one shaky step);
+* ``entropy``: minus the mean entropy of the next-token distributions (how spread out they were).
+
+``gptf eval --ckpt RUN --calibrate`` compares the measures on the val questions and picks the
+threshold there (never on test); ``--apply`` writes it into the run's recipe.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from gptf import hookimpl
+from gptf.interfaces import CONFIDENCE_MEASURES, DECLINE_TEXT, AnswerFilter, FinishedAnswer, Tokenizer
+
+Measure = Literal["mean_logprob", "min_logprob", "entropy"]  # gptf.interfaces.CONFIDENCE_MEASURES
+
+
+class ConfidenceFilter(AnswerFilter):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        threshold: float = -1.0,
+        measure: Measure = "mean_logprob",
+        reply: str = DECLINE_TEXT,
+    ) -> None:
+        if measure not in CONFIDENCE_MEASURES:
+            raise ValueError(f"measure must be one of {', '.join(CONFIDENCE_MEASURES)}, got {measure!r}")
+        if math.isnan(threshold):
+            raise ValueError("threshold must be a number, not NaN")
+        if not reply.strip():
+            raise ValueError("reply must not be empty: it is what the model says instead")
+        self.threshold, self.measure, self.reply = float(threshold), measure, reply
+
+    def confidence(self, answer: FinishedAnswer) -> float:
+        return answer.measure(self.measure)
+
+
+def no_filter(tokenizer: Tokenizer) -> None:
+    """Show every answer, however unsure."""
+    return None
+
+
+@hookimpl
+def register_answer_filters() -> dict[str, object]:
+    return {"confidence": ConfidenceFilter, "none": no_filter}

@@ -1,0 +1,219 @@
+"""The answer filter: declines unsure answers, everywhere answers are made; calibrated on val only."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import FIXTURES, invoke, run_gptf
+
+from gptf.data import read_jsonl
+from gptf.evaluate import best_threshold, separation, threshold_rows
+from gptf.generate import Generator, greedy_answers
+from gptf.interfaces import DECLINE_TEXT, FinishedAnswer
+from gptf.plugins.answer_filters.confidence import ConfidenceFilter
+
+SURE = FinishedAnswer("q", "a", (1, 2), (-0.1, -0.3), (0.2, 0.4))
+UNSURE = FinishedAnswer("q", "b", (3, 4, 5), (-2.0, -3.0, -1.0), (2.0, 3.0, 1.0))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def with_filter(run: Path, folder: Path, spec: object, test_file: str | None = None) -> Path:
+    """A copy of ``run`` whose recipe has ``generation.answer_filter: spec`` (and data.test)."""
+    copy = folder / f"run_{abs(hash(str(spec))) % 10_000}"
+    shutil.copytree(run, copy)
+    recipe = yaml.safe_load((copy / "recipe.yaml").read_text(encoding="utf-8"))
+    recipe["generation"]["answer_filter"] = spec
+    if test_file:
+        recipe["data"]["test"] = test_file
+    (copy / "recipe.yaml").write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
+    return copy
+
+
+def test_confidence_measures_by_hand() -> None:
+    assert SURE.measure("mean_logprob") == pytest.approx(-0.2)
+    assert SURE.measure("min_logprob") == pytest.approx(-0.3)
+    assert SURE.measure("entropy") == pytest.approx(-0.3)
+    assert UNSURE.measure("mean_logprob") == pytest.approx(-2.0)
+    assert FinishedAnswer("q", "", (), (), ()).measure("mean_logprob") == -math.inf  # no answer: no confidence
+    with pytest.raises(ValueError, match="unknown confidence measure"):
+        SURE.measure("vibes")
+
+
+def test_filter_fires_below_the_threshold_and_not_above() -> None:
+    f = ConfidenceFilter(tokenizer=None, threshold=-1.0)  # type: ignore[arg-type]
+    assert f.keep(f.confidence(SURE)) and not f.keep(f.confidence(UNSURE))
+    assert f.keep(-1.0)  # at the threshold: kept
+    assert f.reply == DECLINE_TEXT
+    with pytest.raises(ValueError, match="reply"):
+        ConfidenceFilter(tokenizer=None, reply=" ")  # type: ignore[arg-type]
+
+
+def test_generator_declines_just_below_and_answers_just_above(tiny_run: Path) -> None:
+    from gptf.run import load_run, sampling_settings
+
+    run = load_run(tiny_run)
+    plain = run.generator()
+    settings = sampling_settings(run.recipe)
+    prompt = "什么是RoPE？"
+    answer = plain.generate(prompt, settings)
+    assert answer.confidence is None and not answer.declined and answer.model_text == answer.text
+    confidence = FinishedAnswer(prompt, "", (), tuple(math.log(t.probability) for t in answer.tokens), ()).measure(
+        "mean_logprob"
+    )  # greedy at temperature 1: the picked probability is the model's own
+    for threshold, declined in ((confidence + 1e-4, True), (confidence - 1e-4, False)):
+        f = ConfidenceFilter(run.tokenizer, threshold=threshold)
+        g = Generator(plain.model, plain.tokenizer, plain.constraints, answer_filter=f)
+        filtered = g.generate(prompt, settings)
+        assert filtered.declined is declined
+        assert filtered.confidence == pytest.approx(confidence, abs=1e-5)
+        assert filtered.text == (DECLINE_TEXT if declined else answer.text)
+        assert filtered.model_text == answer.text
+        (batched,) = greedy_answers(g, [prompt], settings.max_new_tokens)  # the batched evaluation agrees
+        assert (batched.text, batched.declined, batched.model_text) == (filtered.text, declined, answer.text)
+
+
+def test_the_recipe_key_is_checked_like_any_component(workdir: Path) -> None:
+    from gptf.build.components import component_problems, registry_for
+    from gptf.errors import RecipeError
+    from gptf.recipe import load_recipe
+
+    shutil.copy(FIXTURES / "tiny.yaml", workdir / "tiny.yaml")
+    tiny = FIXTURES / "tiny.yaml"
+    loaded = load_recipe(tiny, ["generation.answer_filter={name: confidence, threshold: -1.5, measure: entropy}"])
+    assert loaded.recipe.generation.answer_filter.params == {"threshold": -1.5, "measure": "entropy"}
+    registry = registry_for(loaded)
+    assert component_problems(loaded.recipe, registry) == []
+    bad = load_recipe(tiny, ["generation.answer_filter={name: confidence, measure: vibes, treshold: 1}"])
+    with pytest.raises(RecipeError) as error:
+        registry_for(bad)
+    text = "\n".join(error.value.problems)
+    assert "generation.answer_filter.measure" in text and "did you mean 'threshold'" in text
+
+
+def test_threshold_rows_by_hand() -> None:
+    confidences = [-0.1, -0.2, -1.0, -2.0, -3.0]
+    verdicts = ["right", "right", "wrong", "wrong", "right"]
+    rows = threshold_rows(confidences, verdicts)
+    off = rows[0]
+    assert off.threshold == -math.inf and off.trustworthy == pytest.approx(0.6) and off.declined == 0
+    best = best_threshold(rows)
+    assert best.threshold == pytest.approx(-0.6)  # declines -1, -2, -3: two wrong, one right
+    assert best.trustworthy == pytest.approx(0.8) and best.declined == pytest.approx(0.6)
+    assert best.right_declined == pytest.approx(0.2) and best.wrong_kept == 0
+    # declining at most 40%: -1.5 is as good as no filter (0.6), so the filter stays off
+    assert best_threshold(rows, max_declined=0.4).threshold == -math.inf
+    assert separation(confidences, verdicts) == pytest.approx(4 / 6)
+    # an answer the model declined itself stays declined at every threshold, and counts as honest
+    rows = threshold_rows([-0.1, -5.0], ["right", "declined"])
+    assert best_threshold(rows).threshold == -math.inf and rows[0].trustworthy == 1.0
+
+
+def test_no_threshold_helps_a_model_that_is_always_right() -> None:
+    rows = threshold_rows([-0.1, -0.5, -2.0], ["right"] * 3)
+    assert best_threshold(rows).threshold == -math.inf
+
+
+def test_calibrate_reads_val_only_and_apply_writes_the_recipe(
+    tiny_run: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    test_file = workdir / "tiny_test.jsonl"
+    test_file.write_text(json.dumps({"prompt": "秘密问题", "completion": "只在测试集里的答案。"}) + "\n")
+    run = with_filter(tiny_run, workdir, "none", test_file=str(test_file))
+    import gptf.data
+
+    read: list[str] = []
+    original = gptf.data.parse_jsonl
+    monkeypatch.setattr(gptf.data, "parse_jsonl", lambda path: read.append(str(path)) or original(path))
+    result = invoke(["eval", "--ckpt", str(run), "--calibrate", "--apply"])
+    assert result.exit_code == 0, result.output
+    assert read and not any("test" in Path(p).name for p in read), read  # never the test file
+    assert "answer filter calibration" in result.output and "mean_logprob" in result.output
+    calibration = json.loads((run / "calibration.json").read_text(encoding="utf-8"))
+    assert calibration["val"] == "tiny_val.jsonl" and calibration["answers"] == 4
+    assert {m["measure"] for m in calibration["measures"]} == {"mean_logprob", "min_logprob", "entropy"}
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8"))
+    assert recipe["generation"]["answer_filter"] == calibration["answer_filter"]
+    from gptf.run import load_run
+
+    load_run(run)  # the applied recipe still loads
+
+
+def test_calibrate_refuses_other_files(tiny_run: Path, workdir: Path) -> None:
+    result = invoke(["eval", "--ckpt", str(tiny_run), "--calibrate", "--data", "tiny_val.jsonl"])
+    assert result.exit_code != 0 and "val file (data.val) only" in result.output
+    result = invoke(["eval", "--ckpt", str(tiny_run), "--apply"])
+    assert result.exit_code != 0 and "--apply writes what --calibrate chose" in result.output
+
+
+def test_generate_chat_serve_and_eval_show_the_decline(tiny_run: Path, workdir: Path) -> None:
+    run = with_filter(tiny_run, workdir, {"name": "confidence", "threshold": 1.0})  # above any log-probability
+    result = run_gptf(["generate", "--ckpt", str(run), "--prompt", "什么是RoPE？"], workdir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == DECLINE_TEXT and "declined by the answer filter" in result.stderr
+
+    from gptf.run import load_run, sampling_settings
+    from gptf.tools.chat import ChatSession
+    from gptf.tools.serve import ChatService, parse_chat_request
+
+    loaded = load_run(run)
+    session = ChatSession(loaded.generator(), sampling_settings(loaded.recipe))
+    answer, note = session.ask("什么是RoPE？")
+    assert answer == DECLINE_TEXT and "declined: confidence" in note
+
+    service = ChatService(loaded, [])
+    assert service.info()["answer_filter"] == {
+        "name": "confidence",
+        "measure": "mean_logprob",
+        "threshold": 1.0,
+        "reply": DECLINE_TEXT,
+    }
+    reply = service.answer(parse_chat_request({"question": "什么是RoPE？"}, service.defaults, service.max_tokens))
+    assert reply["declined"] is True and reply["answer"] == DECLINE_TEXT
+    assert reply["model_answer"] and reply["confidence"] < 1.0 and reply["tokens"]
+
+    out = workdir / "scores.json"
+    result = run_gptf(["eval", "--ckpt", str(run), "--out", str(out), "--recall-samples", "5"], workdir)
+    assert result.returncode == 0, result.stderr
+    splits = {s["name"]: s for s in json.loads(out.read_text(encoding="utf-8"))["splits"]}
+    assert splits["val"]["declined"] == 1.0 and splits["val"]["right_concept"] == 0.0
+    assert all(a["declined"] and a["model_answer"] for a in splits["val"]["answers"])
+    result = run_gptf(["eval", "--ckpt", str(run), "--out", str(out), "--no-answer-filter"], workdir)
+    assert json.loads(out.read_text(encoding="utf-8"))["splits"][1]["declined"] == 0.0
+
+
+def test_every_val_answer_gets_a_verdict_in_the_end_of_run_evaluation(tiny_run: Path) -> None:
+    info = json.loads((tiny_run / "run.json").read_text(encoding="utf-8"))
+    val = info["val_eval"]
+    assert val["right_concept"] + val["declined"] + val["wrong_concept"] == pytest.approx(1.0)
+    assert len(read_jsonl(FIXTURES / "tiny_val.jsonl")) == val["evaluated"]
+
+
+def test_plugin_check_explains_a_filter_without_a_threshold(tmp_path: Path) -> None:
+    from gptf.tools.plugin_check import check_target
+
+    path = tmp_path / "stubborn.py"
+    path.write_text(
+        "from gptf import hookimpl\n"
+        "from gptf.interfaces import AnswerFilter\n\n"
+        "class Stubborn(AnswerFilter):\n"
+        "    def __init__(self, tokenizer):\n"
+        "        pass\n\n"
+        "    def confidence(self, answer):\n"
+        "        return 0.0\n\n"
+        "@hookimpl\n"
+        "def register_answer_filters():\n"
+        "    return {'stubborn': Stubborn}\n",
+        encoding="utf-8",
+    )
+    (report,) = check_target(str(path))
+    details = {f.check: f.detail for f in report.findings if f.status == "fail"}
+    assert "threshold" in details["confidence/threshold"]
