@@ -13,8 +13,8 @@ from gptf.interfaces import DecodingConstraint, DecodingState, Tokenizer
 
 class RepetitionPenalty(DecodingConstraint):
     def __init__(self, tokenizer: Tokenizer, penalty: float = 1.1) -> None:
-        if penalty <= 0:
-            raise ValueError(f"penalty must be > 0, got {penalty}")
+        if not 0 < penalty < float("inf"):  # (NaN fails this too)
+            raise ValueError(f"penalty must be a finite number > 0, got {penalty}")
         self.penalty = penalty
 
     def adjust_logits(self, logits: torch.Tensor, state: DecodingState) -> torch.Tensor:
