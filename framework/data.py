@@ -140,9 +140,19 @@ def _field_problem(record: dict, key: str) -> str | None:
         return f"field '{key}' must be a string, got {type(record[key]).__name__}"
     if not record[key].strip():
         return f"field '{key}' is empty"
-    if _LONE_SURROGATE.search(record[key]):
+    if has_broken_character(record[key]):
         return f"field '{key}' holds a broken character (an unpaired \\ud800-\\udfff escape)"
     return None
+
+
+def has_broken_character(text: str) -> bool:
+    """True when ``text`` holds a lone surrogate (U+D800..U+DFFF): bytes that were not UTF-8
+    (a command-line argument or a terminal line, decoded with ``surrogateescape``) or an
+    unpaired ``\\ud800`` JSON escape. Such text cannot be written as UTF-8, so no tokenizer takes it."""
+    return _LONE_SURROGATE.search(text) is not None
+
+
+BROKEN_TEXT_HINT = "it holds bytes that are not UTF-8 text (a broken character); type it again"
 
 
 @attrs.frozen
@@ -238,6 +248,11 @@ def pad_batch(
     return x, y
 
 
+def _seed64(value: int) -> int:
+    """A derived seed folded into the 64 bits torch's generator takes (unchanged below 2**64)."""
+    return value % 2**64
+
+
 def sample_stream(n: int, seed: int, start: int, count: int) -> list[int]:
     """Sample indices ``start .. start+count`` of an endless stream of epochs, each a fresh
     seeded permutation. Step s of batch size b reads ``sample_stream(n, seed, s*b, b)``,
@@ -246,7 +261,7 @@ def sample_stream(n: int, seed: int, start: int, count: int) -> list[int]:
     position = start
     while len(out) < count:
         epoch, offset = divmod(position, n)
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        generator = torch.Generator().manual_seed(_seed64(seed * 1_000_003 + epoch))
         order = torch.randperm(n, generator=generator).tolist()
         take = order[offset : offset + count - len(out)]
         out.extend(take)
@@ -269,7 +284,8 @@ def step_samples(lengths: Sequence[int], seed: int, step: int, batch_size: int, 
     window, slot = divmod(step, bucket_batches)
     pool = sample_stream(len(lengths), seed, window * bucket_batches * batch_size, bucket_batches * batch_size)
     pool.sort(key=lambda i: lengths[i])  # stable: equal lengths keep the stream's order
-    order = torch.randperm(bucket_batches, generator=torch.Generator().manual_seed(seed * 7_919 + window)).tolist()
+    shuffle = torch.Generator().manual_seed(_seed64(seed * 7_919 + window))
+    order = torch.randperm(bucket_batches, generator=shuffle).tolist()
     first = order[slot] * batch_size
     return pool[first : first + batch_size]
 

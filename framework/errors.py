@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
 from collections.abc import Iterable
+from typing import Any
+
+#: The most characters of one value (or one problem line) an error message shows.
+SHOWN_CHARS = 80
+PROBLEM_CHARS = 400
+PROBLEMS_SHOWN = 40
 
 
 class GptfError(Exception):
@@ -27,9 +34,11 @@ class RecipeError(GptfError):
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
         self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
+        lines = "\n".join(f"  - {clip(p, PROBLEM_CHARS)}" for p in problems[:PROBLEMS_SHOWN])
+        if len(problems) > PROBLEMS_SHOWN:
+            lines += f"\n  ... and {len(problems) - PROBLEMS_SHOWN} more"
         noun = "problem" if len(problems) == 1 else "problems"
-        super().__init__(f"{source}: {len(problems)} {noun} in the recipe:\n{lines}")
+        super().__init__(f"{clip(source, PROBLEM_CHARS)}: {len(problems)} {noun} in the recipe:\n{lines}")
 
 
 class PluginError(GptfError):
@@ -44,6 +53,10 @@ class CheckpointError(GptfError):
     """A run directory or checkpoint file that cannot be used (names the path)."""
 
 
+class RunFolderBusy(CheckpointError):
+    """Another live gptf process is writing this run folder (names it and the process id)."""
+
+
 class TrainingStopped(GptfError):
     """Training stopped on purpose (NaN loss, interrupt) after saving what could be saved."""
 
@@ -56,6 +69,10 @@ class Interrupted(TrainingStopped):
     exit_code = 130  # the shell's convention for "ended by Ctrl+C"
 
 
+class SaveFailed(TrainingStopped):
+    """Writing the run failed (disk full, ...); the message says where the training was kept."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""``."""
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
@@ -66,3 +83,37 @@ def choices_text(choices: Iterable[str]) -> str:
     """Format valid choices for an error message: ``a, b, c``."""
     names = sorted(choices)
     return ", ".join(names) if names else "(none registered)"
+
+
+def clip(text: str, limit: int = SHOWN_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (``...`` and the count of the rest at the end)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
+
+class _Repr(reprlib.Repr):
+    def repr_int(self, x: int, level: int) -> str:
+        try:
+            return super().repr_int(x, level)
+        except ValueError:  # past Python's 4,300-digit limit for str()
+            return f"<an int of about {int(x.bit_length() * 0.30103):,} digits>"
+
+
+_REPR = _Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 3, 6, 6, 6
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = SHOWN_CHARS, SHOWN_CHARS, SHOWN_CHARS
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """A value as an error message shows it: its repr, never more than ``limit`` characters,
+    whatever its size (a huge list or a 5,000-digit number is abbreviated, not expanded)."""
+    return clip(_REPR.repr(value), limit)
+
+
+def os_error_text(error: OSError) -> str:
+    """``path: no space left on device``: what a failed read or write says to a person."""
+    reason = (error.strerror or str(error) or type(error).__name__).rstrip(".")
+    reason = reason[:1].lower() + reason[1:]
+    where = error.filename if error.filename is not None else None
+    return f"{where}: {reason}" if where else reason

@@ -14,6 +14,7 @@ replace it with "这个问题我还没有学过。" if the model was unsure of i
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ import attrs
 import torch
 
 from gptf.build.devices import model_device
-from gptf.data import format_prompt
+from gptf.data import BROKEN_TEXT_HINT, format_prompt, has_broken_character
 from gptf.errors import GptfError
 from gptf.interfaces import DecodingState, FinishedAnswer
 
@@ -96,6 +97,8 @@ class Generator:
         """``<bos>`` and the templated prompt, as token ids; a clear error if it cannot be answered."""
         if not prompt.strip():
             raise GptfError('the prompt is empty: ask a question, e.g. --prompt "什么是注意力机制？"')
+        if has_broken_character(prompt):
+            raise GptfError(f"the prompt cannot be answered: {BROKEN_TEXT_HINT}")
         ids = [self.tokenizer.bos_id, *self.tokenizer.encode(format_prompt(prompt))]
         if len(ids) >= self.config.seq_len:
             raise GptfError(
@@ -233,12 +236,23 @@ class Verdict:
 
 
 def pick_token(scores: torch.Tensor, settings: SamplingSettings, rng: torch.Generator | None) -> tuple[int, float]:
-    """Choose the next token from (V,) scores; return it and its probability."""
-    if settings.temperature <= 0:
-        probs = torch.softmax(scores, dim=-1)
-        token = int(torch.argmax(scores))
-        return token, float(probs[token])
-    scores = scores / settings.temperature
+    """Choose the next token from (V,) scores; return it and its probability.
+
+    Numerically safe for any temperature above 0, however small: the scores are shifted so
+    the best one is 0 *before* dividing, so ``score / temperature`` is never ``inf - inf``
+    (a tiny temperature simply becomes greedy). NaN scores count as impossible tokens.
+    """
+    scores = torch.nan_to_num(scores.float(), nan=float("-inf"), posinf=torch.finfo(torch.float32).max)
+    token = int(torch.argmax(scores))
+    if not torch.isfinite(scores[token]):
+        raise GptfError("the model gave no usable score for any token (its weights hold NaN or inf)")
+    temperature = settings.temperature
+    if not math.isfinite(temperature) or temperature < 0:
+        raise GptfError(f"temperature must be 0 (greedy) or a positive number, got {temperature}")
+    if temperature == 0:
+        return token, float(torch.softmax(scores, dim=-1)[token])
+    # the best token scores 0, the others below (in float64, so even temperature 1e-300 is no 0/0)
+    scores = ((scores.double() - float(scores[token])) / temperature).float()
     if settings.top_k > 0:
         kth = torch.topk(scores, min(settings.top_k, scores.numel())).values[-1]
         scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -248,7 +262,7 @@ def pick_token(scores: torch.Tensor, settings: SamplingSettings, rng: torch.Gene
         # drop a token once the tokens *before* it already reach top_p
         drop = cumulative - torch.softmax(sorted_scores, dim=-1) >= settings.top_p
         scores = scores.scatter(0, order[drop], float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
+    probs = torch.softmax(scores, dim=-1)  # exp(0) = 1 for the best token: never all zero, never NaN
     token = int(torch.multinomial(probs, 1, generator=rng))
     return token, float(probs[token])
 

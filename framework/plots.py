@@ -55,19 +55,30 @@ class LossCurves:
 
 
 def read_loss_curves(metrics: Path) -> LossCurves:
-    """Train-loss lines have ``loss``; evaluation lines have ``val_loss``."""
-    train, val = [], []
-    if metrics.is_file():
-        for line in metrics.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by an interrupt
-            if record.get("loss") is not None:
-                train.append((int(record["step"]), float(record["loss"])))
-            if record.get("val_loss") is not None:
-                val.append((int(record["step"]), float(record["val_loss"])))
+    """Train-loss lines have ``loss``; evaluation lines have ``val_loss``. A line that is not
+    a metrics record (cut short by an interrupt, damaged bytes, edited) is skipped."""
+    train: list[tuple[int, float]] = []
+    val: list[tuple[int, float]] = []
+    try:
+        data = metrics.read_bytes() if metrics.is_file() else b""
+    except OSError:
+        data = b""
+    for raw in data.splitlines():
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            continue
+        if not isinstance(record, dict) or not _is_step(record.get("step")):
+            continue
+        for key, curve in (("loss", train), ("val_loss", val)):
+            value = record.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                curve.append((record["step"], float(value)))
     return LossCurves(train, val)
+
+
+def _is_step(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
 def _figure(width: float, height: float) -> Any:
@@ -115,8 +126,13 @@ def save_loss_plot(metrics: Path, out: Path | None = None, title: str = "") -> P
 
 
 def report_loss_plot(metrics: Path, console: Console, title: str = "") -> Path | None:
-    """Save the run's loss curve and say where it is, or say how to get pictures."""
-    path = save_loss_plot(metrics, title=title)
+    """Save the run's loss curve and say where it is, or say how to get pictures (or why not)."""
+    try:
+        path = save_loss_plot(metrics, title=title)
+    except OSError as exc:  # the picture is a convenience: a full disk is reported, the run stands
+        reason = (exc.strerror or str(exc)).lower()
+        console.print(f"loss curve      (not written: {exc.filename or metrics.parent}: {reason})", markup=False)
+        return None
     if path is None:
         console.print(
             f"loss curve      (no picture: matplotlib is not installed; {PLOTS_HINT})", highlight=False, markup=False

@@ -36,19 +36,30 @@ from gptf.build.components import (
 )
 from gptf.build.describe import banner
 from gptf.build.devices import resolve_device
+from gptf.build.plugins import is_plugin_file, untrusted_plugins
 from gptf.build.registry import Registry
 from gptf.build.validate import validate_for_run
 from gptf.data import TokenizedSplit, augment_prompts, read_jsonl, tokenize_split, training_texts
-from gptf.errors import CheckpointError, GptfError
+from gptf.errors import CheckpointError, GptfError, PluginError, RunFolderBusy
 from gptf.evaluate import evaluate_after_training
 from gptf.generate import Generation, Generator, SamplingSettings
 from gptf.interfaces import Tokenizer
 from gptf.model import GPT
 from gptf.plots import report_loss_plot
 from gptf.recipe import ComponentSpec, LoadedRecipe, Recipe, read_recipe_file, recipe_from_dict, recipe_to_dict
+from gptf.recipe.limits import sampling_problems
 from gptf.train.checkpoint import Checkpoint
-from gptf.train.fingerprints import check_components_present, check_plugin_files, check_tokenizer, check_weight_shapes
+from gptf.train.fingerprints import (
+    check_components_present,
+    check_plugin_files,
+    check_tokenizer,
+    check_weight_shapes,
+    read_run_record,
+    run_file_fingerprints,
+    verify_run_files,
+)
 from gptf.train.init_from import adopt_tokenizer, load_initial_weights
+from gptf.train.lock import RunLock, lock_holder
 from gptf.train.progress import TrainingProgress
 from gptf.train.run_files import (
     RunFiles,
@@ -78,6 +89,7 @@ class RunInputs:
     val: TokenizedSplit | None
     checkpoint: Checkpoint | None  # the checkpoint to resume from, if any
     init_from: Path | None
+    lock: RunLock  # held on the run folder from the load stage to the end of the run
 
     @property
     def recipe(self) -> Recipe:
@@ -111,14 +123,20 @@ def run_recipe(
     the recipe or data changed since."""
     started = time.perf_counter()
     inputs = load_stage(loaded, console, init_from=init_from, resume=resume, force=force)
-    model = build_stage(inputs, console, device)
-    state, session = train_stage(inputs, model, console, on_step)
-    model = model.cpu()  # saving, int8 quantization and the checks below run on the CPU
-    quantized_note = finish_stage(inputs, model)
-    result = report_stage(inputs, model, state, console, final_eval=final_eval)
-    session.close()  # finished and saved: the resumable checkpoints are no longer needed
-    result.seconds = time.perf_counter() - started
-    print_summary(inputs, state, result, quantized_note, console)
+    try:  # inputs.lock: this process alone writes the run folder until the end
+        model = build_stage(inputs, console, device)
+        state, session = train_stage(inputs, model, console, on_step)
+        model = model.cpu()  # saving, int8 quantization and the checks below run on the CPU
+        try:
+            quantized_note = finish_stage(inputs, model)
+            result = report_stage(inputs, model, state, console, final_eval=final_eval)
+        except OSError as exc:  # disk full...: the training is kept as a resumable checkpoint
+            session.rescue(exc, "saving the finished run")
+        session.close()  # finished and saved: the resumable checkpoints are no longer needed
+        result.seconds = time.perf_counter() - started
+        print_summary(inputs, state, result, quantized_note, console)
+    finally:
+        inputs.lock.release()
     return result
 
 
@@ -132,18 +150,25 @@ def load_stage(
     recipe = loaded.recipe
     registry = validate_for_run(loaded, console)
     run_dir = Path(resume) if resume is not None else recipe.run_dir
-    checkpoint = None
-    if resume is not None:  # refuse early if the recipe or data changed since the checkpoint
-        checkpoint = open_resume(run_dir, loaded, saved_recipe(loaded), force=force, console=console)
-    if init_from is not None:
-        adopt_tokenizer(recipe, registry, Path(init_from), console)
-    train_samples = read_jsonl(recipe.data.train)
-    tokenizer = prepare_tokenizer(recipe, registry, train_samples, console)
-    if recipe.data.augment_copies:  # after the tokenizer: it learns from the real questions only
-        train_samples = augment_prompts(train_samples, recipe.data.augment_copies, recipe.training.seed)
-    train = tokenize_data(recipe, "train", train_samples, tokenizer, console)
-    val = tokenize_data(recipe, "val", read_jsonl(recipe.data.val), tokenizer, console) if recipe.data.val else None
-    return RunInputs(loaded, registry, RunFiles(run_dir), tokenizer, train, val, checkpoint, init_from)
+    lock = RunLock(run_dir)
+    if resume is None or run_dir.is_dir():  # (a missing folder to resume is open_resume's error)
+        lock.acquire(console)  # before anything is read from or written to the folder
+    try:
+        checkpoint = None
+        if resume is not None:  # refuse early if the recipe or data changed since the checkpoint
+            checkpoint = open_resume(run_dir, loaded, saved_recipe(loaded), force=force, console=console)
+        if init_from is not None:
+            adopt_tokenizer(recipe, registry, Path(init_from), console)
+        train_samples = read_jsonl(recipe.data.train)
+        tokenizer = prepare_tokenizer(recipe, registry, train_samples, console)
+        if recipe.data.augment_copies:  # after the tokenizer: it learns from the real questions only
+            train_samples = augment_prompts(train_samples, recipe.data.augment_copies, recipe.training.seed)
+        train = tokenize_data(recipe, "train", train_samples, tokenizer, console)
+        val = tokenize_data(recipe, "val", read_jsonl(recipe.data.val), tokenizer, console) if recipe.data.val else None
+    except BaseException:
+        lock.release()
+        raise
+    return RunInputs(loaded, registry, RunFiles(run_dir), tokenizer, train, val, checkpoint, init_from, lock)
 
 
 def prepare_tokenizer(recipe: Recipe, registry: Registry, train_samples: list, console: Console) -> Tokenizer:
@@ -291,9 +316,7 @@ def finish_stage(inputs: RunInputs, model: GPT) -> str:
 def saved_recipe(loaded: LoadedRecipe) -> dict[str, Any]:
     """The resolved recipe, with plugin files made absolute so the run can be reloaded."""
     data = recipe_to_dict(loaded.recipe)
-    data["plugins"] = [
-        str((loaded.base_dir / p).resolve()) if p.endswith(".py") or "/" in p else p for p in loaded.recipe.plugins
-    ]
+    data["plugins"] = [str((loaded.base_dir / p).resolve()) if is_plugin_file(p) else p for p in loaded.recipe.plugins]
     return data
 
 
@@ -382,6 +405,7 @@ def run_record(inputs: RunInputs, model: GPT, state: TrainState, answers: list[G
         ],
         "components": {s.key: registry.components[s.kind][s.spec.name].plugin for s in component_slots(recipe)},
         "demo": [{"prompt": a.prompt, "answer": a.text} for a in answers],
+        "files": run_file_fingerprints(inputs.files),  # checked on load (gptf.train.fingerprints)
     }
 
 
@@ -389,10 +413,22 @@ def run_record(inputs: RunInputs, model: GPT, state: TrainState, answers: list[G
 
 
 def sampling_settings(recipe: Recipe, **overrides: Any) -> SamplingSettings:
+    """The recipe's sampling settings with the command line's ``overrides`` (checked) on top."""
     g = recipe.generation
     values = {"max_new_tokens": g.max_new_tokens, "temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p}
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    check_sampling_options(given, seq_len=recipe.model.seq_len)
+    values.update(given)
     return SamplingSettings(**values)
+
+
+def check_sampling_options(values: dict[str, Any], seq_len: int | None = None) -> None:
+    """Sampling options from the command line (``--temperature``, ``--seed``...): one error
+    naming every bad one, by the rules all of gptf shares (:mod:`gptf.recipe.limits`)."""
+    problems = sampling_problems(values, seq_len=seq_len)
+    if problems:
+        listed = "; ".join(f"--{key.replace('_', '-')}: {problem}" for key, problem in problems.items())
+        raise GptfError(listed)
 
 
 @attrs.define
@@ -447,8 +483,20 @@ def with_decoding_overrides(
     return specs
 
 
-def load_run(path: str | Path, *, quantized: bool = False, device: str = "cpu") -> LoadedRun:
-    """Rebuild a finished run; ``device``: auto, cpu, cuda or mps (int8 weights run on the CPU only)."""
+def load_run(
+    path: str | Path,
+    *,
+    quantized: bool = False,
+    device: str = "cpu",
+    trust_plugins: bool = False,
+    verify: bool = True,
+) -> LoadedRun:
+    """Rebuild a finished run; ``device``: auto, cpu, cuda or mps (int8 weights run on the CPU only).
+
+    A run folder may come from anyone, so nothing in it runs or is believed unchecked: plugin
+    code files its recipe names are refused unless ``trust_plugins``; every file the model is
+    rebuilt from must have the sha256 recorded in ``run.json`` unless ``verify`` is off.
+    """
     target = resolve_device("cpu" if quantized and device == "auto" else device)
     if quantized and target.type != "cpu":
         raise GptfError(
@@ -456,11 +504,18 @@ def load_run(path: str | Path, *, quantized: bool = False, device: str = "cpu") 
             hint="drop --quantized to use the fp32 weights on the GPU, or use --device cpu",
         )
     files = RunFiles(Path(path))
+    holder = lock_holder(files.root)
+    if holder is not None:
+        raise RunFolderBusy(
+            f"{files.root} is being written by a gptf run right now ({holder}): its files are not finished",
+            hint="wait until that run has finished, then try again",
+        )
     files.require()
+    info = read_run_record(files, verify=verify)  # what the run was made with (gptf.train.fingerprints)
     data = read_recipe_file(files.recipe)
     recipe = recipe_from_dict(data, str(files.recipe))
-    info = files.read_info()  # fingerprints: what the run was made with (gptf.train.fingerprints)
     check_plugin_files(recipe, info, files)
+    refuse_untrusted_plugins(recipe, files, trust_plugins)
     registry = open_registry(recipe.plugins, files.root)
     check_components_present(recipe, registry, info, files)
     tokenizer = new_tokenizer(recipe, registry)
@@ -471,6 +526,8 @@ def load_run(path: str | Path, *, quantized: bool = False, device: str = "cpu") 
     check_tokenizer(files, tokenizer, info)
     model = build_model(recipe, registry, tokenizer.vocab_size)
     check_weight_shapes(model, files.weights)
+    if verify:
+        verify_run_files(files, info, [files.recipe, files.tokenizer, files.weights])
     load_weights(model, files.weights)
     model.eval()
     if quantized:
@@ -478,9 +535,22 @@ def load_run(path: str | Path, *, quantized: bool = False, device: str = "cpu") 
         if quantizer is None:
             raise CheckpointError(f"{files.root} was trained with quantizer: none, so it has no int8 weights")
         tensors = load_tensors(files.quantized)
+        if verify:
+            verify_run_files(files, info, [files.quantized])
         try:
             model = quantizer.load(model, tensors)
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{files.quantized}: does not match the model ({exc})") from exc
     model = model.to(target)
     return LoadedRun(files, recipe, registry, tokenizer, model, quantized, info)
+
+
+def refuse_untrusted_plugins(recipe: Recipe, files: RunFiles, trust_plugins: bool) -> None:
+    """Loading a run must not run code from wherever the run folder came from, unless asked."""
+    untrusted = untrusted_plugins(recipe.plugins, files.root)
+    if untrusted and not trust_plugins:
+        listed = "\n".join(f"  - {p}" for p in untrusted)
+        raise PluginError(
+            f"{files.recipe} names plugin code that would run if this run were loaded:\n{listed}",
+            hint="a run folder may come from anyone: read that code first; to run it, add --trust-plugins",
+        )

@@ -16,6 +16,8 @@ from gptf.evaluate import best_threshold, separation, threshold_rows
 from gptf.generate import Generator, greedy_answers
 from gptf.interfaces import DECLINE_TEXT, FinishedAnswer
 from gptf.plugins.answer_filters.confidence import ConfidenceFilter
+from gptf.train.fingerprints import refresh_fingerprint
+from gptf.train.run_files import RunFiles
 
 SURE = FinishedAnswer("q", "a", (1, 2), (-0.1, -0.3), (0.2, 0.4))
 UNSURE = FinishedAnswer("q", "b", (3, 4, 5), (-2.0, -3.0, -1.0), (2.0, 3.0, 1.0))
@@ -35,6 +37,7 @@ def with_filter(run: Path, folder: Path, spec: object, test_file: str | None = N
     if test_file:
         recipe["data"]["test"] = test_file
     (copy / "recipe.yaml").write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
+    refresh_fingerprint(RunFiles(copy), copy / "recipe.yaml")  # as if the run had been trained with it
     return copy
 
 

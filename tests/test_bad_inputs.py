@@ -611,3 +611,363 @@ def test_real_process_prints_one_message_and_exits_2(args: list[str], fragment: 
 def test_debug_flag_shows_the_traceback(workdir: Path) -> None:
     result = run_gptf(["--debug", "run", str(TINY_RECIPE), "model.nlayer=3"], workdir)
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+# --- issue 13: nothing a student types, a shared folder holds or a full disk does may crash,
+# hang or corrupt a run. One test per case.
+
+
+def copy_run(run: Path, work: Path, name: str = "run_copy") -> Path:
+    copy = work / name
+    shutil.copytree(run, copy)
+    return copy
+
+
+def generate_args(folder: Path, *extra: str) -> list[str]:
+    return ["generate", "--ckpt", str(folder), "--prompt", "你好", "--max-new-tokens", "2", *extra]
+
+
+def one_clear_error(result: object, *fragments: str, exit_code: int = ERROR) -> str:
+    """The command failed with ``exit_code``, one message holding every fragment, no traceback."""
+    assert result.exit_code == exit_code, f"exit {result.exit_code}\n{result.output}"
+    assert "Traceback" not in result.output
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
+    message = " ".join(result.stderr.split())
+    for fragment in fragments:
+        assert " ".join(fragment.split()) in message, f"{fragment!r} not in:\n{result.stderr}"
+    return message
+
+
+HOLD_LOCK = """
+import sys, time
+from gptf.train.lock import RunLock
+RunLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_case1_a_run_folder_has_one_writer_and_a_dead_one_is_taken_over(workdir: Path, tiny_run: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from gptf.train.lock import LOCK_FILE
+
+    run = copy_run(tiny_run, workdir)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"  # type: ignore[union-attr]
+        second = invoke(["run", str(TINY_RECIPE), f"output_dir={run}", "training.max_steps=2"])
+        one_clear_error(second, f"{run} is in use by another gptf run (pid {holder.pid}", "output_dir=")
+        reading = invoke(generate_args(run))  # its files are being replaced right now
+        one_clear_error(reading, f"{run} is being written by a gptf run right now (pid {holder.pid}")
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    assert (run / LOCK_FILE).is_file()  # left behind by the killed process...
+    taken = invoke(["run", str(TINY_RECIPE), f"output_dir={run}", "training.max_steps=2", "demo_prompts=[]"])
+    assert taken.exit_code == 0, taken.output  # ...and taken over with a note
+    note = " ".join(taken.stdout.split())
+    assert f"was locked by pid {holder.pid}," in note and "which is no longer running" in note
+    assert not (run / LOCK_FILE).exists()  # released at the end
+    assert invoke(generate_args(run)).exit_code == 0
+
+
+def test_case2_resume_into_a_moved_folder_records_that_folders_tokenizer(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import FIXTURES
+
+    from gptf.train.run_files import file_sha256
+
+    shutil.copy(FIXTURES / "trouble_plugin.py", workdir / "trouble_plugin.py")
+    recipe = write(
+        workdir / "r.yaml",
+        f"extends: {TINY_RECIPE}\nplugins: [./trouble_plugin.py]\ntraining: {{callbacks: [signal_at]}}\n",
+    )
+    monkeypatch.setenv("GPTF_TEST_SIGNAL_AT", "4:SIGINT")
+    assert invoke(["run", str(recipe), "output_dir=runs/a"]).exit_code == 130
+    monkeypatch.delenv("GPTF_TEST_SIGNAL_AT")
+    (workdir / "runs" / "a").rename(workdir / "runs" / "b")
+    resumed = invoke(["run", str(recipe), "output_dir=runs/a", "--resume", "runs/b"])
+    assert resumed.exit_code == 0, resumed.output
+    moved = workdir / "runs" / "b"
+    info = json.loads((moved / "run.json").read_text(encoding="utf-8"))
+    assert info["tokenizer"]["sha256"] == file_sha256(moved / "tokenizer.json")
+    assert (moved / "eval.json").is_file() and not (workdir / "runs" / "a").exists()
+    answered = invoke(generate_args(moved, "--trust-plugins"))  # the recipe names a plugin file
+    assert answered.exit_code == 0, answered.output
+
+
+def bomb(indent: int = 2, depth: int = 9, width: int = 9) -> str:
+    """A "billion laughs" YAML list: 9 levels of 9 aliases each (9^9 strings), in 0.5 KB."""
+    pad = " " * indent
+    lines = [f"{pad}- &a0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"{pad}- &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, depth)]
+    return "\n".join(lines) + f"\n{pad}- *a{depth - 1}\n"
+
+
+def test_case3_yaml_alias_bombs_are_refused_with_a_short_message(workdir: Path, tiny_run: Path) -> None:
+    in_prompts = write(workdir / "prompts.yaml", f"extends: {TINY_RECIPE}\ndemo_prompts:\n{bomb()}")
+    in_component = write(
+        workdir / "component.yaml",
+        f"extends: {TINY_RECIPE}\nmodel:\n  positional:\n    name: rope\n    base:\n{bomb(6)}",
+    )
+    itself = write(workdir / "itself.yaml", f"extends: {TINY_RECIPE}\nmodel: &m {{positional: *m}}\n")
+    tampered = copy_run(tiny_run, workdir)
+    (tampered / "recipe.yaml").write_text(
+        (tampered / "recipe.yaml").read_text(encoding="utf-8") + f"bomb:\n{bomb()}", encoding="utf-8"
+    )
+    for args, fragment in [
+        (["run", str(in_prompts)], "stand for more than 100,000 values"),
+        (["inspect", str(in_component)], "stand for more than 100,000 values"),
+        (["run", str(TINY_RECIPE), f"demo_prompts=[{', '.join(bomb(0).splitlines()).replace('- ', '')}]"], "100,000"),
+        (["inspect", str(itself)], "an alias (*name) refers to a value that contains it"),
+        (generate_args(tampered), "stand for more than 100,000 values"),
+    ]:
+        message = one_clear_error(invoke(args), fragment)
+        assert len(message) < 2000, message
+
+
+def test_case4_extreme_temperatures_are_refused_everywhere_and_sampling_is_safe(tiny_run: Path) -> None:
+    import torch
+
+    from gptf.generate import SamplingSettings, pick_token
+    from gptf.run import load_run
+    from gptf.tools.chat import ChatSession, CommandError
+    from gptf.tools.serve import BadRequest, parse_chat_request
+
+    for value in ("inf", "1e-45", "nan", "-1"):
+        result = invoke([*generate_args(tiny_run), "--temperature", value])
+        one_clear_error(result, "--temperature: must be 0 (greedy) or between 0.001 and 100")
+    for option, value in [("--top-k", "-1"), ("--top-p", "nan"), ("--max-new-tokens", "65"), ("--seed", "-3")]:
+        one_clear_error(invoke(["generate", "--ckpt", str(tiny_run), "--prompt", "你好", option, value]), option)
+    # chat: refused, and the conversation goes on with its history
+    session = ChatSession(load_run(tiny_run).generator(), SamplingSettings(max_new_tokens=4))
+    session.ask("你好")
+    for command in ("/temp nan", "/temp inf", "/temp 1e-45", "/topp nan", "/topk " + "9" * 5000):
+        with pytest.raises(CommandError):
+            session.command(command)
+    session.ask("什么是注意力机制？")
+    assert len(session.history) == 2
+    # serve: the same rules (gptf.recipe.limits)
+    for body in ({"temperature": 1e-40}, {"temperature": float("inf")}, {"top_p": float("nan")}):
+        with pytest.raises(BadRequest, match="must be"):
+            parse_chat_request({"question": "好", **body}, SamplingSettings(), 64)
+    # the recipe too
+    one_clear_error(invoke(["run", str(TINY_RECIPE), "generation.temperature=1e-45"]), "generation.temperature")
+    # and the decoding step itself never produces NaN probabilities, whatever the temperature
+    scores = torch.randn(300) * 30
+    for temperature in (1e-45, 1e-300, 1e-3, 100.0, 1e30):
+        token, probability = pick_token(scores, SamplingSettings(temperature=temperature, top_k=5, top_p=0.9), None)
+        assert 0 <= token < 300 and 0.0 <= probability <= 1.0
+
+
+def test_case5_text_that_is_not_utf8_is_refused_not_crashed_on(tiny_run: Path) -> None:
+    from rich.console import Console
+
+    from gptf.generate import SamplingSettings
+    from gptf.run import load_run
+    from gptf.tools.chat import ChatSession, chat_loop
+
+    broken = "\udcff"  # what Python makes of the byte 0xff in a command-line argument (surrogateescape)
+    one_clear_error(invoke(["generate", "--ckpt", str(tiny_run), "--prompt", broken]), "not UTF-8 text")
+    one_clear_error(invoke(["tokenize", broken, "--ckpt", str(tiny_run)]), "not UTF-8 text")
+    session = ChatSession(load_run(tiny_run).generator(), SamplingSettings(max_new_tokens=4))
+    lines = iter(["你好", None, broken, "你好", "/quit"])  # None: invalid UTF-8 typed in
+
+    def read(prompt: str) -> str:
+        line = next(lines)
+        if line is None:  # what input() raises then
+            raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+        return line
+
+    output = Console(record=True, width=200)
+    chat_loop(session, output, read=read)
+    text = output.export_text()
+    assert text.count("not UTF-8 text") == 2 and "could not be read" in text and "bye" in text
+    assert len(session.history) == 2  # both good questions answered, the history kept
+
+
+def test_case7_a_full_disk_never_loses_the_training(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    from gptf.train.checkpoint import latest_checkpoint
+
+    rescue_root = workdir / "tmp"  # the system's temp folder, on another disk
+    rescue_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(rescue_root))
+    run_dir = workdir / "checkpoints" / "tiny"
+    real_save_model = safetensors.torch.save_model
+    saves = {"left": 0}
+
+    def full_disk(model: object, filename: str, *args: object, **kwargs: object) -> None:
+        """The run folder's disk is full (after ``saves["left"]`` more weights files)."""
+        if Path(filename).is_relative_to(run_dir):
+            if saves["left"] <= 0:
+                raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+            saves["left"] -= 1
+        real_save_model(model, filename, *args, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "save_model", full_disk)
+
+    # only a final save (save_interval=0): the training is kept in the rescue folder, not lost
+    stopped = invoke(["run", str(TINY_RECIPE), "demo_prompts=[]"])
+    message = one_clear_error(
+        stopped,
+        f"saving the finished run failed: {Path('checkpoints/tiny/model.safetensors')}: no space left on device",
+        "the training is kept: a resumable checkpoint of step 8 is in",
+        "--resume",
+        exit_code=STOPPED,
+    )
+    (rescued,) = rescue_root.glob("gptf-rescue-*")
+    assert latest_checkpoint(rescued).step == 8 and str(rescued) in message
+
+    # a periodic save fails: the last good checkpoint stays, this step goes to the rescue folder
+    shutil.rmtree(rescued)
+    saves["left"] = 1  # the step-2 checkpoint fits, the step-4 one does not
+    stopped = invoke(["run", str(TINY_RECIPE), "training.save_interval=2", "demo_prompts=[]"])
+    one_clear_error(
+        stopped,
+        "training (step 4) failed:",
+        "no space left on device",
+        "a resumable checkpoint of step 4 is in",
+        "the run folder still holds step 2",
+        exit_code=STOPPED,
+    )
+    assert latest_checkpoint(run_dir).step == 2
+    (rescued,) = rescue_root.glob("gptf-rescue-*")
+    assert latest_checkpoint(rescued).step == 4
+
+    # space again: the rescued checkpoint finishes the run, which then answers
+    monkeypatch.setattr(safetensors.torch, "save_model", real_save_model)
+    finished = invoke(
+        ["run", str(TINY_RECIPE), "training.save_interval=2", "demo_prompts=[]", "--resume", str(rescued)]
+    )
+    assert finished.exit_code == 0, finished.output
+    assert "at step 4 of 8" in finished.stdout
+    assert invoke(generate_args(rescued)).exit_code == 0
+
+
+EVIL = SCALE_NORM + '\nfrom pathlib import Path\nPath(__file__).with_name("evil_ran").write_text("this code ran")\n'
+
+
+def test_case8_no_code_from_a_run_folder_runs_on_load_and_plugins_cannot_exit(workdir: Path, tiny_run: Path) -> None:
+    from gptf.errors import PluginError
+    from gptf.run import load_run
+
+    evil = write(workdir / "evil.py", EVIL)
+    run = copy_run(tiny_run, workdir)
+    recipe = (run / "recipe.yaml").read_text(encoding="utf-8").replace("plugins: []", f"plugins:\n- {evil}")
+    (run / "recipe.yaml").write_text(recipe, encoding="utf-8")
+    for args in (generate_args(run), ["eval", "--ckpt", str(run)], ["attention", "--ckpt", str(run), "--prompt", "好"]):
+        one_clear_error(invoke(args), "names plugin code that would run", str(evil), "--trust-plugins")
+    with pytest.raises(PluginError, match="names plugin code"):
+        load_run(run)
+    assert not (workdir / "evil_ran").exists()
+    trusted = invoke(generate_args(run, "--trust-plugins", "--no-verify"))  # (the recipe was edited: --no-verify)
+    assert trusted.exit_code == 0, trusted.output
+    assert (workdir / "evil_ran").exists()
+    # a plugin that calls sys.exit() while imported or registered stops nothing silently
+    quits = student_recipe("plugins: [./quits.py]\n", ("quits.py", "import sys\nsys.exit(0)\n"))(workdir, run)
+    one_clear_error(invoke(quits), "quits.py failed to import: it called sys.exit(0)")
+    hook = "from gptf import hookimpl\n@hookimpl\ndef register_norms():\n    raise SystemExit(0)\n"
+    exits = student_recipe("plugins: [./exits.py]\n", ("exits.py", hook))(workdir, run)
+    one_clear_error(invoke(exits), "plugin 'exits' failed in register_norms(): SystemExit")
+
+
+def test_case9_a_changed_or_corrupt_run_folder_is_refused(workdir: Path, tiny_run: Path) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    def nan_block(run: Path) -> None:
+        tensors = load_file(str(run / "model.safetensors"))
+        name = next(iter(tensors))
+        tensors[name].view(-1)[:64] = float("nan")
+        save_file(tensors, str(run / "model.safetensors"))
+
+    def flipped_bytes(run: Path) -> None:
+        data = bytearray((run / "model.safetensors").read_bytes())
+        for i in range(len(data) - 2000, len(data)):
+            data[i] ^= 0xFF
+        (run / "model.safetensors").write_bytes(bytes(data))
+
+    def alibi(run: Path) -> None:
+        text = (run / "recipe.yaml").read_text(encoding="utf-8")
+        (run / "recipe.yaml").write_text(text.replace("positional: rope", "positional: alibi"), encoding="utf-8")
+
+    for index, (change, fragment) in enumerate(
+        [
+            (nan_block, "model.safetensors: changed since the run saved it"),
+            (flipped_bytes, "model.safetensors: changed since the run saved it"),
+            (alibi, "recipe.yaml: changed since the run saved it"),
+            (lambda run: (run / "run.json").unlink(), "has no run.json"),
+        ]
+    ):
+        run = copy_run(tiny_run, workdir, f"copy{index}")
+        change(run)
+        one_clear_error(invoke(generate_args(run)), fragment, "--no-verify")
+        if change is not nan_block:
+            assert invoke(generate_args(run, "--no-verify")).exit_code == 0
+    assert torch.isfinite(load_file(str(tiny_run / "model.safetensors"))["embed.weight"]).all()
+
+
+def test_case10_unbounded_values_are_refused_before_any_work(workdir: Path, tiny_run: Path) -> None:
+    import hashlib
+    import time
+
+    from gptf.plots import read_loss_curves
+
+    started = time.monotonic()
+    for args, fragment in [
+        (["inspect", str(TINY_RECIPE), "model.n_layer=1000000000"], "model.n_layer: must be at most 1024"),
+        (["inspect", str(TINY_RECIPE), "model.n_embd=4000000"], "GiB to hold the weights"),
+        (["run", str(TINY_RECIPE), "tokenizer.vocab_size=100000000000"], "GiB to train"),
+        (["run", str(TINY_RECIPE), "training.seed=99999999999999999999999"], "training.seed: must be from 0 to"),
+        (["run", str(TINY_RECIPE), "training.threads=1000000"], "training.threads: must be from 1 to"),
+        (["run", str(TINY_RECIPE), "name=.."], "name: '..' may only use"),
+        (["run", str(TINY_RECIPE), "name=."], "name: '.' may only use"),
+    ]:
+        one_clear_error(invoke(args), fragment)
+    assert time.monotonic() - started < 60  # refused by arithmetic, nothing allocated or built
+    assert not (workdir / "run.json").exists()
+    # run.json with a field of the wrong type
+    run = copy_run(tiny_run, workdir)
+    edit_json("run.json", lambda info: info.update(tokenizer="x"))(run)
+    one_clear_error(invoke(generate_args(run)), "run.json: not a gptf run record: tokenizer: expected")
+    # a resumable checkpoint whose trainer state says step -5 or 10^9
+    shutil.copy(Path(__file__).parent / "fixtures" / "trouble_plugin.py", workdir / "trouble_plugin.py")
+    recipe = write(
+        workdir / "r.yaml",
+        f"extends: {TINY_RECIPE}\nplugins: [./trouble_plugin.py]\ntraining: {{callbacks: [signal_at]}}\n",
+    )
+    import os
+
+    os.environ["GPTF_TEST_SIGNAL_AT"] = "4:SIGINT"
+    try:
+        assert invoke(["run", str(recipe)]).exit_code == 130
+    finally:
+        del os.environ["GPTF_TEST_SIGNAL_AT"]
+    state = workdir / "checkpoints" / "tiny" / "state" / "step-000004"
+    original = (state / "trainer.json").read_text()
+    for step, manifest_step, fragment in [
+        (-5, 4, "step: expected a whole number >= 0, got -5"),
+        (10**9, 10**9, "the checkpoint is at step 1000000000, past training.max_steps=8"),
+    ]:
+        trainer = json.loads(original)
+        trainer["train_state"]["step"] = step
+        (state / "trainer.json").write_text(json.dumps(trainer))
+        manifest = json.loads((state / "manifest.json").read_text())
+        manifest["step"] = manifest_step
+        data = (state / "trainer.json").read_bytes()
+        manifest["files"]["trainer.json"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        (state / "manifest.json").write_text(json.dumps(manifest))
+        one_clear_error(invoke(["run", str(recipe), "--resume"]), fragment)
+    # metrics.jsonl with bytes that are not UTF-8: the loss picture skips those lines
+    metrics = workdir / "metrics.jsonl"
+    metrics.write_bytes(b'{"step": 1, "loss": 2.0}\n\xff\xfe{"step": 2\n{"step": 3, "loss": 1.5}\n[1]\n')
+    assert read_loss_curves(metrics).train == [(1, 2.0), (3, 1.5)]

@@ -53,7 +53,7 @@ def test_commands_change_the_settings_and_reject_bad_values(tiny_run: Path) -> N
     session.command("/TOPP 0.9")
     assert session.settings == SamplingSettings(max_new_tokens=8, temperature=0.7, top_k=20, top_p=0.9)
     for bad, message in [
-        ("/temp -1", "0 or more"),
+        ("/temp -1", r"must be 0 \(greedy\) or between 0.001 and 100"),
         ("/temp", "needs a number"),
         ("/topk 2.5", "not a whole number"),
         ("/topp 0", "above 0"),

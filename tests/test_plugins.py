@@ -21,8 +21,11 @@ def test_local_file_plugin_trains(workdir: Path) -> None:
     assert "scalenorm" in result.stdout and "my_norm" in result.stdout
     listed = run_gptf(["plugins", "--recipe", str(recipe)], workdir)
     assert "norm: scalenorm" in listed.stdout
-    # the run directory remembers the plugin file, so generate rebuilds the same model
-    answer = run_gptf(["generate", "--ckpt", "checkpoints/student", "--prompt", "你是谁"], workdir)
+    # the run directory remembers the plugin file, so generate rebuilds the same model; a run
+    # folder may come from anyone, so its plugin code runs only when asked to (--trust-plugins)
+    refused = run_gptf(["generate", "--ckpt", "checkpoints/student", "--prompt", "你是谁"], workdir)
+    assert refused.returncode == 2 and "my_norm.py" in refused.stderr and "--trust-plugins" in refused.stderr
+    answer = run_gptf(["generate", "--ckpt", "checkpoints/student", "--prompt", "你是谁", "--trust-plugins"], workdir)
     assert answer.returncode == 0, answer.stderr
 
 

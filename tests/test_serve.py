@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,13 +28,18 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
+#: What the server logs (its request lines), for the tests that check the log.
+SERVER_LOG = io.StringIO()
+
+
 @pytest.fixture(scope="module")
 def server_url(tiny_run: Path) -> Iterator[str]:
     """The tiny run served on a free loopback port, in a background thread."""
     from gptf.run import load_run
 
     run = load_run(tiny_run)
-    server = make_server(ChatService(run, ["什么是注意力机制？", "你是谁？"]), "127.0.0.1", 0, Console(quiet=True))
+    log = Console(file=SERVER_LOG, width=400, color_system=None)
+    server = make_server(ChatService(run, ["什么是注意力机制？", "你是谁？"]), "127.0.0.1", 0, log)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -67,10 +75,10 @@ def test_info_and_an_answer_with_token_probabilities(server_url: str) -> None:
     [
         ({"question": ""}, "question must be a non-empty string"),
         ({"question": "问" * 201}, "at most 200"),
-        ({"question": "好", "temperature": 9}, "temperature must be between 0 and 5"),
+        ({"question": "好", "temperature": 1000}, "temperature must be 0 (greedy) or between 0.001 and 100"),
         ({"question": "好", "top_k": 1.5}, "top_k must be a whole number"),
         ({"question": "好", "top_p": "high"}, "top_p must be a number"),
-        ({"question": "好", "max_new_tokens": 1000}, "max_new_tokens must be between 1 and 64"),
+        ({"question": "好", "max_new_tokens": 1000}, "max_new_tokens must be a whole number from 1 to 64"),
         ({"question": "好", "history": [{"user": "a"}]}, "each history turn"),
         ({"question": "好", "history": [{"user": "a", "assistant": "b"}] * 21}, "at most 20 turns"),
         ({"question": "好", "seed": -1}, "seed must be"),
@@ -192,3 +200,99 @@ def test_the_page_in_headless_chromium(server_url: str, tmp_path: Path) -> None:
         assert browser.find_elements(By.CSS_SELECTOR, ".turn") == []
     finally:
         browser.quit()
+
+
+# --- issue 13: malformed requests, bursts, other web sites -----------------------------------
+
+
+def raw_request(url: str, data: bytes, *, half_close: bool = False, timeout: float = 60) -> tuple[int, bytes]:
+    """Send ``data`` as is on a new connection; the status code and the body of the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as connection:
+        connection.sendall(data)
+        if half_close:
+            connection.shutdown(socket.SHUT_WR)  # "that is all I send", but still listening
+        chunks = []
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def post(url: str, body: bytes, **headers: str) -> bytes:
+    """A raw POST /api/chat; ``headers`` (``Content_Type="text/plain"``) replace or add to the usual ones."""
+    fields = {"Host": url.removeprefix("http://"), "Content-Type": "application/json"}
+    fields.update({k.replace("_", "-"): v for k, v in headers.items()})
+    lines = ["POST /api/chat HTTP/1.1", *(f"{k}: {v}" for k, v in fields.items()), f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def test_case5_malformed_requests_get_a_clear_json_answer_and_a_plain_log_line(server_url: str) -> None:
+    host = server_url.removeprefix("http://")
+    cases = [
+        (post(server_url, b'{"question": "\\ud800"}'), 400, "not UTF-8 text"),
+        (
+            post(server_url, '{"question": "好", "max_new_tokens": NaN}'.encode()),
+            400,
+            "max_new_tokens must be a number",
+        ),
+        (post(server_url, b'{"question": "x", "seed": ' + b"9" * 5000 + b"}"), 400, "not UTF-8 JSON"),
+        (post(server_url, b"[" * 20000), 400, "nested too deeply"),
+        (post(server_url, b'{"question": "\\u597d", "history": [{"user": "\\udfff", "assistant": ""}]}'), 400, "UTF-8"),
+        (f"GET /[/] HTTP/1.1\r\nHost: {host}\r\n\r\n".encode(), 404, "no page /[/]"),
+        (f"GET /\x1b[2J\x1b[31mforged HTTP/1.1\r\nHost: {host}\r\n\r\n".encode(), 404, "no page"),
+        (b"NONSENSE\r\n\r\n", 400, "Bad request syntax"),
+        (b"GET / HTTP/9.9\r\n\r\n", 505, "Invalid HTTP version"),
+    ]
+    for data, status, fragment in cases:
+        got, body = raw_request(server_url, data)
+        assert got == status, (data[:80], body)
+        assert fragment in json.loads(body)["error"], (data[:80], body)
+    log = SERVER_LOG.getvalue()
+    assert '"GET /[/] HTTP/1.1" 404' in log
+    assert "\x1b" not in log and "\\x1b[2J\\x1b[31mforged" in log  # escaped, never sent to the terminal
+
+
+def test_case6_a_burst_of_a_whole_class_is_answered_in_seconds(server_url: str) -> None:
+    body = json.dumps({"question": "什么是注意力机制？", "max_new_tokens": 4}).encode()
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        normal = list(
+            pool.map(
+                lambda _: call(server_url + "/api/chat", {"question": "你是谁？", "max_new_tokens": 4}), range(100)
+            )
+        )
+        closing = list(pool.map(lambda _: raw_request(server_url, post(server_url, body), half_close=True), range(50)))
+    elapsed = time.monotonic() - started
+    assert [status for status, _ in normal] == [200] * 100
+    assert [status for status, _ in closing] == [200] * 50
+    assert all("answer" in json.loads(reply) for _, reply in closing)
+    assert elapsed < 60, f"150 requests took {elapsed:.1f}s"
+
+
+def test_case11_other_web_sites_cannot_use_the_server_through_a_browser(server_url: str) -> None:
+    host = server_url.removeprefix("http://")
+    port = host.rsplit(":", 1)[1]
+    question = json.dumps({"question": "你好", "max_new_tokens": 2}).encode()
+    refused = [
+        (post(server_url, question, Content_Type="text/plain"), 415, "Content-Type: application/json"),
+        (
+            post(server_url, question).replace(f"Host: {host}".encode(), f"Host: evil.example:{port}".encode()),
+            400,
+            "not this server",
+        ),
+        (f"GET /api/info HTTP/1.1\r\nHost: evil.example:{port}\r\n\r\n".encode(), 400, "not this server"),
+        (b"GET /api/info HTTP/1.1\r\nHost: localhost:1\r\n\r\n", 400, "not this server"),
+        (b"GET /api/info HTTP/1.0\r\n\r\n", 400, "not this server"),
+        (post(server_url, question, Origin="http://evil.example"), 403, "not allowed"),
+        (post(server_url, question, Origin="null"), 403, "not allowed"),
+    ]
+    for data, status, fragment in refused:
+        got, body = raw_request(server_url, data)
+        assert got == status and fragment in json.loads(body)["error"], (data[:120], got, body)
+    for name in (host, f"localhost:{port}", f"LOCALHOST:{port}", f"[::1]:{port}"):
+        request = post(server_url, question, Origin=f"http://{name}").replace(
+            f"Host: {host}".encode(), f"Host: {name}".encode()
+        )
+        got, body = raw_request(server_url, request)
+        assert got == 200, (name, body)

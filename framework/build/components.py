@@ -10,9 +10,10 @@ import attrs
 import torch
 from torch import nn
 
+from gptf.build.devices import total_memory
 from gptf.build.plugins import load_plugins
 from gptf.build.registry import Registry
-from gptf.errors import RecipeError
+from gptf.errors import GptfError, RecipeError
 from gptf.interfaces import AnswerFilter, DecodingConstraint, Tokenizer
 from gptf.model import GPT, GPTConfig, GPTParts
 from gptf.recipe import ComponentSpec, LoadedRecipe, Recipe
@@ -78,8 +79,46 @@ def new_tokenizer(recipe: Recipe, registry: Registry) -> Tokenizer:
     return _make(registry, slot, vocab_size=recipe.tokenizer.vocab_size)
 
 
-def build_model(recipe: Recipe, registry: Registry, vocab_size: int) -> GPT:
+#: Memory each layer takes besides its weights: the Python objects of a block and its parts
+#: (about 60 KiB measured; this is a floor).
+LAYER_OVERHEAD_BYTES = 16 * 1024
+
+
+def minimum_parameters(recipe: Recipe, vocab_size: int) -> int:
+    """A floor on the parameter count by arithmetic alone, before anything is built: the parts
+    the model itself owns (token embedding, output layer if untied, each block's attention
+    projections), whatever the plugins add to them."""
     m = recipe.model
+    d, heads = m.n_embd, m.n_head
+    kv_dim = (d // heads) * (m.n_kv_head or heads) if heads > 0 else d
+    embed = vocab_size * d * (1 if m.tie_embeddings else 2)
+    return embed + m.n_layer * (d * (d + 2 * kv_dim) + d * d)
+
+
+def minimum_model_bytes(recipe: Recipe, vocab_size: int, bytes_per_parameter: int = 4) -> int:
+    """A floor on the memory the built model takes (fp32 weights and the layers' objects)."""
+    return bytes_per_parameter * minimum_parameters(recipe, vocab_size) + recipe.model.n_layer * LAYER_OVERHEAD_BYTES
+
+
+def model_size_problem(recipe: Recipe, vocab_size: int, needed: int, what: str) -> str | None:
+    """``model: ... need at least X GiB ..., this machine has Y GiB`` if ``needed`` bytes cannot fit."""
+    memory = total_memory()
+    if memory is None or needed <= memory:
+        return None
+    m = recipe.model
+    return (
+        f"model: at least {minimum_parameters(recipe, vocab_size):,} parameters (n_layer={m.n_layer}, "
+        f"n_embd={m.n_embd}, vocab {vocab_size}) need at least {needed / 2**30:,.1f} GiB {what}, "
+        f"but this machine has {memory / 2**30:.0f} GiB; make the model smaller"
+    )
+
+
+def build_model(recipe: Recipe, registry: Registry, vocab_size: int) -> GPT:
+    """Build the model; refused before any allocation if it cannot fit in this machine's memory."""
+    m = recipe.model
+    problem = model_size_problem(recipe, vocab_size, minimum_model_bytes(recipe, vocab_size), "to hold the weights")
+    if problem:
+        raise GptfError(problem)
     config = GPTConfig(
         vocab_size=vocab_size,
         n_layer=m.n_layer,

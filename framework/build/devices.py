@@ -8,6 +8,8 @@ the scores back to the CPU (they are only one row of ``vocab_size`` numbers).
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from gptf.errors import GptfError
@@ -61,3 +63,11 @@ def model_device(model: torch.nn.Module) -> torch.device:
     for tensor in model.parameters():
         return tensor.device
     return torch.device("cpu")
+
+
+def total_memory() -> int | None:
+    """This machine's physical memory in bytes (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None

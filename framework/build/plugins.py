@@ -23,6 +23,39 @@ from gptf.errors import PluginError, did_you_mean
 
 ENTRY_POINT_GROUP = "gptf"
 
+#: What a plugin's code may raise besides Exception; caught so that an import cannot end gptf
+#: (``sys.exit(0)`` in a plugin would otherwise look like success).
+_ESCAPES = (SystemExit, KeyboardInterrupt)
+
+
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def is_plugin_file(spec: str) -> bool:
+    """A recipe's ``plugins:`` entry naming a ``.py`` file (else it names a module)."""
+    return spec.endswith(".py") or "/" in spec or "\\" in spec
+
+
+def untrusted_plugins(specs: Sequence[str], base_dir: Path) -> list[str]:
+    """The recipe plugins whose code would run only because a recipe names them: every plugin
+    file, and every module that is neither built in nor an installed ``gptf`` entry point.
+    (Built-ins and installed plugins were put on this computer on purpose; a run folder's
+    recipe may come from anyone.)"""
+    installed = set()
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        module = ep.value.split(":", 1)[0].strip()
+        installed |= {module, module.split(".", 1)[0]}
+    untrusted = []
+    for spec in specs:
+        if is_plugin_file(spec):
+            untrusted.append(str((base_dir / spec).resolve()))
+        elif not (spec.startswith("gptf.plugins.") or spec in installed):
+            untrusted.append(f"module {spec}")
+    return untrusted
+
 
 @attrs.define
 class PluginInfo:
@@ -91,16 +124,16 @@ def _register_entry_point(manager: pluggy.PluginManager, ep: importlib.metadata.
         module = ep.load()
         manager.register(module, name=ep.name)
         _check_hooks(manager, module, ep.name)
-    except Exception as exc:
+    except (Exception, *_ESCAPES) as exc:
         if manager.is_registered(locals().get("module")):
             manager.unregister(name=ep.name)
-        info.error = f"{type(exc).__name__}: {exc}"
+        info.error = _failure(exc)
     return info
 
 
 def _register_recipe_plugin(manager: pluggy.PluginManager, spec: str, base_dir: Path) -> PluginInfo:
     """``spec`` is a path to a ``.py`` file (relative to the recipe) or a module name."""
-    if spec.endswith(".py") or "/" in spec or "\\" in spec:
+    if is_plugin_file(spec):
         path = (base_dir / spec).resolve()
         if not path.is_file():
             raise PluginError(f"plugin file not found: {path} (listed in the recipe's plugins: as '{spec}')")
@@ -111,8 +144,8 @@ def _register_recipe_plugin(manager: pluggy.PluginManager, spec: str, base_dir: 
         name = spec
         try:
             module = importlib.import_module(spec)
-        except Exception as exc:
-            raise PluginError(f"plugin module '{spec}' failed to import: {type(exc).__name__}: {exc}") from exc
+        except (Exception, *_ESCAPES) as exc:
+            raise PluginError(f"plugin module '{spec}' failed to import: {_failure(exc)}") from exc
         location = getattr(module, "__file__", None) or spec
     if manager.is_registered(module) or manager.has_plugin(name):
         return PluginInfo(name, "recipe", location)
@@ -136,9 +169,9 @@ def _import_file(path: Path) -> ModuleType:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, *_ESCAPES) as exc:
         del sys.modules[module_name]
-        raise PluginError(f"plugin file {path} failed to import: {type(exc).__name__}: {exc}") from exc
+        raise PluginError(f"plugin file {path} failed to import: {_failure(exc)}") from exc
     return module
 
 

@@ -59,7 +59,7 @@ class Registry:
             for impl in getattr(manager.hook, hook_name).get_hookimpls():
                 try:
                     provided = impl.function()
-                except Exception as exc:
+                except (Exception, SystemExit, KeyboardInterrupt) as exc:  # sys.exit() must not end gptf
                     raise PluginError(
                         f"plugin '{impl.plugin_name}' failed in {hook_name}(): {type(exc).__name__}: {exc}"
                     ) from exc
@@ -134,7 +134,7 @@ class Registry:
         info = self.components[kind][name]
         try:
             return info.factory(**context, **params)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise PluginError(
                 f"{kind} '{name}' (from plugin '{info.plugin}') failed to build at {where}: {type(exc).__name__}: {exc}"
             ) from exc

@@ -14,7 +14,6 @@ types and numbers that cannot fit together. This is phase two, with the plugins 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -28,9 +27,12 @@ from gptf.build.components import (
     build_scheduler,
     component_problems,
     count_parameters,
+    minimum_model_bytes,
+    model_size_problem,
     open_registry,
     reference_parameter_count,
 )
+from gptf.build.devices import total_memory
 from gptf.build.registry import Registry
 from gptf.errors import GptfError, RecipeError
 from gptf.recipe import LoadedRecipe, Recipe
@@ -111,10 +113,26 @@ def build_problems(recipe: Recipe, registry: Registry) -> list[str]:
     return problems
 
 
+def training_floor_bytes(recipe: Recipe, vocab: int) -> int:
+    """A floor on the memory training takes, by arithmetic alone (computed before the dry build,
+    which for a billion layers would itself take hours): weights, gradients and AdamW state,
+    the layers' objects, one activation per layer and the logits of a micro-batch, the step's
+    sample list, and the training text held once per copy."""
+    m, t = recipe.model, recipe.training
+    tokens = t.micro_batch * m.seq_len
+    activations = 4 * tokens * (m.n_embd * m.n_layer + vocab)
+    train = Path(recipe.data.train)
+    text = train.stat().st_size * (1 + recipe.data.augment_copies) if train.is_file() else 0
+    return minimum_model_bytes(recipe, vocab, TRAINING_BYTES_PER_PARAMETER) + activations + 8 * t.batch_size + text
+
+
 def _model_problems(recipe: Recipe, registry: Registry) -> list[str]:
     m = recipe.model
     vocab = recipe.tokenizer.vocab_size
     shape = f"(n_embd={m.n_embd}, n_head={m.n_head}, head size {m.n_embd // m.n_head}, n_layer={m.n_layer})"
+    floor = model_size_problem(recipe, vocab, training_floor_bytes(recipe, vocab), "to train")
+    if floor:
+        return [floor]
     try:
         with torch.device("meta"):
             parameters = count_parameters(build_model(recipe, registry, vocab))
@@ -128,7 +146,7 @@ def _model_problems(recipe: Recipe, registry: Registry) -> list[str]:
                 parameters = count_parameters(build_model(recipe, registry, vocab))
             except Exception as exc:
                 return [f"model: cannot be built with these shapes {shape}: {_reason(exc)}"]
-    memory = _total_memory()
+    memory = total_memory()
     needed = parameters * TRAINING_BYTES_PER_PARAMETER
     if memory is not None and needed > memory:
         return [
@@ -141,10 +159,3 @@ def _model_problems(recipe: Recipe, registry: Registry) -> list[str]:
 def _reason(exc: BaseException) -> str:
     """A GptfError already says what and where; anything else gets its type name."""
     return str(exc) if isinstance(exc, GptfError) else f"{type(exc).__name__}: {exc}"
-
-
-def _total_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None

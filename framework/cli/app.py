@@ -3,6 +3,7 @@ the friendly error handling and the common argument types."""
 
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from gptf.errors import GptfError, TrainingStopped
+from gptf.errors import GptfError, TrainingStopped, os_error_text, shown
 
 app = typer.Typer(
     name="gptf",
@@ -32,6 +34,9 @@ _options = {"debug": False}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: Errors of writing files that a person can fix (space, quota, permissions): one clear line.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
 
 @app.callback()
 def _global(
@@ -51,13 +56,29 @@ def friendly_errors(command: F) -> F:
             if _options["debug"]:
                 raise
             label = "[bold yellow]stopped:[/]" if isinstance(exc, TrainingStopped) else "[bold red]error:[/]"
-            err_console.print(f"{label} {exc}", markup=True, highlight=False, soft_wrap=True)
+            # the message is plain text: a '[' in a path or a value is not rich markup
+            err_console.print(Text.from_markup(label) + Text(f" {exc}"), highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             if _options["debug"]:
                 raise
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except OSError as exc:  # disk full, read-only folder...: say which file, not a traceback
+            if _options["debug"] or exc.errno not in WRITE_ERRNOS:
+                raise
+            message = Text.from_markup("[bold red]error:[/]") + Text(f" {os_error_text(exc)}")
+            err_console.print(message, highlight=False, soft_wrap=True)
+            raise typer.Exit(GptfError.exit_code) from None
+        except SystemExit as exc:  # sys.exit() from code gptf called (a plugin?): never a silent success
+            if _options["debug"]:
+                raise
+            message = Text.from_markup("[bold red]error:[/]") + Text(
+                f" something gptf ran (a plugin?) called sys.exit({shown(exc.code)}) and stopped the command; "
+                "run with --debug to see where"
+            )
+            err_console.print(message, highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -65,3 +86,17 @@ def friendly_errors(command: F) -> F:
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file, e.g. recipes/teacher_3m.yaml")]
 OverridesArg = Annotated[list[str] | None, typer.Argument(help="Overrides KEY=VALUE, e.g. model.positional=learned")]
 DeviceOption = Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU) | cpu | cuda | mps")]
+TrustPluginsOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-plugins",
+        help="Run the plugin code files the run's recipe names (only for a run folder you trust)",
+    ),
+]
+NoVerifyOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-verify",
+        help="Skip the sha256 check of the run's files against run.json (and load a run that has no run.json)",
+    ),
+]

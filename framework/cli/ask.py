@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gptf.cli.app import DeviceOption, app, console, err_console, friendly_errors
+from gptf.cli.app import (
+    DeviceOption,
+    NoVerifyOption,
+    TrustPluginsOption,
+    app,
+    console,
+    err_console,
+    friendly_errors,
+)
+from gptf.recipe.limits import THREADS_MAX
 
 if TYPE_CHECKING:
     from gptf.run import LoadedRun
@@ -20,7 +29,9 @@ CkptOption = Annotated[Path, typer.Option(help="Run directory, e.g. checkpoints/
 ThreadsOption = Annotated[
     int,
     typer.Option(
-        min=1, help="CPU threads (generating with a small model gains little from more, and a busy CPU slows them down)"
+        min=1,
+        max=THREADS_MAX,
+        help="CPU threads (generating with a small model gains little from more, and a busy CPU slows them down)",
     ),
 ]
 
@@ -36,11 +47,11 @@ def use_threads(threads: int) -> None:
 def generate(
     ckpt: Annotated[Path, typer.Option(help="Run directory, e.g. checkpoints/teacher_3m")],
     prompt: Annotated[list[str], typer.Option(help="Question (repeat for several)")],
-    temperature: Annotated[float | None, typer.Option(min=0.0, help="0 = greedy")] = None,
-    top_k: Annotated[int | None, typer.Option(min=0, help="0 = off")] = None,
-    top_p: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
-    repetition_penalty: Annotated[float | None, typer.Option(min=0.0)] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(min=1)] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 = greedy, else 0.001 to 100")] = None,
+    top_k: Annotated[int | None, typer.Option(help="0 = off")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Above 0, at most 1 (1 = off)")] = None,
+    repetition_penalty: Annotated[float | None, typer.Option(help="Above 0 (1 = off)")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="1 to the model's seq_len")] = None,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable): --stop 。")] = None,
     quantized: Annotated[bool, typer.Option(help="Use the int8 weights")] = False,
     show_label: Annotated[bool, typer.Option(help="Print 回答: before the answer")] = False,
@@ -54,11 +65,15 @@ def generate(
     ] = False,
     stats: Annotated[bool, typer.Option(help="Print tokens/s and first-token latency")] = False,
     device: DeviceOption = "auto",
+    trust_plugins: TrustPluginsOption = False,
+    no_verify: NoVerifyOption = False,
 ) -> None:
     """Answer prompts with a trained run."""
-    from gptf.run import load_run, sampling_settings
+    from gptf.run import check_sampling_options, load_run, sampling_settings
 
-    loaded = load_run(ckpt, quantized=quantized, device=device)
+    options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "max_new_tokens": max_new_tokens}
+    check_sampling_options({**options, "repetition_penalty": repetition_penalty, "seed": seed})
+    loaded = load_run(ckpt, quantized=quantized, device=device, trust_plugins=trust_plugins, verify=not no_verify)
     settings = sampling_settings(
         loaded.recipe, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens
     )
@@ -95,7 +110,7 @@ def eval_command(
     recall_samples: Annotated[
         int, typer.Option(min=0, help="Score a seeded sample of this many training prompts (0 = all)")
     ] = 200,
-    max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Default: the recipe's")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Default: the recipe's")] = None,
     worst: Annotated[int, typer.Option(min=0, help="Show this many worst held-out answers")] = 5,
     calibrate: Annotated[
         bool,
@@ -116,6 +131,8 @@ def eval_command(
     ] = True,
     device: DeviceOption = "auto",
     threads: ThreadsOption = 1,
+    trust_plugins: TrustPluginsOption = False,
+    no_verify: NoVerifyOption = False,
 ) -> None:
     """Score a run: answer every prompt greedily, compare with the reference answers."""
     use_threads(threads)
@@ -130,7 +147,7 @@ def eval_command(
     from gptf.run import load_run, sampling_settings
     from gptf.train.run_files import write_json
 
-    run = load_run(ckpt, quantized=quantized, device=device)
+    run = load_run(ckpt, quantized=quantized, device=device, trust_plugins=trust_plugins, verify=not no_verify)
     recipe = run.recipe
     settings = sampling_settings(recipe, max_new_tokens=max_new_tokens, temperature=0.0, top_k=0, top_p=1.0)
     if apply and not calibrate:
@@ -235,10 +252,12 @@ def calibrate_run(run: LoadedRun, max_new_tokens: int, *, apply: bool, max_decli
     console.print(f"calibration written to {target}", highlight=False)
     if apply:
         from gptf.recipe import read_recipe_file
+        from gptf.train.fingerprints import refresh_fingerprint
 
         data = read_recipe_file(run.files.recipe)
         data.setdefault("generation", {})["answer_filter"] = chosen
         write_yaml(run.files.recipe, data)
+        refresh_fingerprint(run.files, run.files.recipe)  # a change made on purpose, not corruption
         console.print(f"applied: {run.files.recipe} now has generation.answer_filter: {_flow(chosen)}")
 
 
@@ -253,21 +272,27 @@ def _flow(spec: object) -> str:
 @friendly_errors
 def chat(
     ckpt: CkptOption,
-    temperature: Annotated[float | None, typer.Option(min=0.0, help="0 = greedy (default: the recipe's)")] = None,
-    top_k: Annotated[int | None, typer.Option(min=0, help="0 = off")] = None,
-    top_p: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(min=1)] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="0 = greedy, else 0.001 to 100 (default: the recipe's)")
+    ] = None,
+    top_k: Annotated[int | None, typer.Option(help="0 = off")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Above 0, at most 1 (1 = off)")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="1 to the model's seq_len")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed for sampling")] = None,
     quantized: Annotated[bool, typer.Option(help="Use the int8 weights")] = False,
     device: DeviceOption = "auto",
     threads: ThreadsOption = 1,
+    trust_plugins: TrustPluginsOption = False,
+    no_verify: NoVerifyOption = False,
 ) -> None:
     """Chat with a trained run in the terminal (/help lists the commands)."""
     use_threads(threads)
-    from gptf.run import load_run, sampling_settings
+    from gptf.run import check_sampling_options, load_run, sampling_settings
     from gptf.tools.chat import ChatSession, chat_loop
 
-    run = load_run(ckpt, quantized=quantized, device=device)
+    options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "max_new_tokens": max_new_tokens}
+    check_sampling_options({**options, "seed": seed})
+    run = load_run(ckpt, quantized=quantized, device=device, trust_plugins=trust_plugins, verify=not no_verify)
     settings = sampling_settings(
         run.recipe, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens
     )
@@ -286,13 +311,15 @@ def serve(
     quantized: Annotated[bool, typer.Option(help="Use the int8 weights")] = False,
     device: DeviceOption = "auto",
     threads: ThreadsOption = 1,
+    trust_plugins: TrustPluginsOption = False,
+    no_verify: NoVerifyOption = False,
 ) -> None:
     """A web page for the class: chat, sampling sliders, every token with its probability."""
     use_threads(threads)
     from gptf.run import load_run
     from gptf.tools.serve import ChatService, example_questions, is_loopback, make_server
 
-    run = load_run(ckpt, quantized=quantized, device=device)
+    run = load_run(ckpt, quantized=quantized, device=device, trust_plugins=trust_plugins, verify=not no_verify)
     server = make_server(ChatService(run, example_questions(run)), host, port, console)
     bound_host, bound_port = server.server_address[:2]
     shown = "127.0.0.1" if bound_host in ("0.0.0.0", "::") else bound_host

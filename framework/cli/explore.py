@@ -13,7 +13,16 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from gptf.cli.app import OverridesArg, RecipeArg, app, console, err_console, friendly_errors
+from gptf.cli.app import (
+    NoVerifyOption,
+    OverridesArg,
+    RecipeArg,
+    TrustPluginsOption,
+    app,
+    console,
+    err_console,
+    friendly_errors,
+)
 
 plugin_app = typer.Typer(help="Check a plugin against the component contracts.", no_args_is_help=True)
 app.add_typer(plugin_app, name="plugin")
@@ -44,12 +53,14 @@ def attention(
     prompt: Annotated[str, typer.Option(help="The question to look at")],
     out: Annotated[Path | None, typer.Option(help="Output folder [default: <ckpt>/attention]")] = None,
     answer: Annotated[bool, typer.Option(help="Also include the model's greedy answer")] = False,
+    trust_plugins: TrustPluginsOption = False,
+    no_verify: NoVerifyOption = False,
 ) -> None:
     """Save heatmaps of every layer's attention, one per head, for a prompt."""
     from gptf.run import load_run
     from gptf.tools.insight import attention_maps, ids_table, save_attention
 
-    run = load_run(ckpt)
+    run = load_run(ckpt, trust_plugins=trust_plugins, verify=not no_verify)
     maps = attention_maps(run, prompt, with_answer=answer)
     table, _ = ids_table(run.tokenizer, maps.ids)  # the heatmaps' rows and columns, in order
     console.print(table)
@@ -66,11 +77,12 @@ def tokenize(
     ckpt: Annotated[Path | None, typer.Option(help="Use this run's tokenizer")] = None,
     recipe: Annotated[Path | None, typer.Option(help="Use this recipe's tokenizer")] = None,
     as_prompt: Annotated[bool, typer.Option(help="Show it as the model sees a question (<bos>用户:...助手:)")] = False,
+    trust_plugins: TrustPluginsOption = False,
 ) -> None:
     """Show the tokens of a text: each token, its id and the bytes it stands for."""
     from gptf.tools.insight import load_tokenizer, tokens_table
 
-    tokenizer = load_tokenizer(ckpt, recipe, err_console)
+    tokenizer = load_tokenizer(ckpt, recipe, err_console, trust_plugins=trust_plugins)
     table, summary = tokens_table(tokenizer, text, as_prompt=as_prompt)
     console.print(table)
     console.print(summary, highlight=False)

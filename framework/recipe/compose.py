@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gptf.errors import RecipeError
+from gptf.errors import RecipeError, clip, shown
 from gptf.recipe.schema import LoadedRecipe
 from gptf.recipe.structure import structure_recipe
 from gptf.recipe.yaml_file import parse_yaml, read_recipe_file
@@ -39,13 +39,18 @@ def deep_merge(base: Any, override: Any, *, top: bool = True) -> Any:
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"model.norm=layernorm"`` -> (["model", "norm"], "layernorm"); value read as YAML."""
+    shown_text = clip(text, 60)  # an override may be long: messages show its start
     if "=" not in text:
-        raise RecipeError("command line", [f"override '{text}' must look like KEY=VALUE (e.g. training.max_steps=300)"])
+        raise RecipeError(
+            "command line", [f"override '{shown_text}' must look like KEY=VALUE (e.g. training.max_steps=300)"]
+        )
     key, _, raw = text.partition("=")
     parts = key.strip().split(".")
     if not key.strip() or any(not p or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in parts):
-        raise RecipeError("command line", [f"override '{text}': '{key}' is not a key path like model.n_layer"])
-    value = parse_yaml(raw, f"override '{text}'") if raw.strip() else ""
+        raise RecipeError(
+            "command line", [f"override '{shown_text}': '{clip(key, 60)}' is not a key path like model.n_layer"]
+        )
+    value = parse_yaml(raw, f"override '{shown_text}'") if raw.strip() else ""
     return parts, value
 
 
@@ -76,7 +81,7 @@ def resolve_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, An
     if parent is None:
         return data, [path]
     if not isinstance(parent, str):
-        raise RecipeError(str(path), [f"extends: expected a path to another recipe, got {parent!r}"])
+        raise RecipeError(str(path), [f"extends: expected a path to another recipe, got {shown(parent)}"])
     parent_path = (path.parent / parent).resolve()
     if not parent_path.is_file():
         raise RecipeError(str(path), [f"extends: file not found: {parent_path}"])

@@ -17,9 +17,13 @@ import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
-from gptf.errors import RecipeError, did_you_mean
+from gptf.errors import RecipeError, did_you_mean, shown
+from gptf.recipe.limits import INT64_MAX, LAYERS_MAX, SEED_RANGE, THREADS_MAX, int_problem, sampling_problems
 from gptf.recipe.schema import ComponentSpec, Recipe
 from gptf.recipe.value_types import fits, type_name
+
+#: A recipe's name is a folder name (checkpoints/<name>): one plain name, never '.' or '..'.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}")
 
 
 def _make_converter() -> cattrs.Converter:
@@ -28,7 +32,7 @@ def _make_converter() -> cattrs.Converter:
     def strict(kind: type) -> None:
         def hook(value: Any, _: type) -> Any:
             if not fits(value, kind):
-                raise TypeError(f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+                raise TypeError(f"expected {kind.__name__}, got {type(value).__name__} {shown(value)}")
             return kind(value)
 
         converter.register_structure_hook(kind, hook)
@@ -44,7 +48,7 @@ def _make_converter() -> cattrs.Converter:
             if not all(isinstance(k, str) for k in params):
                 raise TypeError("component parameter names must be strings")
             return ComponentSpec(value["name"], params)
-        raise TypeError(f"expected a component name or {{name: ..., <parameters>}}, got {value!r}")
+        raise TypeError(f"expected a component name or {{name: ..., <parameters>}}, got {shown(value)}")
 
     def unstructure_spec(spec: ComponentSpec) -> Any:
         return {"name": spec.name, **spec.params} if spec.params else spec.name
@@ -129,6 +133,9 @@ def check_shapes(recipe: Recipe) -> list[str]:
     }
     problems += [f"{k}: must be > 0, got {v}" for k, v in positive.items() if v <= 0]
     problems += [f"{key}: must be a finite number, got {value}" for key, value in _non_finite(recipe)]
+    problems += [f"{key}: {problem}" for key, problem in _int_problems(recipe)]
+    if m.n_layer > LAYERS_MAX:
+        problems.append(f"model.n_layer: must be at most {LAYERS_MAX}, got {shown(m.n_layer)}")
     if m.n_head > 0 and m.n_embd % m.n_head:
         problems.append(f"model.n_embd: {m.n_embd} is not divisible by model.n_head={m.n_head}")
     if m.n_kv_head is not None and (m.n_kv_head <= 0 or (m.n_head > 0 and m.n_head % m.n_kv_head)):
@@ -147,19 +154,36 @@ def check_shapes(recipe: Recipe) -> list[str]:
         problems.append(f"data.augment_copies: must be >= 0, got {recipe.data.augment_copies}")
     if t.save_interval < 0:
         problems.append(f"training.save_interval: must be >= 0, got {t.save_interval}")
-    if t.threads is not None and t.threads <= 0:
-        problems.append(f"training.threads: must be > 0, got {t.threads}")
+    if t.threads is not None and not 0 < t.threads <= THREADS_MAX:
+        problems.append(f"training.threads: must be from 1 to {THREADS_MAX}, got {shown(t.threads)}")
     if recipe.tokenizer.vocab_size < 260 and recipe.tokenizer.type.name == "byte_bpe":
         problems.append("tokenizer.vocab_size: byte-level BPE needs at least 256 bytes + 4 specials = 260")
-    if g.temperature < 0:
-        problems.append(f"generation.temperature: must be >= 0, got {g.temperature}")
-    if g.top_k < 0:
-        problems.append(f"generation.top_k: must be >= 0 (0 = off), got {g.top_k}")
-    if not 0 < g.top_p <= 1:
-        problems.append(f"generation.top_p: must be in (0, 1], got {g.top_p}")
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", recipe.name):
-        problems.append(f"name: '{recipe.name}' may only use letters, digits, '_', '-' and '.'")
+    sampling = {"temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p, "max_new_tokens": g.max_new_tokens}
+    # (no seq_len bound here: a recipe's default of 64 new tokens is simply cut to what fits a
+    # small model; a number typed for one answer, --max-new-tokens, is held to seq_len)
+    wrong = sampling_problems(sampling)
+    problems += [f"generation.{key}: {problem}" for key, problem in wrong.items()]
+    if not NAME_PATTERN.fullmatch(recipe.name):
+        problems.append(
+            f"name: {shown(recipe.name)} may only use letters, digits, '_', '-' and '.' (it is a folder name: "
+            "at most 100 characters, not starting with '.' or '-')"
+        )
     return problems
+
+
+def _int_problems(recipe: Recipe) -> list[tuple[str, str]]:
+    """Whole numbers beyond what a 64-bit integer holds (and the seed's own range)."""
+    found = []
+    for section in ("model", "training", "generation", "data", "tokenizer"):
+        config = getattr(recipe, section)
+        for field in attrs.fields(type(config)):
+            value = getattr(config, field.name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                low, high = SEED_RANGE if (section, field.name) == ("training", "seed") else (-INT64_MAX - 1, INT64_MAX)
+                problem = int_problem(value, low, high)
+                if problem:
+                    found.append((f"{section}.{field.name}", problem))
+    return found
 
 
 def _non_finite(recipe: Recipe) -> list[tuple[str, float]]:

@@ -13,6 +13,8 @@ import types
 import typing
 from typing import Any
 
+from gptf.errors import shown
+
 
 def fits(value: Any, annotation: Any) -> bool:
     """True when ``value`` (from YAML) is acceptable for the type hint ``annotation``."""
@@ -50,4 +52,4 @@ def type_problem(value: Any, annotation: Any) -> str | None:
     """A short message if ``value`` does not fit ``annotation``, else None."""
     if fits(value, annotation):
         return None
-    return f"expected {type_name(annotation)}, got {type(value).__name__} {value!r}"
+    return f"expected {type_name(annotation)}, got {type(value).__name__} {shown(value)}"

@@ -13,8 +13,10 @@ from collections.abc import Callable
 import attrs
 from rich.console import Console
 
-from gptf.errors import GptfError
+from gptf.data import BROKEN_TEXT_HINT
+from gptf.errors import GptfError, shown
 from gptf.generate import Generator, SamplingSettings
+from gptf.recipe.limits import sampling_problems
 from gptf.tools.conversation import Turn, conversation_ids
 
 PROMPT = "你> "
@@ -27,6 +29,14 @@ commands (命令):
   /settings    show the current settings
   /help        this help
   /quit        leave (also Ctrl+D)"""
+
+
+#: The /commands that change a sampling setting: command -> (setting, number type).
+SETTINGS: dict[str, tuple[str, Callable[[str], float]]] = {
+    "/temp": ("temperature", float),
+    "/topk": ("top_k", int),
+    "/topp": ("top_p", float),
+}
 
 
 class CommandError(ValueError):
@@ -77,23 +87,15 @@ class ChatSession:
             return "conversation cleared (对话已清空)"
         if name == "/settings":
             return self.describe()
-        if name == "/temp":
-            value = parse_number(name, argument, float)
-            if value < 0:
-                raise CommandError("/temp: the temperature must be 0 or more (0 = greedy)")
-            self.settings = attrs.evolve(self.settings, temperature=value)
-        elif name == "/topk":
-            value = parse_number(name, argument, int)
-            if value < 0:
-                raise CommandError("/topk: k must be 0 (off) or more")
-            self.settings = attrs.evolve(self.settings, top_k=value)
-        elif name == "/topp":
-            value = parse_number(name, argument, float)
-            if not 0 < value <= 1:
-                raise CommandError("/topp: p must be above 0 and at most 1 (1 = off)")
-            self.settings = attrs.evolve(self.settings, top_p=value)
-        else:
-            raise CommandError(f"unknown command {name}; type /help for the list")
+        setting = SETTINGS.get(name)
+        if setting is None:
+            raise CommandError(f"unknown command {shown(name, 40)}; type /help for the list")
+        key, kind = setting
+        value = parse_number(name, argument, kind)
+        problem = sampling_problems({key: value}, seq_len=self.generator.config.seq_len).get(key)
+        if problem:  # the same rules as --temperature, the recipe and gptf serve
+            raise CommandError(f"{name}: {problem}")
+        self.settings = attrs.evolve(self.settings, **{key: value})
         return self.describe()
 
     def describe(self) -> str:
@@ -110,8 +112,9 @@ def parse_number(name: str, text: str, kind: Callable[[str], float]) -> float:
         raise CommandError(f"{name} needs a number, e.g. {name} {'20' if kind is int else '0.7'}")
     try:
         return kind(text)
-    except ValueError:
-        raise CommandError(f"{name}: '{text}' is not a {'whole number' if kind is int else 'number'}") from None
+    except ValueError:  # also a number past Python's 4,300-digit limit
+        noun = "whole number" if kind is int else "number"
+        raise CommandError(f"{name}: {shown(text, 40)} is not a {noun} gptf can use") from None
 
 
 def chat_loop(session: ChatSession, console: Console, read: Callable[[str], str] = input) -> None:
@@ -125,6 +128,9 @@ def chat_loop(session: ChatSession, console: Console, read: Callable[[str], str]
         except EOFError:  # Ctrl+D, or the end of piped input
             console.print()
             break
+        except UnicodeDecodeError:  # the terminal sent bytes that are not UTF-8
+            console.print(f"that line could not be read: {BROKEN_TEXT_HINT}", style="red", markup=False)
+            continue
         except KeyboardInterrupt:  # Ctrl+C at the prompt
             console.print()
             break

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from gptf.data import format_prompt
+from gptf.data import BROKEN_TEXT_HINT, format_prompt, has_broken_character
 from gptf.errors import GptfError
 from gptf.interfaces import Tokenizer
 
@@ -51,6 +51,10 @@ def conversation_ids(
     """Token ids for the model, dropping the oldest turns until ``answer_room`` tokens are left."""
     if not question.strip():
         raise GptfError("the question is empty")
+    if has_broken_character(question):
+        raise GptfError(f"the question cannot be answered: {BROKEN_TEXT_HINT}")
+    if any(has_broken_character(turn.user + turn.assistant) for turn in history):
+        raise GptfError(f"an earlier turn of the conversation cannot be read: {BROKEN_TEXT_HINT}")
     history = list(history)
     while True:
         ids = [tokenizer.bos_id, *tokenizer.encode(format_conversation(history, question))]

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gptf.data import format_prompt
+from gptf.data import BROKEN_TEXT_HINT, format_prompt, has_broken_character
 from gptf.errors import CheckpointError, GptfError
 from gptf.interfaces import SPECIAL_TOKENS, Tokenizer
 from gptf.plots import PLOTS_HINT, chinese_font, plots_available, save_attention_heatmaps
@@ -57,6 +57,8 @@ def token_rows(tokenizer: Tokenizer, ids: list[int]) -> list[TokenRow]:
 
 def tokens_table(tokenizer: Tokenizer, text: str, as_prompt: bool = False) -> tuple[Table, str]:
     """The table for ``gptf tokenize`` and a one-line summary."""
+    if has_broken_character(text):
+        raise GptfError(f"the text cannot be split into tokens: {BROKEN_TEXT_HINT}")
     if as_prompt:  # exactly what the model sees before it answers
         ids = [tokenizer.bos_id, *tokenizer.encode(format_prompt(text))]
     else:
@@ -84,8 +86,11 @@ def ids_table(tokenizer: Tokenizer, ids: list[int]) -> tuple[Table, int]:
     return table, partial
 
 
-def load_tokenizer(ckpt: Path | None, recipe: Path | None, console: Console) -> Tokenizer:
-    """The tokenizer of a run directory, or of a recipe (trained and saved first if needed)."""
+def load_tokenizer(
+    ckpt: Path | None, recipe: Path | None, console: Console, *, trust_plugins: bool = False
+) -> Tokenizer:
+    """The tokenizer of a run directory, or of a recipe (trained and saved first if needed).
+    A run's plugin code files are refused unless ``trust_plugins`` (as in :func:`gptf.run.load_run`)."""
     if (ckpt is None) == (recipe is None):
         raise GptfError("give exactly one of --ckpt DIR (a trained run) or --recipe FILE")
     from gptf.build.components import new_tokenizer, open_registry, registry_for
@@ -96,6 +101,9 @@ def load_tokenizer(ckpt: Path | None, recipe: Path | None, console: Console) -> 
         files = RunFiles(ckpt)
         files.require()
         loaded_recipe = recipe_from_dict(read_recipe_file(files.recipe), str(files.recipe))
+        from gptf.run import refuse_untrusted_plugins
+
+        refuse_untrusted_plugins(loaded_recipe, files, trust_plugins)
         tokenizer = new_tokenizer(loaded_recipe, open_registry(loaded_recipe.plugins, files.root))
         try:
             tokenizer.load(files.tokenizer)

@@ -86,7 +86,7 @@ def held_out_file(recipe: Recipe) -> str:
 
 def score_run(run_dir: Path, recipe: Recipe, path: str, device: str) -> SplitReport:
     """Answer ``path`` greedily with the run in ``run_dir``, decoding as ``recipe`` says."""
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, trust_plugins=True)  # runs of the recipe being trained: its plugins
     from gptf.build.components import build_constraints
     from gptf.generate import Generator
 

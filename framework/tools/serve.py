@@ -17,10 +17,19 @@ Why the standard library and not a web framework: three routes and JSON are all 
 needs, and ``http.server`` needs no install. Safety for a classroom:
 
 * it listens on 127.0.0.1 (this computer only) unless ``--host`` says otherwise;
-* a request body, a question and the history are bounded, every number is range-checked;
+* a request body, a question and the history are bounded, every number is range-checked by
+  the rules the recipe and the command line use (:mod:`gptf.recipe.limits`); anything
+  malformed gets a 4xx JSON answer, never a dropped connection;
+* no other web site can use it through a visitor's browser: a POST must say
+  ``Content-Type: application/json`` (a cross-site form cannot), the ``Host`` must be this
+  server (not a DNS-rebinding name) and an ``Origin``, when sent, must be this server too;
+* a burst of a whole class is queued (a listen backlog of :data:`LISTEN_BACKLOG`, one thread
+  per connection), and clients that half-close their socket after the request get answered;
 * the server keeps no conversation state: the page sends the history with each question,
   so students never see each other's chats. Answers are computed one at a time under a
-  lock (each gets the whole CPU, and the model is never used by two threads at once).
+  lock (each gets the whole CPU, and the model is never used by two threads at once);
+* request lines are logged as plain text with control characters escaped, so a client can
+  neither forge log lines nor send escape sequences to the teacher's terminal.
 """
 
 from __future__ import annotations
@@ -29,7 +38,9 @@ import codecs
 import ipaddress
 import json
 import math
+import socket
 import threading
+from email.message import Message
 from functools import lru_cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,9 +50,12 @@ from typing import Any
 
 import attrs
 from rich.console import Console
+from rich.text import Text
 
+from gptf.data import BROKEN_TEXT_HINT, has_broken_character
 from gptf.errors import GptfError
 from gptf.generate import Generation, SamplingSettings
+from gptf.recipe.limits import is_number, is_whole, sampling_problems
 from gptf.run import LoadedRun
 from gptf.tools.conversation import Turn, conversation_ids
 
@@ -49,6 +63,9 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_QUESTION_CHARS = 200
 MAX_HISTORY_TURNS = 20
 MAX_TURN_CHARS = 600
+#: Connections the operating system queues while every answer waits its turn (the standard
+#: library's 5 made a class of 100 wait up to half a minute, or be refused).
+LISTEN_BACKLOG = 128
 
 
 class BadRequest(ValueError):
@@ -64,15 +81,12 @@ class ChatRequest:
     seed: int | None
 
 
-def _number(body: dict[str, Any], key: str, default: float, low: float, high: float, kind: type = float) -> Any:
-    value = body.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadRequest(f"{key} must be a number")
-    if kind is int and value != int(value):
-        raise BadRequest(f"{key} must be a whole number")
-    if not low <= value <= high:
-        raise BadRequest(f"{key} must be between {low:g} and {high:g}, got {value:g}")
-    return kind(value)
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"{what} must be a string")
+    if has_broken_character(value):
+        raise BadRequest(f"{what} cannot be answered: {BROKEN_TEXT_HINT}")
+    return value
 
 
 def parse_chat_request(body: Any, defaults: SamplingSettings, max_tokens: int) -> ChatRequest:
@@ -84,6 +98,7 @@ def parse_chat_request(body: Any, defaults: SamplingSettings, max_tokens: int) -
         raise BadRequest("question must be a non-empty string")
     if len(question) > MAX_QUESTION_CHARS:
         raise BadRequest(f"the question is {len(question)} characters long; at most {MAX_QUESTION_CHARS}")
+    _text(question, "the question")
     raw_history = body.get("history", [])
     if not isinstance(raw_history, list) or len(raw_history) > MAX_HISTORY_TURNS:
         raise BadRequest(f"history must be a list of at most {MAX_HISTORY_TURNS} turns")
@@ -93,18 +108,29 @@ def parse_chat_request(body: Any, defaults: SamplingSettings, max_tokens: int) -
             raise BadRequest('each history turn must be {"user": "...", "assistant": "..."}')
         if len(turn["user"]) + len(turn["assistant"]) > MAX_TURN_CHARS:
             raise BadRequest(f"a history turn is longer than {MAX_TURN_CHARS} characters")
-        history.append(Turn(turn["user"], turn["assistant"]))
+        history.append(Turn(_text(turn["user"], "a history turn"), _text(turn["assistant"], "a history turn")))
+    values = {
+        "max_new_tokens": body.get("max_new_tokens", defaults.max_new_tokens),
+        "temperature": body.get("temperature", defaults.temperature),
+        "top_k": body.get("top_k", defaults.top_k),
+        "top_p": body.get("top_p", defaults.top_p),
+        "repetition_penalty": body.get("repetition_penalty", 1.0),
+        "seed": body.get("seed"),
+    }
+    for key, value in values.items():
+        if value is not None and not is_number(value):
+            raise BadRequest(f"{key} must be a number" + (" or null" if key == "seed" else ""))
+    problems = sampling_problems(values, seq_len=max_tokens)  # the rules of the recipe and the command line
+    if problems:
+        raise BadRequest("; ".join(f"{key} {problem}" for key, problem in problems.items()))
     settings = SamplingSettings(
-        max_new_tokens=_number(body, "max_new_tokens", defaults.max_new_tokens, 1, max_tokens, int),
-        temperature=_number(body, "temperature", defaults.temperature, 0.0, 5.0),
-        top_k=_number(body, "top_k", defaults.top_k, 0, 10_000, int),
-        top_p=_number(body, "top_p", defaults.top_p, 0.01, 1.0),
+        max_new_tokens=int(values["max_new_tokens"]),
+        temperature=float(values["temperature"]),
+        top_k=int(values["top_k"]),
+        top_p=float(values["top_p"]),
     )
-    seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
-        raise BadRequest("seed must be a whole number >= 0, or null")
-    penalty = _number(body, "repetition_penalty", 1.0, 1.0, 3.0)
-    return ChatRequest(question.strip(), history, settings, penalty, seed)
+    seed = int(values["seed"]) if is_whole(values["seed"]) else None
+    return ChatRequest(question.strip(), history, settings, float(values["repetition_penalty"]), seed)
 
 
 def token_view(tokenizer: Any, generation: Generation) -> list[dict[str, Any]]:
@@ -211,15 +237,72 @@ def page_html() -> bytes:
 
 
 class ChatHandler(BaseHTTPRequestHandler):
-    """One HTTP request. ``service`` and ``console`` are set on a subclass by :func:`make_server`."""
+    """One HTTP request. ``service``, ``console`` and ``names`` (the host names this server
+    answers to) are set on a subclass by :func:`make_server`."""
 
     service: ChatService
     console: Console
+    names: frozenset[str]
     server_version = "gptf"
     sys_version = ""
     timeout = 30  # seconds a client may take to send its request
 
     def do_GET(self) -> None:
+        self._answer(self._get)
+
+    def do_POST(self) -> None:
+        self._answer(self._post)
+
+    def _answer(self, route: Any) -> None:
+        """Refuse what another web site could send through a visitor's browser, then route;
+        an unexpected failure is a 500 JSON answer and a log line, never a dropped connection."""
+        try:
+            refusal = self._foreign_request()
+            if refusal is not None:
+                self.close_connection = True
+                self._send_json(*refusal)
+                return
+            route()
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True  # the client went away: nobody to answer
+        except Exception as exc:
+            self.log_error("internal error: %s: %s", type(exc).__name__, exc)
+            self.close_connection = True
+            self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error ({type(exc).__name__})"})
+
+    def _foreign_request(self) -> tuple[HTTPStatus, dict[str, str]] | None:
+        host = self.headers.get("Host")
+        if host is None or not self._is_own_host(host):
+            return HTTPStatus.BAD_REQUEST, {"error": f"Host {host!r} is not this server"}
+        origin = self.headers.get("Origin")
+        if origin is not None and origin.lower() != f"http://{host}".lower():
+            return HTTPStatus.FORBIDDEN, {"error": f"requests from {origin!r} are not allowed (only from this page)"}
+        if self.command == "POST":
+            message = Message()
+            message["Content-Type"] = self.headers.get("Content-Type", "")
+            if message.get_content_type() != "application/json":
+                refused = "send the request as Content-Type: application/json"
+                return HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": refused}
+        return None
+
+    def _is_own_host(self, value: str) -> bool:
+        """``Host`` names this server: an IP address (a DNS-rebinding page cannot have one) or
+        one of its own names, with the port it listens on."""
+        name, port = split_host(value)
+        own_port = self.server.server_address[1]
+        if port is None:
+            port = 80
+        if port != own_port:
+            return False
+        if name in self.names:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
+
+    def _get(self) -> None:
         path = self.path.split("?", 1)[0]
         if path in ("/", "/index.html"):
             self._send(HTTPStatus.OK, page_html(), "text/html; charset=utf-8")
@@ -228,7 +311,7 @@ class ChatHandler(BaseHTTPRequestHandler):
         else:
             self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no page {path}"})
 
-    def do_POST(self) -> None:
+    def _post(self) -> None:
         if self.path.split("?", 1)[0] != "/api/chat":
             self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no endpoint {self.path}"})
             return
@@ -242,8 +325,10 @@ class ChatHandler(BaseHTTPRequestHandler):
             return
         try:
             body = json.loads(self.rfile.read(length).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            self._send_json(HTTPStatus.BAD_REQUEST, {"error": f"the request body is not UTF-8 JSON ({exc})"})
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            # ValueError: bad JSON, or a number of more than 4,300 digits; RecursionError: [[[[...
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+            self._send_json(HTTPStatus.BAD_REQUEST, {"error": f"the request body is not UTF-8 JSON ({reason})"})
             return
         try:
             request = parse_chat_request(body, self.service.defaults, self.service.max_tokens)
@@ -253,10 +338,19 @@ class ChatHandler(BaseHTTPRequestHandler):
             return
         self._send_json(HTTPStatus.OK, reply)
 
-    def _send_json(self, status: HTTPStatus, data: Any) -> None:
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's own refusals (a malformed request line, too-long headers...), as JSON."""
+        short = self.responses.get(code, ("error",))[0]
+        self.log_error("code %d, message %s", code, message)
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # an unreadable request line: answer with a status line anyway
+            self.request_version = "HTTP/1.0"
+        self._send_json(code, {"error": message or short})
+
+    def _send_json(self, status: int, data: Any) -> None:
         self._send(status, json.dumps(data, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8")
 
-    def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -265,20 +359,51 @@ class ChatHandler(BaseHTTPRequestHandler):
         self.send_header(
             "Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
         )
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
-        self.console.print(f"[dim]{self.address_string()} {format % args}[/]", highlight=False)
+        line = plain_text(f"{self.address_string()} {format % args}")
+        self.console.print(Text(line, style="dim"), highlight=False)
+
+
+def plain_text(text: str) -> str:
+    """``text`` with every control character (newlines, escape sequences) written as ``\\x1b``."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def split_host(value: str) -> tuple[str, int | None]:
+    """``"LocalHost:7860"`` -> ``("localhost", 7860)``; ``"[::1]:80"`` -> ``("::1", 80)``; a bad port -> -1."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, _, rest = value[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else None
+    elif value.count(":") == 1:
+        name, _, port_text = value.partition(":")
+    else:
+        name, port_text = value, None
+    if port_text is None:
+        return name.rstrip("."), None
+    return name.rstrip("."), int(port_text) if port_text.isdigit() and len(port_text) <= 5 else -1
+
+
+class ChatServer(ThreadingHTTPServer):
+    """One thread per connection, and a real listen backlog for a burst of a whole class."""
+
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
 
 
 def make_server(service: ChatService, host: str, port: int, console: Console) -> ThreadingHTTPServer:
-    handler = type("BoundChatHandler", (ChatHandler,), {"service": service, "console": console})
+    names = {"localhost", host.lower().strip("[]"), socket.gethostname().lower(), socket.getfqdn().lower()}
+    attributes = {"service": service, "console": console, "names": frozenset(names)}
+    handler = type("BoundChatHandler", (ChatHandler,), attributes)
     try:
-        server = ThreadingHTTPServer((host, port), handler)
+        server = ChatServer((host, port), handler)
     except OSError as exc:
         raise GptfError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint="try another --port") from exc
-    server.daemon_threads = True
     return server
 
 

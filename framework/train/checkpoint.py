@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import pickle
 import random
@@ -41,8 +42,9 @@ import attrs
 import torch
 import yaml
 
-from gptf.errors import CheckpointError
-from gptf.train.run_files import file_sha256, load_weights, save_weights
+from gptf.errors import CheckpointError, RecipeError, shown
+from gptf.recipe import parse_yaml
+from gptf.train.run_files import file_sha256, load_weights, save_torch_bytes, save_weights
 
 STATE_DIR = "state"
 MANIFEST = "manifest.json"
@@ -156,17 +158,17 @@ def _write_payload(
 
 
 def _save_torch(obj: Any, path: Path) -> None:
-    with open(path, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
+    _write_synced(path, save_torch_bytes(obj))
 
 
 def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(path, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:  # a failed write does not say which file: say it
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
 
 def _fsync_dir(path: Path) -> None:
@@ -307,11 +309,14 @@ def load_torch_file(path: Path) -> Any:
 
 
 def read_recipe(checkpoint: Checkpoint) -> dict[str, Any]:
+    """The recipe a checkpoint was saved with, read as safely as any recipe (no alias bombs)."""
     path = checkpoint.file(RECIPE)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: unreadable recipe ({exc})") from exc
+    except RecipeError as exc:
+        raise CheckpointError(f"{path}: unreadable recipe ({'; '.join(exc.problems)})") from exc
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a recipe (expected a mapping of keys)")
     return data
@@ -324,8 +329,10 @@ def restore(
     optimizer: torch.optim.Optimizer,
     train_state: Any,
     metrics_path: Path | None = None,
+    max_steps: int | None = None,
 ) -> None:
-    """Load a checkpoint into freshly built objects (same recipe) so training continues exactly."""
+    """Load a checkpoint into freshly built objects (same recipe) so training continues exactly.
+    ``max_steps``: the run's; a checkpoint past it is refused (its state would make no sense)."""
     verify_files(checkpoint)
     load_weights(model, checkpoint.file(WEIGHTS))
     optimizer_state = load_torch_file(checkpoint.file(OPTIMIZER))
@@ -343,7 +350,7 @@ def restore(
             torch.cuda.set_rng_state_all(rng["cuda"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{checkpoint.file(RNG)}: not a gptf random-generator state ({exc})") from exc
-    _restore_train_state(checkpoint.file(TRAINER), train_state)
+    _restore_train_state(checkpoint.file(TRAINER), train_state, checkpoint.step, max_steps)
     if metrics_path is not None:
         metrics = checkpoint.file(METRICS)
         if metrics.is_file():
@@ -352,13 +359,38 @@ def restore(
             os.replace(tmp, metrics_path)
 
 
-def _restore_train_state(path: Path, train_state: Any) -> None:
+def _restore_train_state(path: Path, train_state: Any, step: int, max_steps: int | None) -> None:
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))["train_state"]
         names = {f.name for f in attrs.fields(type(train_state))}
         if not isinstance(saved, dict) or set(saved) != names:
             raise ValueError(f"expected the fields {sorted(names)}")
-        for name, value in saved.items():
-            setattr(train_state, name, value)
+        wrong = [f"{name}: {problem}" for name, value in saved.items() if (problem := _state_problem(name, value))]
+        if wrong:
+            raise ValueError("; ".join(wrong))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a gptf trainer state ({exc})") from exc
+    if saved["step"] != step:
+        raise CheckpointError(f"{path}: says step {saved['step']}, but its {MANIFEST} says step {step}")
+    if max_steps is not None and step > max_steps:
+        raise CheckpointError(
+            f"{path.parent}: the checkpoint is at step {step}, past training.max_steps={max_steps}",
+            hint=f"resume with training.max_steps={step} or more (and --force), or start a new run",
+        )
+    for name, value in saved.items():
+        setattr(train_state, name, value)
+
+
+def _state_problem(name: str, value: Any) -> str | None:
+    """What is wrong with one saved trainer-state field (the fields of TrainState)."""
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    number = (whole or isinstance(value, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if name in ("step", "tokens_seen"):
+        ok = whole and 0 <= value < 2**63
+        return None if ok else f"expected a whole number >= 0, got {shown(value)}"
+    if name == "elapsed_s":
+        return None if number and value >= 0 else f"expected a number >= 0, got {shown(value)}"
+    if name.endswith("loss"):  # only reported, never computed with: any float will do
+        ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        return None if ok else f"expected a number or null, got {shown(value)}"
+    return None

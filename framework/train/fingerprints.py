@@ -8,8 +8,12 @@ an error that says exactly what differs:
 * resuming (``gptf run --resume``): :func:`recipe_differences`, :func:`data_differences`,
   :func:`check_tokenizer_unchanged`;
 * continuing from a finished run (``--init-from``): :func:`tokenizer_difference`;
-* loading a run (``gptf generate``, chat, serve): :func:`check_plugin_files`,
-  :func:`check_components_present`, :func:`check_tokenizer`, :func:`check_weight_shapes`.
+* loading a run (``gptf generate``, chat, serve): :func:`read_run_record`, :func:`check_plugin_files`,
+  :func:`check_components_present`, :func:`check_tokenizer`, :func:`check_weight_shapes`,
+  and last :func:`verify_run_files`: the sha256 of every file the model is rebuilt from, as
+  recorded in ``run.json`` at the end of ``gptf run`` (:func:`run_file_fingerprints`). A
+  flipped byte, a block of NaN in the weights or ``rope`` edited to ``alibi`` in the recipe
+  is then an error, not a model that answers garbage (``--no-verify`` skips the check).
 """
 
 from __future__ import annotations
@@ -24,12 +28,74 @@ import torch
 from safetensors import SafetensorError
 
 from gptf.build.components import component_slots
+from gptf.build.plugins import is_plugin_file
 from gptf.build.registry import Registry
 from gptf.errors import CheckpointError
 from gptf.interfaces import Tokenizer
 from gptf.recipe import LoadedRecipe, Recipe
 from gptf.train.checkpoint import TOKENIZER, Checkpoint
-from gptf.train.run_files import RunFiles, file_sha256
+from gptf.train.run_files import RunFiles, file_sha256, write_json
+
+#: What to do about a run folder that cannot be verified.
+NO_VERIFY_HINT = "to load it anyway, add --no-verify (only if you know why it differs)"
+
+
+def model_files(files: RunFiles) -> list[Path]:
+    """The files a model is rebuilt from: recipe, tokenizer, weights (and int8 weights if made)."""
+    paths = [files.recipe, files.tokenizer, files.weights]
+    return [*paths, files.quantized] if files.quantized.is_file() else paths
+
+
+def run_file_fingerprints(files: RunFiles) -> dict[str, dict[str, Any]]:
+    """``{"model.safetensors": {"bytes", "sha256"}, ...}`` for run.json's ``files``."""
+    return {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in model_files(files)}
+
+
+def refresh_fingerprint(files: RunFiles, path: Path) -> None:
+    """Record ``path``'s new size and sha256 in run.json after gptf itself changed it on purpose
+    (``gptf eval --calibrate --apply`` writes the chosen answer filter into recipe.yaml)."""
+    info = files.read_info()
+    info.setdefault("files", {})[path.name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    write_json(files.info, info)
+
+
+def read_run_record(files: RunFiles, *, verify: bool = True) -> dict[str, Any]:
+    """``run.json``, checked. Without it (or without its checksums) nothing about the run can
+    be verified, so that is an error unless ``verify`` is off."""
+    if not files.info.is_file():
+        if not verify:
+            return {}
+        raise CheckpointError(
+            f"{files.root} has no {files.info.name}: the record of what the run was made with (and the checksums "
+            "of its files) is missing, so gptf cannot tell whether the files still belong together",
+            hint=NO_VERIFY_HINT,
+        )
+    info = files.read_info()
+    if verify and not info.get("files"):
+        raise CheckpointError(
+            f"{files.info} records no checksums of the run's files (a run from an older gptf?)",
+            hint=NO_VERIFY_HINT,
+        )
+    return info
+
+
+def verify_run_files(files: RunFiles, info: dict[str, Any], paths: list[Path]) -> None:
+    """Each of ``paths`` has the size and sha256 recorded in run.json at the end of the run."""
+    recorded = info.get("files") or {}
+    for path in paths:
+        record = recorded.get(path.name)
+        if record is None:
+            raise CheckpointError(f"{files.info} has no checksum for {path.name}", hint=NO_VERIFY_HINT)
+        size = path.stat().st_size
+        sha = file_sha256(path) if size == record["bytes"] else None
+        if sha != record["sha256"]:
+            found = f"sha256 {sha[:12]}…" if sha else f"{size:,} bytes"
+            expected = f"sha256 {record['sha256'][:12]}…" if sha else f"{record['bytes']:,} bytes"
+            raise CheckpointError(
+                f"{path}: changed since the run saved it ({found}, recorded in {files.info.name}: {expected}); "
+                "it may be corrupt (a bad copy or disk) or edited",
+                hint=f"copy the run folder again from where it came from; {NO_VERIFY_HINT}",
+            )
 
 
 def _plugin_record(info: dict[str, Any], name: str | None) -> dict[str, Any]:
@@ -52,7 +118,7 @@ def check_plugin_files(recipe: Recipe, info: dict[str, Any], files: RunFiles) ->
     """Before loading plugins: a plugin file the run used that is gone is named with what it provided."""
     components = info.get("components") or {}
     for spec in recipe.plugins:
-        if not (spec.endswith(".py") or "/" in spec or "\\" in spec):
+        if not is_plugin_file(spec):
             continue
         path = (files.root / spec).resolve()
         if path.is_file():

@@ -12,6 +12,11 @@
 * A NaN/inf loss stops training (the trainer raises :class:`TrainingStopped`); the last
   good checkpoint is kept and the message says where it is. Weights that are not finite
   are never saved over a good checkpoint.
+* A write that fails (disk full, quota, a folder gone read-only), whether a periodic
+  checkpoint, the metrics or the finished run's files, never loses the training:
+  :meth:`TrainingSession.rescue` saves a resumable checkpoint of the current step in the run
+  folder or, if that fails too, in a rescue folder in the system's temp folder, keeps the
+  last good checkpoint, and stops with the file that failed, why, and how to continue.
 """
 
 from __future__ import annotations
@@ -20,17 +25,19 @@ import contextlib
 import os
 import shlex
 import signal
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from rich.console import Console
 
-from gptf.errors import CheckpointError, GptfError, Interrupted, TrainingStopped
+from gptf.errors import CheckpointError, GptfError, Interrupted, SaveFailed, TrainingStopped, os_error_text
 from gptf.recipe import LoadedRecipe
 from gptf.train.checkpoint import (
     Checkpoint,
@@ -136,7 +143,14 @@ class TrainingSession:
     def _resume(self, checkpoint: Checkpoint) -> None:
         check_tokenizer_unchanged(checkpoint, self.tokenizer_path)
         t = self.trainer
-        restore(checkpoint, model=t.model, optimizer=t.optimizer, train_state=t.state, metrics_path=self.files.metrics)
+        restore(
+            checkpoint,
+            model=t.model,
+            optimizer=t.optimizer,
+            train_state=t.state,
+            metrics_path=self.files.metrics,
+            max_steps=t.config.max_steps,
+        )
         self.last_saved = checkpoint
         self.console.print(
             f"resumed from {checkpoint.path} at step {t.state.step} of {t.config.max_steps}", highlight=False
@@ -153,7 +167,9 @@ class TrainingSession:
         for number, handler in self._previous_handlers.items():
             signal.signal(number, handler)
         self._previous_handlers.clear()
-        if isinstance(exc, TrainingStopped) and not isinstance(exc, Interrupted):
+        if isinstance(exc, OSError):  # writing the metrics or a checkpoint failed (disk full...)
+            self.rescue(exc, f"training (step {self.trainer.state.step})")
+        if isinstance(exc, TrainingStopped) and not isinstance(exc, (Interrupted, SaveFailed)):
             raise TrainingStopped(f"{exc.message}\n{self._last_good_note()}", hint=exc.hint) from exc
 
     def _on_signal(self, number: int, frame: FrameType | None) -> None:
@@ -188,16 +204,7 @@ class TrainingSession:
             )
             return None
         started = time.perf_counter()
-        self.last_saved = save_checkpoint(
-            self.files.root,
-            model=t.model,
-            optimizer=t.optimizer,
-            train_state=t.state,
-            recipe=self.recipe_data,
-            tokenizer_path=self.tokenizer_path,
-            data_hashes=self.data_hashes,
-            metrics_path=self.files.metrics,
-        )
+        self.last_saved = self._save_to(self.files.root)
         self.console.print(
             f"checkpoint: step {t.state.step} -> {self.last_saved.path} ({time.perf_counter() - started:.1f}s)",
             highlight=False,
@@ -205,12 +212,65 @@ class TrainingSession:
         )
         return self.last_saved
 
+    def _save_to(self, run_dir: Path) -> Checkpoint:
+        t = self.trainer
+        return save_checkpoint(
+            run_dir,
+            model=t.model,
+            optimizer=t.optimizer,
+            train_state=t.state,
+            recipe=self.recipe_data,
+            tokenizer_path=self.tokenizer_path,
+            data_hashes=self.data_hashes,
+            metrics_path=self.files.metrics if self.files.metrics.is_file() else None,
+        )
+
+    def rescue(self, error: OSError, during: str) -> NoReturn:
+        """A write failed: keep the training (a resumable checkpoint of this step, in the run
+        folder or else a rescue folder), then stop, saying what failed and how to continue."""
+        t = self.trainer
+        reason = os_error_text(error)
+        kept: Checkpoint | None = None
+        failures: list[str] = []
+        if self.last_saved is not None and self.last_saved.step == t.state.step and self.last_saved.path.is_dir():
+            kept = self.last_saved  # this very step is already saved
+        while kept is None:
+            for place in (self.files.root, rescue_folder(self.files.root)):
+                kept = self._try_save(place, failures)
+                if kept is not None:
+                    break
+            if kept is None and not _ask_to_retry(f"{failures[-1]}: free some space and press Enter to try again"):
+                break
+        message = f"{during} failed: {reason}"
+        if kept is not None:
+            elsewhere = kept.path.parent.parent.resolve() != self.files.root.resolve()
+            message += f"\nthe training is kept: a resumable checkpoint of step {t.state.step} is in {kept.path}"
+            if elsewhere and self.last_saved is not None:
+                message += f" (the run folder still holds step {self.last_saved.step}: {self.last_saved.path})"
+            run_dir = kept.path.parent.parent if elsewhere else self.files.root
+            raise SaveFailed(
+                message, hint=f"free some space, then continue with: {resume_command(self.loaded, run_dir)}"
+            ) from error
+        listed = "; ".join(failures)
+        message += f"\nsaving a resumable checkpoint failed too ({listed})\n{self._last_good_note()}"
+        raise SaveFailed(message, hint="free some space on the disk of the run folder, then start again") from error
+
+    def _try_save(self, place: Path, failures: list[str]) -> Checkpoint | None:
+        try:
+            return self._save_to(place)
+        except OSError as exc:
+            failures.append(os_error_text(exc))
+            return None
+
     def finish(self) -> None:
         """After ``fit``: if it was stopped early, save and end the run with how to continue."""
         t = self.trainer
         if not t.stop_requested or t.state.step >= t.config.max_steps:
             return
-        saved = self.save()
+        try:
+            saved = self.save()
+        except OSError as exc:
+            self.rescue(exc, f"saving a checkpoint after the interrupt at step {t.state.step}")
         where = f"a resumable checkpoint is in {saved.path}" if saved else self._last_good_note()
         raise Interrupted(
             f"training interrupted at step {t.state.step} of {t.config.max_steps}; {where}",
@@ -230,6 +290,24 @@ class TrainingSession:
             f"the last good checkpoint (step {self.last_saved.step}) is kept in {self.last_saved.path}; "
             f"after fixing the cause, continue from it with: {resume_command(self.loaded, self.files.root)} --force"
         )
+
+
+def rescue_folder(run_dir: Path) -> Path:
+    """Where a checkpoint goes when the run folder's disk is full: the system's temp folder."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(tempfile.gettempdir()) / f"gptf-rescue-{Path(run_dir).resolve().name}-{stamp}-{os.getpid()}"
+
+
+def _ask_to_retry(question: str) -> bool:
+    """At a terminal, offer to try a failed save again (a person can free space meanwhile)."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    try:
+        sys.stderr.write(f"{question} (Ctrl+D to give up) ")
+        sys.stderr.flush()
+        return sys.stdin.readline() != ""
+    except (OSError, KeyboardInterrupt):
+        return False
 
 
 def split_resume_argument(arguments: list[str], *, resume: bool, force: bool) -> tuple[list[str], Path | None]:

@@ -34,8 +34,8 @@ class RepetitionPenalty(DecodingConstraint):
     def __init__(
         self, tokenizer: Tokenizer, penalty: float = 1.1, skip_digits_and_punctuation: bool = True, ngram: int = 1
     ) -> None:
-        if penalty <= 0:
-            raise ValueError(f"penalty must be > 0, got {penalty}")
+        if not 0 < penalty < float("inf"):  # (NaN fails this too)
+            raise ValueError(f"penalty must be a finite number > 0, got {penalty}")
         if ngram < 1:
             raise ValueError(f"ngram must be >= 1, got {ngram}")
         self.ngram = ngram
