@@ -61,3 +61,13 @@ def model_device(model: torch.nn.Module) -> torch.device:
     for tensor in model.parameters():
         return tensor.device
     return torch.device("cpu")
+
+
+def training_precision(precision: str, device: torch.device) -> str:
+    """``training.precision`` as it will run here: ``auto`` is bf16 on a CUDA GPU that
+    supports it (the matrix units run it many times faster than fp32), else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"

@@ -4,6 +4,7 @@ the friendly error handling and the common argument types."""
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -51,6 +52,8 @@ def friendly_errors(command: F) -> F:
             if _options["debug"]:
                 raise
             label = "[bold yellow]stopped:[/]" if isinstance(exc, TrainingStopped) else "[bold red]error:[/]"
+            if os.environ.get("RANK", "0") != "0":  # one of several torchrun processes: say which
+                label = f"[dim]rank {os.environ['RANK']}:[/] {label}"
             err_console.print(f"{label} {exc}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
