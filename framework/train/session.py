@@ -180,6 +180,8 @@ class TrainingSession:
         self.trainer.stop_requested = True
         name = signal.Signals(number).name
         message = f"\n{name}: stopping after this step to save a resumable checkpoint (Ctrl+C again: quit at once)\n"
+        if not self.trainer.world.is_main:  # under torchrun every process gets the signal; rank 0 says so
+            return
         with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP): saving matters more
             os.write(2, message.encode())  # not print(): safe inside a signal handler
 

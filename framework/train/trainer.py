@@ -174,9 +174,12 @@ class Trainer:
 
     def _stop_agreed(self) -> bool:
         """Stop before the next step? Every process must decide the same (a signal may reach one
-        process of a torchrun a step before another), so a request in any one stops them all."""
-        self.stop_requested = self.world.any(self.stop_requested)
-        return self.stop_requested
+        process of a torchrun a step before another), so a request in any one stops them all.
+        Returns the agreed answer, never this process's flag: a signal may arrive meanwhile."""
+        agreed = self.world.any(self.stop_requested)
+        if agreed:
+            self.stop_requested = True  # (never set back to False: that could lose a request)
+        return agreed
 
     def fit(self, on_step: Callable[[dict[str, Any]], None] | None = None) -> TrainState:
         """Train until ``max_steps`` (or a requested stop); evaluate every ``eval_interval``."""
