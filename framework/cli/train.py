@@ -73,9 +73,10 @@ def run(
 @app.command()
 @friendly_errors
 def inspect(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
-    """Build the model without training; show each component, its plugin and parameters."""
+    """Build the model without training; show each component, its plugin and parameters, the
+    FLOPs per token and an estimate of the training memory."""
     from gptf.build.components import build_model, count_parameters, registry_for
-    from gptf.build.describe import components_table, parameter_lines
+    from gptf.build.describe import components_table, cost_lines, parameter_lines
     from gptf.recipe import load_recipe
 
     loaded = load_recipe(recipe, overrides or [])
@@ -98,7 +99,7 @@ def inspect(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     if not loaded.recipe.model.tie_embeddings:
         table.add_row("head", f"{count_parameters(model.head):,}")
     console.print(table)
-    for line in parameter_lines(loaded.recipe, model):
+    for line in parameter_lines(loaded.recipe, model) + cost_lines(loaded.recipe, model):
         console.print(line)
 
 
