@@ -158,7 +158,7 @@ def memory_step(recipe_path: Path, device: str, rows: int, tokens: int, *, bf16:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     estimate = training_memory(model, rows, tokens, bf16=bf16, checkpointing=checkpointing).total
-    out: dict[str, Any] = {"estimate_MiB": round(estimate / 2**20), "loss": round(float(loss), 4)}
+    out: dict[str, Any] = {"estimate_MiB": round(estimate / 2**20), "loss": round(loss.item(), 4)}
     if on_gpu:
         measured = torch.cuda.max_memory_allocated()
         out.update(measured_MiB=round(measured / 2**20), estimate_over_measured=round(estimate / measured, 2))
