@@ -37,7 +37,8 @@ Training memory per micro-batch
 * activation checkpointing keeps only each block's input (d values per layer) and
   recomputes one block at a time in the backward pass: L·d + (9 + 2·m)·d per token.
 
-Real use is higher by the allocator's slack and temporary buffers (roughly 10-30%).
+Real use is higher by the allocator's slack and temporary buffers; ``benchmarks/gpu_check.py``
+compares the estimate with the peak a GPU measures.
 """
 
 from __future__ import annotations
