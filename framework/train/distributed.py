@@ -28,8 +28,10 @@ How one optimizer step of ``batch_size`` samples is shared by N ranks:
 DDP normally *averages* the ranks' gradients (each rank's loss is usually its own mean).
 Ours are already divided by the global token count, so they must be *added*:
 :func:`add_gradients` is the communication hook that does that. N ranks then compute the
-same sums as one process, in a different order: the weights agree to float rounding
-(about 1e-7 per step), not bit for bit.
+same sums as one process, in a different order: the weights agree to float rounding, not
+bit for bit (measured: 8e-7 after 12 steps of the tiny test recipe; 1.5e-4 after 100 steps of
+the teacher, where one process cutting the same batches into other micro-batches differs from
+itself by 8e-5: rounding noise that AdamW's steps make grow).
 
 Only rank 0 talks and writes: it prints, logs ``metrics.jsonl``, evaluates on val, saves
 checkpoints and the run folder. A stop (Ctrl+C, SIGTERM, a NaN loss) is agreed on by all
