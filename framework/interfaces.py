@@ -249,7 +249,9 @@ class Callback:
     """Hooks into the training loop. Override only what you need.
 
     ``trainer`` is the running :class:`gptf.train.trainer.Trainer`; ``metrics`` is the dict
-    that is also written to ``metrics.jsonl``.
+    that is also written to ``metrics.jsonl``. Under torchrun every process calls the step
+    hooks (``trainer.world.is_main`` is true in rank 0 only); ``on_eval`` runs in rank 0 alone,
+    which is the process that evaluates.
     """
 
     def on_train_start(self, trainer: Any) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import attrs
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from gptf.interfaces import PositionalEncoding, mark_residual_output, residual_outputs
@@ -181,6 +182,10 @@ class GPT(nn.Module):
             # Weight sharing: the output layer scores each token by how well the final
             # hidden state matches that token's embedding. Saves V x C parameters.
             self.head.weight = self.embed.weight
+        # Activation checkpointing (the trainer sets it from training.activation_checkpointing):
+        # keep only each block's input during the forward pass and recompute the rest of the
+        # block in the backward pass: about 1/3 more compute for much less memory.
+        self.checkpoint_blocks = False
         self.apply(self._init_weights)
         # Residual output layers start smaller, so the sum of 2·n_layer residual branches stays
         # about unit size. Each layer says so itself (gptf.interfaces.mark_residual_output).
@@ -209,8 +214,14 @@ class GPT(nn.Module):
         bias = self.positional.score_bias(positions, torch.arange(start + T, device=ids.device))
         x = self.embed(ids)  # (B, T, C)
         x = self.dropout(self.positional.embed(x, positions))
+        recompute = self.checkpoint_blocks and self.training and torch.is_grad_enabled() and cache is None
         for layer, block in enumerate(self.blocks):
-            x = block(x, self.positional, positions, bias, cache, layer)
+            if recompute:
+                x = torch.utils.checkpoint.checkpoint(
+                    block, x, self.positional, positions, bias, None, layer, use_reentrant=False
+                )
+            else:
+                x = block(x, self.positional, positions, bias, cache, layer)
         if cache is not None:
             cache.advance(T)
         return self.head(self.norm(x))  # (B, T, V)

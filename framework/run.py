@@ -3,10 +3,12 @@
     load   check the recipe, resume or not, tokenizer, data      -> RunInputs
     build  the model from its components (fresh or --init-from)  -> GPT
     train  the training loop with checkpoints and signals        -> TrainState
+           (under torchrun: every process trains, see gptf.train.distributed)
     finish save weights, recipe, tokenizer, int8 weights         -> run folder
     report demo answers, val scores, run.json, summary, loss.png -> RunResult
 
-Each stage is one function below, in that order; :func:`run_recipe` calls them.
+Each stage is one function below, in that order; :func:`run_recipe` calls them. Under torchrun
+every process runs load, build and train; rank 0 alone goes on to finish and report.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from gptf.plots import report_loss_plot
 from gptf.recipe import ComponentSpec, LoadedRecipe, Recipe, read_recipe_file, recipe_from_dict, recipe_to_dict
 from gptf.recipe.limits import sampling_problems
 from gptf.train.checkpoint import Checkpoint
+from gptf.train.distributed import World, oversubscription_note
 from gptf.train.fingerprints import (
     check_components_present,
     check_plugin_files,
@@ -115,17 +118,23 @@ def run_recipe(
     final_eval: bool = True,
     resume: Path | None = None,
     force: bool = False,
+    world: World | None = None,
 ) -> RunResult:
     """Everything ``gptf run`` does. ``on_step`` also gets every step's metrics (``gptf ablate``).
     ``init_from``: start from that run's weights (:mod:`gptf.train.init_from`); ``final_eval``: end
     with greedy answers to the val prompts, scored (:mod:`gptf.evaluate`). ``resume``: continue the
     run in that directory from its last checkpoint (:mod:`gptf.train.session`); ``force``: even if
-    the recipe or data changed since."""
+    the recipe or data changed since. ``world``: this process's place in a torchrun
+    (:mod:`gptf.train.distributed`); by default one process."""
     started = time.perf_counter()
-    inputs = load_stage(loaded, console, init_from=init_from, resume=resume, force=force)
+    world = world or World()
+    world.check_batch(loaded.recipe.training.batch_size)
+    inputs = load_stage(loaded, console, init_from=init_from, resume=resume, force=force, world=world)
     try:  # inputs.lock: this process alone writes the run folder until the end
-        model = build_stage(inputs, console, device)
-        state, session = train_stage(inputs, model, console, on_step)
+        model = build_stage(inputs, console, device, world)
+        state, session = train_stage(inputs, model, console, on_step, world)
+        if not world.is_main:  # rank 0 writes the run folder and reports; this process is done
+            return RunResult(inputs.files.root, time.perf_counter() - started, state.train_loss, None, [])
         model = model.cpu()  # saving, int8 quantization and the checks below run on the CPU
         try:
             quantized_note = finish_stage(inputs, model)
@@ -144,23 +153,34 @@ def run_recipe(
 
 
 def load_stage(
-    loaded: LoadedRecipe, console: Console, *, init_from: Path | None, resume: Path | None, force: bool
+    loaded: LoadedRecipe,
+    console: Console,
+    *,
+    init_from: Path | None,
+    resume: Path | None,
+    force: bool,
+    world: World | None = None,
 ) -> RunInputs:
-    """Check everything, decide where the run goes, get the tokenizer and tokenise the data."""
+    """Check everything, decide where the run goes, get the tokenizer and tokenise the data.
+    Under torchrun, rank 0 writes the tokenizer file first and the others then load it."""
+    world = world or World()
     recipe = loaded.recipe
     registry = validate_for_run(loaded, console)
     run_dir = Path(resume) if resume is not None else recipe.run_dir
     lock = RunLock(run_dir)
-    if resume is None or run_dir.is_dir():  # (a missing folder to resume is open_resume's error)
-        lock.acquire(console)  # before anything is read from or written to the folder
+    if world.is_main and (resume is None or run_dir.is_dir()):  # (a missing folder to resume: open_resume says so)
+        lock.acquire(console)  # before anything is read from or written to the folder; rank 0 alone writes
     try:
         checkpoint = None
         if resume is not None:  # refuse early if the recipe or data changed since the checkpoint
-            checkpoint = open_resume(run_dir, loaded, saved_recipe(loaded), force=force, console=console)
-        if init_from is not None:
-            adopt_tokenizer(recipe, registry, Path(init_from), console)
+            checkpoint = open_resume(
+                run_dir, loaded, saved_recipe(loaded), force=force, console=console, world_size=world.size
+            )
         train_samples = read_jsonl(recipe.data.train)
-        tokenizer = prepare_tokenizer(recipe, registry, train_samples, console)
+        with world.main_first():
+            if init_from is not None:
+                adopt_tokenizer(recipe, registry, Path(init_from), console)
+            tokenizer = prepare_tokenizer(recipe, registry, train_samples, console, reuse=not world.is_main)
         if recipe.data.augment_copies:  # after the tokenizer: it learns from the real questions only
             train_samples = augment_prompts(train_samples, recipe.data.augment_copies, recipe.training.seed)
         train = tokenize_data(recipe, "train", train_samples, tokenizer, console)
@@ -171,12 +191,15 @@ def load_stage(
     return RunInputs(loaded, registry, RunFiles(run_dir), tokenizer, train, val, checkpoint, init_from, lock)
 
 
-def prepare_tokenizer(recipe: Recipe, registry: Registry, train_samples: list, console: Console) -> Tokenizer:
-    """Load ``tokenizer.path`` if it exists (and ``rebuild`` is off), else train and save it."""
+def prepare_tokenizer(
+    recipe: Recipe, registry: Registry, train_samples: list, console: Console, *, reuse: bool = False
+) -> Tokenizer:
+    """Load ``tokenizer.path`` if it exists (and ``rebuild`` is off, or ``reuse``: the file
+    another process of this run has just written), else train and save it."""
     cfg = recipe.tokenizer
     tokenizer = new_tokenizer(recipe, registry)
     path = Path(cfg.path)
-    if path.is_file() and not cfg.rebuild:
+    if path.is_file() and (reuse or not cfg.rebuild):
         try:
             tokenizer.load(path)
         except Exception as exc:
@@ -228,9 +251,10 @@ def report_split(console: Console, label: str, path: str, split: TokenizedSplit)
 # ----------------------------------------------------------------------------- build
 
 
-def build_stage(inputs: RunInputs, console: Console, device: str) -> GPT:
+def build_stage(inputs: RunInputs, console: Console, device: str, world: World | None = None) -> GPT:
     """Build the model from its components (seeded), optionally from an earlier run's weights."""
-    recipe, target = inputs.recipe, resolve_device(device)
+    world = world or World()
+    recipe, target = inputs.recipe, world.place(resolve_device(device))
     threads = set_threads(recipe.training.threads)
     torch.manual_seed(recipe.training.seed)
     model = build_model(recipe, inputs.registry, inputs.tokenizer.vocab_size)
@@ -242,9 +266,20 @@ def build_stage(inputs: RunInputs, console: Console, device: str) -> GPT:
     t = recipe.training
     console.print(
         f"training: {t.max_steps} steps, batch {t.batch_size} = {t.batch_size // t.micro_batch} x micro-batch "
-        f"{t.micro_batch}, lr {t.lr:g}, {t.precision}, {threads} threads" + (", torch.compile" if t.compile else ""),
+        f"{t.micro_batch}, lr {t.lr:g}, {t.precision}, {threads} threads"
+        + (", torch.compile" if t.compile else "")
+        + (", activation checkpointing" if t.activation_checkpointing else ""),
         highlight=False,
     )
+    if world.distributed:
+        console.print(
+            f"distributed: {world.size} processes ({world.backend}, {target.type}), each {t.batch_size // world.size} "
+            f"of the {t.batch_size} samples of every step; rank 0 prints, evaluates and saves",
+            highlight=False,
+        )
+        note = oversubscription_note(world, threads) if target.type == "cpu" else None
+        if note:
+            console.print(f"[yellow]warning: {note}[/]", highlight=False)
     return model
 
 
@@ -258,12 +293,17 @@ def set_threads(threads: int | None) -> int:
 
 
 def train_stage(
-    inputs: RunInputs, model: GPT, console: Console, on_step: Callable[[dict[str, Any]], None] | None
+    inputs: RunInputs,
+    model: GPT,
+    console: Console,
+    on_step: Callable[[dict[str, Any]], None] | None,
+    world: World | None = None,
 ) -> tuple[TrainState, TrainingSession]:
     """The training loop, inside a session that saves checkpoints and handles Ctrl+C."""
-    recipe, registry, files = inputs.recipe, inputs.registry, inputs.files
-    files.root.mkdir(parents=True, exist_ok=True)
-    files.metrics.unlink(missing_ok=True)
+    recipe, registry, files, world = inputs.recipe, inputs.registry, inputs.files, world or World()
+    if world.is_main:
+        files.root.mkdir(parents=True, exist_ok=True)
+        files.metrics.unlink(missing_ok=True)
     trainer = Trainer(
         config=recipe.training,
         model=model,
@@ -273,7 +313,8 @@ def train_stage(
         optimizer=build_optimizer(recipe, registry, model),
         schedule=build_scheduler(recipe, registry),
         callbacks=build_callbacks(recipe, registry),
-        log=lambda record: append_jsonl(files.metrics, record),
+        log=(lambda record: append_jsonl(files.metrics, record)) if world.is_main else None,
+        world=world,
     )
     session = TrainingSession(
         trainer=trainer,

@@ -6,5 +6,6 @@ registry, the recipe is checked against them (phase two of validation), the mode
     components.py recipe slots -> components -> model, optimizer, schedule, ...
     validate.py   everything a run needs, checked before any work (all problems at once)
     describe.py   what was built, in words (components table, parameter count)
+    costs.py      what it costs: FLOPs per token, training memory
     devices.py    CPU, CUDA or MPS
 """

@@ -1,6 +1,7 @@
 """What was built, in words: the components table, the parameter count, the run's banner.
 
-Shown by ``gptf run`` before training and by ``gptf inspect``.
+Shown by ``gptf run`` before training and by ``gptf inspect`` (which also shows the costs:
+FLOPs per token and training memory, :mod:`gptf.build.costs`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from gptf.build.components import (
     is_reference_architecture,
     reference_parameter_count,
 )
+from gptf.build.costs import flops_per_token, human, training_memory
 from gptf.build.registry import Registry
 from gptf.model import GPT
 from gptf.recipe import LoadedRecipe, Recipe
@@ -60,3 +62,26 @@ def banner(loaded: LoadedRecipe, registry: Registry, model: GPT, console: Consol
     )
     for line in parameter_lines(loaded.recipe, model):
         console.print(line, highlight=False)
+
+
+def cost_lines(recipe: Recipe, model: GPT) -> list[str]:
+    """FLOPs per token and training memory per micro-batch (see :mod:`gptf.build.costs`)."""
+    m, t = recipe.model, recipe.training
+    flops = flops_per_token(model)
+    n = flops.matmul_parameters
+    lines = [
+        f"FLOPs per token (N = {n:,} parameters a token is multiplied by, T = seq_len {m.seq_len}):",
+        f"  training  ≈ 6N + 12·L·T·d = 6·{human(n)} + 12·{m.n_layer}·{m.seq_len}·{m.n_embd} = "
+        f"{human(flops.training)}FLOPs",
+        f"  inference ≈ 2N + 4·L·T·d = {human(flops.forward)}FLOPs (2N alone: {human(2 * n)}FLOPs)",
+    ]
+    for bf16 in {"fp32": [False], "bf16": [True], "auto": [False, True]}[t.precision]:
+        mem = training_memory(model, t.micro_batch, m.seq_len, bf16=bf16, checkpointing=t.activation_checkpointing)
+        how = "bf16 autocast" if bf16 else "fp32"
+        how += ", activation checkpointing" if t.activation_checkpointing else ""
+        lines.append(
+            f"training memory per micro-batch ({t.micro_batch} x {m.seq_len} tokens, {how}): "
+            f"≈ {human(mem.total, 'B')} = weights {human(mem.weights, 'B')} + gradients {human(mem.gradients, 'B')} "
+            f"+ AdamW {human(mem.optimizer, 'B')} + activations {human(mem.activations, 'B')}"
+        )
+    return lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -56,6 +57,8 @@ def friendly_errors(command: F) -> F:
             if _options["debug"]:
                 raise
             label = "[bold yellow]stopped:[/]" if isinstance(exc, TrainingStopped) else "[bold red]error:[/]"
+            if os.environ.get("RANK", "0") != "0":  # one of several torchrun processes: say which
+                label = f"[dim]rank {os.environ['RANK']}:[/] {label}"
             # the message is plain text: a '[' in a path or a value is not rich markup
             err_console.print(Text.from_markup(label) + Text(f" {exc}"), highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from gptf.cli.app import DeviceOption, OverridesArg, RecipeArg, app, console, data_app, err_console, friendly_errors
@@ -37,34 +38,45 @@ def run(
 ) -> None:
     """Train a recipe end to end: tokenizer, training, saving, quantization, demo answers, val scores.
 
-    Ctrl+C stops after the current step and saves a checkpoint; --resume continues it."""
+    Ctrl+C stops after the current step and saves a checkpoint; --resume continues it.
+    Under torchrun (torchrun --nproc_per_node=N -m gptf run ...) N processes train together."""
     from gptf.recipe import load_recipe
     from gptf.run import run_recipe
+    from gptf.train.distributed import launched_world
     from gptf.train.session import split_resume_argument
 
     overrides, resume_dir = split_resume_argument(overrides or [], resume=resume, force=force)
     loaded = load_recipe(recipe, overrides)
-    if resume:
-        if init_from is not None or promote_if_better:
+    if resume and (init_from is not None or promote_if_better):
+        raise GptfError(
+            "--resume continues a run as it was started; it cannot be combined with --init-from or --promote-if-better"
+        )
+    with launched_world(device) as world:
+        if promote_if_better and world.distributed:
             raise GptfError(
-                "--resume continues a run as it was started; it cannot be combined with --init-from "
-                "or --promote-if-better"
+                "--promote-if-better runs in one process, not under torchrun",
+                hint="train under torchrun, then compare the runs with gptf eval; or drop torchrun",
             )
-        run_recipe(loaded, console, device=device, resume=resume_dir or loaded.recipe.run_dir, force=force)
-    elif promote_if_better:
-        from gptf.tools.promotion import run_with_promotion
+        shown = console if world.is_main else Console(quiet=True)  # rank 0 alone prints
+        if resume:
+            run_recipe(
+                loaded, shown, device=device, resume=resume_dir or loaded.recipe.run_dir, force=force, world=world
+            )
+        elif promote_if_better:
+            from gptf.tools.promotion import run_with_promotion
 
-        run_with_promotion(loaded, console, init_from=init_from, device=device)
-    else:
-        run_recipe(loaded, console, init_from=init_from, device=device)
+            run_with_promotion(loaded, console, init_from=init_from, device=device)
+        else:
+            run_recipe(loaded, shown, init_from=init_from, device=device, world=world)
 
 
 @app.command()
 @friendly_errors
 def inspect(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
-    """Build the model without training; show each component, its plugin and parameters."""
+    """Build the model without training; show each component, its plugin and parameters, the
+    FLOPs per token and an estimate of the training memory."""
     from gptf.build.components import build_model, count_parameters, registry_for
-    from gptf.build.describe import components_table, parameter_lines
+    from gptf.build.describe import components_table, cost_lines, parameter_lines
     from gptf.recipe import load_recipe
 
     loaded = load_recipe(recipe, overrides or [])
@@ -87,7 +99,7 @@ def inspect(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     if not loaded.recipe.model.tie_embeddings:
         table.add_row("head", f"{count_parameters(model.head):,}")
     console.print(table)
-    for line in parameter_lines(loaded.recipe, model):
+    for line in parameter_lines(loaded.recipe, model) + cost_lines(loaded.recipe, model):
         console.print(line)
 
 

@@ -76,8 +76,9 @@ class TrainingConfig:
     log_interval: int = 10
     save_interval: int = 0  # 0: only at the end
     threads: int | None = None  # None: PyTorch's default (physical cores)
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # auto: bf16 on a CUDA GPU that has it, else fp32
     compile: bool = False
+    activation_checkpointing: bool = False  # recompute each block's activations in backward: less memory
     seed: int = 42
     callbacks: list[ComponentSpec] = attrs.field(factory=list)
 

@@ -7,4 +7,5 @@ run_files.py    the finished run folder's files (atomic writes, weights)
 fingerprints.py every "did it change?" check (recipe, data, tokenizer, plugins, weights)
 init_from.py    starting from an earlier run's weights
 progress.py     the progress bar / log lines
+distributed.py  several processes under torchrun (DDP)
 """

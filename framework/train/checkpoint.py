@@ -95,11 +95,13 @@ def save_checkpoint(
     tokenizer_path: Path,
     data_hashes: Mapping[str, Mapping[str, str]],
     metrics_path: Path | None = None,
+    world_size: int = 1,
 ) -> Checkpoint:
     """Write a complete checkpoint for ``train_state.step`` and make it the newest one.
 
     ``data_hashes`` maps a recipe key (``data.train``) to ``{"path", "sha256"}``; it is
-    checked again when resuming, so a changed data file is noticed.
+    checked again when resuming, so a changed data file is noticed. ``world_size``: how many
+    processes trained it (torchrun); resuming with another number differs by rounding only.
     """
     folder = state_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -113,6 +115,7 @@ def save_checkpoint(
             "saved_at": time.strftime("%Y-%m-%d %H:%M:%S"),
             "torch_version": torch.__version__,
             "threads": torch.get_num_threads(),
+            "world_size": world_size,
             "tokenizer": {"path": str(tokenizer_path), "sha256": file_sha256(tmp / TOKENIZER)},
             "data": {key: dict(value) for key, value in data_hashes.items()},
             "files": {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir())},

@@ -17,6 +17,10 @@
   :meth:`TrainingSession.rescue` saves a resumable checkpoint of the current step in the run
   folder or, if that fails too, in a rescue folder in the system's temp folder, keeps the
   last good checkpoint, and stops with the file that failed, why, and how to continue.
+
+Under torchrun (:mod:`gptf.train.distributed`) every process catches the signals, the
+processes agree to stop after the same step, and rank 0 alone writes the checkpoints; on
+``--resume`` every process reads the same checkpoint.
 """
 
 from __future__ import annotations
@@ -78,10 +82,17 @@ def _shown_path(path: Path) -> str:
 
 
 def open_resume(
-    run_dir: Path, loaded: LoadedRecipe, recipe_data: dict[str, Any], *, force: bool, console: Console
+    run_dir: Path,
+    loaded: LoadedRecipe,
+    recipe_data: dict[str, Any],
+    *,
+    force: bool,
+    console: Console,
+    world_size: int = 1,
 ) -> Checkpoint:
     """Find the checkpoint to continue from and refuse (unless ``force``) if what the model
-    would learn has changed since: recipe settings or data files."""
+    would learn has changed since: recipe settings or data files. ``world_size``: how many
+    processes train now (torchrun), to say when the numbers will differ by rounding."""
     checkpoint = find_checkpoint(run_dir)
     differences = recipe_differences(read_recipe(checkpoint), recipe_data)
     differences += data_differences(checkpoint.manifest.get("data") or {}, data_fingerprints(training_data(loaded)))
@@ -104,6 +115,12 @@ def open_resume(
         console.print(
             f"[yellow]note: the checkpoint was trained with {saved_threads} threads, now {threads}: "
             "the weights will not be bit-identical to an uninterrupted run[/]"
+        )
+    saved_world = checkpoint.manifest.get("world_size", 1)
+    if saved_world != world_size:
+        console.print(
+            f"[yellow]note: the checkpoint was trained by {saved_world} process(es), now {world_size}: the same "
+            "batches, summed in another order, so the weights will differ from an uninterrupted run by rounding[/]"
         )
     return checkpoint
 
@@ -143,12 +160,13 @@ class TrainingSession:
     def _resume(self, checkpoint: Checkpoint) -> None:
         check_tokenizer_unchanged(checkpoint, self.tokenizer_path)
         t = self.trainer
+        metrics = self.files.metrics if t.world.is_main else None  # rank 0 alone writes the run folder
         restore(
             checkpoint,
             model=t.model,
             optimizer=t.optimizer,
             train_state=t.state,
-            metrics_path=self.files.metrics,
+            metrics_path=metrics,
             max_steps=t.config.max_steps,
         )
         self.last_saved = checkpoint
@@ -178,6 +196,8 @@ class TrainingSession:
         self.trainer.stop_requested = True
         name = signal.Signals(number).name
         message = f"\n{name}: stopping after this step to save a resumable checkpoint (Ctrl+C again: quit at once)\n"
+        if not self.trainer.world.is_main:  # under torchrun every process gets the signal; rank 0 says so
+            return
         with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP): saving matters more
             os.write(2, message.encode())  # not print(): safe inside a signal handler
 
@@ -195,8 +215,11 @@ class TrainingSession:
         return on_step
 
     def save(self) -> Checkpoint | None:
-        """Save a resumable checkpoint now, unless the weights are no longer finite numbers."""
+        """Save a resumable checkpoint now, unless the weights are no longer finite numbers.
+        Under torchrun only rank 0 saves (every process holds the same weights)."""
         t = self.trainer
+        if not t.world.is_main:
+            return None
         broken = next((name for name, p in t.model.named_parameters() if not torch.isfinite(p).all()), None)
         if broken is not None:
             self.console.print(
@@ -223,6 +246,7 @@ class TrainingSession:
             tokenizer_path=self.tokenizer_path,
             data_hashes=self.data_hashes,
             metrics_path=self.files.metrics if self.files.metrics.is_file() else None,
+            world_size=t.world.size,
         )
 
     def rescue(self, error: OSError, during: str) -> NoReturn:

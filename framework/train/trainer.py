@@ -9,6 +9,10 @@ One optimizer step =
 
 The loss of every micro-batch is divided by the answer-token count of the *whole*
 batch, so the accumulated gradient is exactly the gradient of the full batch.
+
+Under torchrun every process takes its share of each step's samples and the gradients are
+added up across processes once per step: see :mod:`gptf.train.distributed` (``self.world``;
+in one process every ``world`` call below changes nothing).
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from gptf.build.devices import model_device
+from gptf.build.devices import model_device, training_precision
 from gptf.data import IGNORE, TokenizedSplit, micro_batches, pad_batch, step_samples
 from gptf.errors import TrainingStopped
 from gptf.interfaces import Callback
 from gptf.model import GPT
 from gptf.recipe import TrainingConfig
+from gptf.train.distributed import World
 
 
 @attrs.define
@@ -56,6 +61,7 @@ class Trainer:
         schedule: Callable[[int], float],
         callbacks: Sequence[Callback] = (),
         log: Callable[[dict[str, Any]], None] | None = None,
+        world: World | None = None,
     ) -> None:
         self.config = config
         self.model = model
@@ -69,11 +75,16 @@ class Trainer:
         self.log = log or (lambda record: None)
         self.state = TrainState()
         self.stop_requested = False  # set from a signal handler: stop after this step
-        self._forward = torch.compile(model) if config.compile else model
+        self.world = world or World()  # one process, or this one's place among torchrun's
+        self.world.check_batch(config.batch_size)
+        model.checkpoint_blocks = config.activation_checkpointing  # recompute activations in backward
+        self._wrapped = self.world.wrap(model)  # DDP in several processes, else the model itself
+        self._forward = torch.compile(self._wrapped) if config.compile else self._wrapped
         self.device = model_device(model)  # batches are built on the CPU and moved here
+        self.precision = training_precision(config.precision, self.device)  # "auto" -> bf16 or fp32
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.config.precision == "bf16":
+        if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -86,22 +97,26 @@ class Trainer:
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step; returns its metrics."""
-        cfg, step = self.config, self.state.step
+        cfg, step, world = self.config, self.state.step, self.world
         started = time.perf_counter()
         lr = cfg.lr * self.schedule(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         indices = step_samples(self.lengths, cfg.seed, step, cfg.batch_size, cfg.bucket_batches)
+        indices = world.share(indices, self.lengths)  # this process's part (in one process: all)
         batches = micro_batches(self.train_split, indices, cfg.micro_batch, self.pad_id)
-        answer_tokens = sum(int((y != IGNORE).sum()) for _, y in batches)
-        real_tokens = sum(len(self.train_split.inputs[i]) for i in indices)
+        answer_tokens, real_tokens = world.sum_counts(  # over the whole batch, every process's part
+            sum(int((y != IGNORE).sum()) for _, y in batches), sum(len(self.train_split.inputs[i]) for i in indices)
+        )
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for x, y in batches:
-            loss = self.loss_sum(x, y) / answer_tokens
-            loss.backward()
+        for number, (x, y) in enumerate(batches, start=1):
+            with world.no_sync(self._wrapped, last=number == len(batches)):  # share gradients once per step
+                loss = self.loss_sum(x, y) / answer_tokens
+                loss.backward()
             total += loss.item()
+        total = world.sum(total)  # the whole batch's loss, the same in every process
         if not math.isfinite(total):
             raise TrainingStopped(
                 f"training stopped at step {step + 1}: the loss is {total} (not a finite number)",
@@ -157,18 +172,27 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_eval(self, record)
 
+    def _stop_agreed(self) -> bool:
+        """Stop before the next step? Every process must decide the same (a signal may reach one
+        process of a torchrun a step before another), so a request in any one stops them all.
+        Returns the agreed answer, never this process's flag: a signal may arrive meanwhile."""
+        agreed = self.world.any(self.stop_requested)
+        if agreed:
+            self.stop_requested = True  # (never set back to False: that could lose a request)
+        return agreed
+
     def fit(self, on_step: Callable[[dict[str, Any]], None] | None = None) -> TrainState:
         """Train until ``max_steps`` (or a requested stop); evaluate every ``eval_interval``."""
         cfg = self.config
         for callback in self.callbacks:
             callback.on_train_start(self)
         try:
-            while self.state.step < cfg.max_steps and not self.stop_requested:
+            while self.state.step < cfg.max_steps and not self._stop_agreed():
                 metrics = self.train_step()
                 if self.state.step % cfg.log_interval == 0 or self.state.step == cfg.max_steps:
                     self.log(metrics)
                 last = self.state.step == cfg.max_steps
-                if self.state.step % cfg.eval_interval == 0 or last:
+                if self.world.is_main and (self.state.step % cfg.eval_interval == 0 or last):
                     self._eval_and_report()
                     metrics = {**metrics, "val_loss": self.state.val_loss}
                 for callback in self.callbacks:
