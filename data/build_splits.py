@@ -306,21 +306,44 @@ def generated_questions(
     concepts: list[Concept], heldout: HeldoutIndex, per_concept: int, per_category: int, stats: BuildStats
 ) -> dict[str, list[str]]:
     """The generated train questions of every concept: leak-filtered, conflict-checked, sampled."""
-    pools: dict[str, dict[str, list[str]]] = {}
+    groups_of = {
+        c.id: candidate_groups(c.forms, c.topic, "" if c.topic == "out_of_scope" else c.answer) if c.forms else {}
+        for c in concepts
+    }
+    # Who may ask what: hand-written train prompts and template questions must never be
+    # shared by two concepts (that is an error in the sources). Questions made from answer
+    # clauses ("describe/" groups) are only a bonus: one that another concept also asks is
+    # quietly dropped.
     owner: dict[str, str] = {}  # question_key -> the concept id that may ask it
     for concept in concepts:
         for prompt in concept.train:
             owner[question_key(prompt)] = concept.id
     conflicts: list[str] = []
     for concept in concepts:
-        groups = candidate_groups(concept.forms, concept.topic) if concept.forms else {}
-        kept_groups: dict[str, list[str]] = {}
-        for name, questions in groups.items():
-            kept = []
-            for question in dict.fromkeys(questions):
+        for name, questions in groups_of[concept.id].items():
+            if name.startswith("describe/"):
+                continue
+            for question in questions:
                 other = owner.setdefault(question_key(question), concept.id)
                 if other != concept.id:
                     conflicts.append(f"{question!r}: {other} and {concept.id}")
+    if conflicts:
+        shown = "\n  ".join(sorted(set(conflicts))[:40])
+        raise ValueError(f"{len(set(conflicts))} generated question(s) belong to two concepts:\n  {shown}")
+    soft: dict[str, set[str]] = defaultdict(set)
+    for concept in concepts:
+        for name, questions in groups_of[concept.id].items():
+            if name.startswith("describe/"):
+                for question in questions:
+                    soft[question_key(question)].add(concept.id)
+    pools: dict[str, dict[str, list[str]]] = {}
+    for concept in concepts:
+        kept_groups: dict[str, list[str]] = {}
+        for name, questions in groups_of[concept.id].items():
+            kept = []
+            for question in dict.fromkeys(questions):
+                key = question_key(question)
+                if name.startswith("describe/") and (owner.get(key, concept.id) != concept.id or len(soft[key]) > 1):
                     continue
                 stats.candidates += 1
                 if heldout.leaks(question):
@@ -330,9 +353,6 @@ def generated_questions(
             if kept:
                 kept_groups[name] = kept
         pools[concept.id] = kept_groups
-    if conflicts:
-        shown = "\n  ".join(sorted(set(conflicts))[:40])
-        raise ValueError(f"{len(set(conflicts))} generated question(s) belong to two concepts:\n  {shown}")
     out: dict[str, list[str]] = {}
     for concept in concepts:
         count = concept.count

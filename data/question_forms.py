@@ -27,6 +27,8 @@ Template banks
 * ``HOW``: an action (怎样减轻过拟合, 如何防止过拟合);
 * ``DIFF``: two names, in both orders (A和B有什么区别, B跟A有啥不同);
 * ``ASK_WRAPS``: a hand-written question as is, with a polite opening, or colloquially;
+* ``DESCRIBE``: a clause of the concept's own answer, asked back ("两个向量对应位置相乘再求和
+  叫什么"), so questions that describe a concept without naming it find its answer too;
 * arithmetic: digits or Chinese numerals x operator words (乘, 乘以, ×, *) x endings
   (等于多少, 是多少, 得几, =?), both operand orders for × and +, 口诀 style (五九得几).
 
@@ -147,9 +149,36 @@ DIFF = (
     "说说{A}和{B}的不同",
 )
 DIFF_EN = ("difference between {A} and {B}",)
+DESCRIBE = ("{C}，这是什么", "{C}说的是什么", "{C}叫什么", "{C}是哪个概念")
 ASK_WRAPS = ("{Q}", "请问{Q}", "我想知道{Q}", "老师，{Q}", "{Q}呀", "问一下，{Q}")
 REQUEST_WRAPS = ("{Q}", "老师，{Q}", "{Q}吧")  # for requests (帮我写…, 给我讲…): no 请问/我想知道
 REQUEST = re.compile(r"^(帮|给|写|编|讲|用|把|推荐|提醒|请|能|可以|举|Please|Can|What|How)")
+
+CLAUSE_SPLIT = re.compile(r"[，；。：！？“”《》（）]")
+CLAUSE_LEAD = re.compile(r"^(所以|因为|因此|比如|例如|也就是|就是|即|并且|并|再|而且|而|但|则|它|这|从而|于是|同时)+")
+DEFINES = ("就是", "也叫", "是", "即", "指", "叫")
+CLAUSE_CHARS = (6, 28)
+
+
+def answer_clauses(answer: str, names: Sequence[str] = ()) -> list[str]:
+    """The descriptive clauses of an answer, for "X叫什么" questions built from the answer itself.
+
+    "点积是两个向量对应位置相乘再求和，值越大…" -> ["两个向量对应位置相乘再求和", "值越大…"]:
+    a leading name + 是/即/指 is cut (the question should describe, not name), and so are
+    leading connectives (所以, 比如 ...). Clauses of 6-28 characters with mostly Chinese are kept."""
+    out = []
+    for raw in CLAUSE_SPLIT.split(answer):
+        clause = CLAUSE_LEAD.sub("", raw.strip())
+        for name in sorted(names, key=len, reverse=True):
+            for word in DEFINES:
+                if clause.startswith(name + word):
+                    clause = clause[len(name + word) :]
+                    break
+        cjk = sum("\u4e00" <= ch <= "\u9fff" for ch in clause)
+        if CLAUSE_CHARS[0] <= len(clause) <= CLAUSE_CHARS[1] and cjk >= 0.6 * len(clause):
+            out.append(clause)
+    return list(dict.fromkeys(out))
+
 
 # ---------------------------------------------------------------- arithmetic
 CALC = re.compile(r"^(\d+)\s*([×÷+\-])\s*(\d+)$")
@@ -241,10 +270,12 @@ def _has_cjk(text: str) -> bool:
     return any("\u4e00" <= ch <= "\u9fff" for ch in text)
 
 
-def candidate_groups(concept: Mapping[str, object], topic: str) -> dict[str, list[str]]:
+def candidate_groups(concept: Mapping[str, object], topic: str, answer: str = "") -> dict[str, list[str]]:
     """All generated questions of one concept, grouped (see the module docstring).
 
-    ``concept`` holds the optional generator fields of one YAML concept."""
+    ``concept`` holds the optional generator fields of one YAML concept. With ``answer``
+    (not for arithmetic), each descriptive clause of the answer also gives a "describe/"
+    group: "两个向量对应位置相乘再求和叫什么"."""
     groups: dict[str, list[str]] = {}
     names: Sequence[str] = concept.get("names") or ()  # type: ignore[assignment]
     kinds: Sequence[str] = concept.get("kind", ["term"] if names else [])  # type: ignore[assignment]
@@ -285,6 +316,9 @@ def candidate_groups(concept: Mapping[str, object], topic: str) -> dict[str, lis
     calc = concept.get("calc")
     if calc:
         groups.update(_calc_groups(str(calc)))
+    elif answer:
+        for clause in answer_clauses(answer, names):
+            groups[f"describe/{clause}"] = _fill(DESCRIBE, C=clause)
     return groups
 
 
