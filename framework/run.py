@@ -90,6 +90,7 @@ class RunInputs:
     checkpoint: Checkpoint | None  # the checkpoint to resume from, if any
     init_from: Path | None
     lock: RunLock  # held on the run folder from the load stage to the end of the run
+    precision: dict[str, Any] = attrs.field(factory=dict)  # what training ran in and why (run.json)
 
     @property
     def recipe(self) -> Recipe:
@@ -275,6 +276,9 @@ def train_stage(
         callbacks=build_callbacks(recipe, registry),
         log=lambda record: append_jsonl(files.metrics, record),
     )
+    choice = trainer.precision
+    inputs.precision.update(choice.as_record())
+    console.print(f"precision: {choice.precision} ({choice.reason})", highlight=False)
     session = TrainingSession(
         trainer=trainer,
         loaded=inputs.loaded,
@@ -405,6 +409,7 @@ def run_record(inputs: RunInputs, model: GPT, state: TrainState, answers: list[G
         ],
         "components": {s.key: registry.components[s.kind][s.spec.name].plugin for s in component_slots(recipe)},
         "demo": [{"prompt": a.prompt, "answer": a.text} for a in answers],
+        "precision": inputs.precision or None,  # training.precision as it ran, and why (auto)
         "files": run_file_fingerprints(inputs.files),  # checked on load (gptf.train.fingerprints)
     }
 

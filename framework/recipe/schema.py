@@ -76,7 +76,7 @@ class TrainingConfig:
     log_interval: int = 10
     save_interval: int = 0  # 0: only at the end
     threads: int | None = None  # None: PyTorch's default (physical cores)
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"  # auto: gptf.build.speed.choose_precision
     compile: bool = False
     seed: int = 42
     callbacks: list[ComponentSpec] = attrs.field(factory=list)
