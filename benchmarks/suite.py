@@ -154,7 +154,9 @@ def main() -> None:
         run_steps = args.run_steps or (20 if args.quick else 60)
         raw["run"] = whole_runs(run_steps, 1 if args.quick else 2, args.threads)
     if "memory" not in args.skip:
-        raw["memory"] = run_json("train_memory.py", "--steps", "5" if args.quick else "20", "--variants", "naive", "gptf")
+        raw["memory"] = run_json(
+            "train_memory.py", "--steps", "5" if args.quick else "20", "--variants", "naive", "gptf"
+        )
     raw["load_1m"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
     raw["threads"] = raw.get("training", raw.get("generation", {})).get("machine", {}).get("threads")
     print(table(raw))
@@ -188,7 +190,9 @@ def table(raw: dict[str, Any]) -> str:
         s = raw["run"]["seconds"]
         n = raw["run"]["steps"]
         rows.append(f"| whole run, {n} steps + val answers | naive | {s['naive']:.1f} s | 1.00x | | |")
-        rows.append(f"| whole run, {n} steps + val answers | gptf run | {s['gptf']:.1f} s | {s['naive'] / s['gptf']:.2f}x | | |")
+        rows.append(
+            f"| whole run, {n} steps + val answers | gptf run | {s['gptf']:.1f} s | {s['naive'] / s['gptf']:.2f}x | | |"
+        )
         p = raw["run"].get("precision") or {}
         rows.append(f"| precision: auto | chose **{p.get('precision')}** | {p.get('reason')} | | | |")
     m = raw["machine"]

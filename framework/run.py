@@ -465,7 +465,15 @@ class LoadedRun:
         specs = with_decoding_overrides(recipe_specs, repetition_penalty, stops)
         constraints = build_constraints(specs, self.registry, self.tokenizer)
         filter_ = self.answer_filter() if answer_filter else None
-        return Generator(self.model, self.tokenizer, constraints, use_cache=use_cache, answer_filter=filter_)
+        compile_decode = self.recipe.generation.compile and not self.quantized
+        return Generator(
+            self.model,
+            self.tokenizer,
+            constraints,
+            use_cache=use_cache,
+            answer_filter=filter_,
+            compile_decode=compile_decode,
+        )
 
     def answer_filter(self) -> Any:
         """The recipe's ``generation.answer_filter`` (None: ``none``)."""

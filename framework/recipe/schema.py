@@ -90,6 +90,7 @@ class GenerationConfig:
     top_p: float = 1.0
     constraints: list[ComponentSpec] = attrs.field(factory=list)
     answer_filter: ComponentSpec = _spec("none")  # e.g. {name: confidence, threshold: -1.0}
+    compile: bool = False  # the one-token step under torch.compile (gptf.build.speed): pays off only for many tokens
 
 
 @attrs.frozen
