@@ -335,6 +335,7 @@ def report_stage(inputs: RunInputs, model: GPT, state: TrainState, console: Cons
         tokenizer,
         build_constraints(recipe.generation.constraints, registry, tokenizer),
         answer_filter=build_answer_filter(recipe.generation.answer_filter, registry, tokenizer),
+        compile_decode=recipe.generation.compile,
     )
     answers = demo_answers(recipe, generator, console)
     record = run_record(inputs, model, state, answers)
