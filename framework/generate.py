@@ -174,11 +174,12 @@ class Generator:
         cache = self.model.new_cache(len(rows)) if self.use_cache else None
         sequences = [list(r) for r in rows]  # everything fed so far, per row (for no-cache decoding)
         feed = torch.tensor(sequences, device=self.device)  # (B, T)
+        compiled = self.compiled_step is not None and self.compiled_step.accepts(len(rows))
         for _ in range(budget):
-            if self.compiled_step is not None and cache is not None and cache.length > 0:
+            if compiled and cache is not None and cache.length > 0:
                 # the prompt went through the model eagerly; each new token goes through the compiled step
                 position = torch.tensor([cache.length], device=self.device)
-                logits = self.compiled_step(feed, position, cache.keys, cache.values).float().cpu()
+                logits = self.compiled_step(feed, position, cache.keys, cache.values).float().cpu()  # type: ignore[misc]
                 cache.advance(1)
             else:
                 logits = self.model(feed, cache)[:, -1].float().cpu()  # (B, V): next-token scores of every row

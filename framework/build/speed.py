@@ -144,6 +144,11 @@ class CompiledDecodeStep:
         self.compiled_batches: set[int] = set()
         self._fn = torch.compile(model.decode_step, dynamic=False, fullgraph=True)
 
+    MAX_BATCH_SIZES = 4  # each batch size is its own graph (seconds to compile): beyond these, eager
+
+    def accepts(self, batch: int) -> bool:
+        return batch in self.compiled_batches or len(self.compiled_batches) < self.MAX_BATCH_SIZES
+
     def __call__(
         self, ids: torch.Tensor, position: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
     ) -> torch.Tensor:
