@@ -94,3 +94,12 @@ def test_auto_is_a_recipe_value_and_the_trainer_uses_the_choice(monkeypatch: pyt
 def test_run_json_records_the_precision(tiny_run: Path) -> None:
     info = json.loads((tiny_run / "run.json").read_text(encoding="utf-8"))
     assert info["precision"]["precision"] in ("fp32", "bf16") and info["precision"]["reason"]
+
+
+def test_the_compiled_step_takes_at_most_four_batch_sizes() -> None:
+    """Each batch size is a graph of its own (seconds to compile); after four, decoding stays eager."""
+    step = speed.CompiledDecodeStep(torch.nn.Linear(2, 2))  # torch.compile is lazy: nothing compiles here
+    step.compiled_batches.update({1, 8, 16, 32})
+    assert step.accepts(8) and not step.accepts(5)
+    step.compiled_batches.discard(32)
+    assert step.accepts(5)

@@ -142,7 +142,8 @@ class CompiledDecodeStep:
         self.model = model
         self.compile_s = 0.0
         self.compiled_batches: set[int] = set()
-        self._fn = torch.compile(model.decode_step, dynamic=False, fullgraph=True)
+        step = getattr(model, "decode_step", model)
+        self._fn = torch.compile(step, dynamic=False, fullgraph=True)
 
     MAX_BATCH_SIZES = 4  # each batch size is its own graph (seconds to compile): beyond these, eager
 
