@@ -106,7 +106,7 @@ def speed(trainer: Trainer, warmup: int, steps: int) -> dict[str, Any]:
         "step_ms": round(seconds / steps * 1e3, 2),
         "warmup_s": round(warmup_s, 1),
         "loss": round(trainer.state.train_loss, 4),
-        "precision": trainer.precision,
+        "precision": trainer.precision.as_record(),
     }
 
 

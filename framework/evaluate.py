@@ -764,7 +764,9 @@ def calibrate(
     ``recipe_filter``: the recipe's own filter, if it is not the built-in ``confidence`` one; its
     :meth:`~gptf.interfaces.AnswerFilter.confidence` is calibrated beside the built-in measures.
     ``max_declined``: never choose a threshold that declines more than this share of val."""
-    unfiltered = Generator(generator.model, generator.tokenizer, generator.constraints, use_cache=generator.use_cache)
+    unfiltered = Generator(
+        generator.model, generator.tokenizer, generator.constraints, use_cache=generator.use_cache, measures=True
+    )
     answers = greedy_answers(unfiltered, [s.prompt for s in samples], max_new_tokens, on_progress=on_answer)
     verdicts = [concepts.check(a.text, sample_concept(s)).verdict for s, a in zip(samples, answers, strict=True)]
     finished = [a.answer for a in answers]

@@ -24,6 +24,7 @@ import attrs
 import torch
 
 from gptf.build.devices import model_device
+from gptf.build.speed import CompiledDecodeStep
 from gptf.data import BROKEN_TEXT_HINT, format_prompt, has_broken_character
 from gptf.errors import GptfError
 from gptf.interfaces import DecodingState, FinishedAnswer
@@ -84,8 +85,18 @@ class Generator:
         *,
         use_cache: bool = True,
         answer_filter: AnswerFilter | None = None,
+        measures: bool | None = None,
+        compile_decode: bool = False,
     ) -> None:
         self.model = model.eval()
+        # log-probabilities and entropies of each token, for an answer filter (or calibrating one):
+        # a log_softmax and two reductions per token, skipped when nobody reads them
+        self.measures = answer_filter is not None if measures is None else measures
+        # the one-token step under torch.compile (gptf.build.speed): faster per token, but the
+        # compile costs seconds, so only where many tokens follow (see README, "speed")
+        self.compiled_step: CompiledDecodeStep | None = None
+        if compile_decode and use_cache and hasattr(model, "decode_step"):
+            self.compiled_step = CompiledDecodeStep(model)
         self.tokenizer = tokenizer
         self.constraints = list(constraints)
         self.answer_filter = answer_filter
@@ -163,8 +174,15 @@ class Generator:
         cache = self.model.new_cache(len(rows)) if self.use_cache else None
         sequences = [list(r) for r in rows]  # everything fed so far, per row (for no-cache decoding)
         feed = torch.tensor(sequences, device=self.device)  # (B, T)
+        compiled = self.compiled_step is not None and self.compiled_step.accepts(len(rows))
         for _ in range(budget):
-            logits = self.model(feed, cache)[:, -1].float().cpu()  # (B, V): next-token scores of every row
+            if compiled and cache is not None and cache.length > 0:
+                # the prompt went through the model eagerly; each new token goes through the compiled step
+                position = torch.tensor([cache.length], device=self.device)
+                logits = self.compiled_step(feed, position, cache.keys, cache.values).float().cpu()  # type: ignore[misc]
+                cache.advance(1)
+            else:
+                logits = self.model(feed, cache)[:, -1].float().cpu()  # (B, V): next-token scores of every row
             chosen = [self._step(row, logits[i], settings, rng) for i, row in enumerate(decoded)]
             if all(row.finished for row in decoded):
                 break
@@ -188,11 +206,12 @@ class Generator:
         if token == self.tokenizer.eos_id:
             row.finish("eos")
             return token
-        logprobs = torch.log_softmax(scores, dim=-1)  # the model's own view (temperature 1), for the filter
         state.new_ids.append(token)
         row.probabilities.append(probability)
-        row.logprobs.append(float(logprobs[token]))
-        row.entropies.append(float(-(logprobs.exp() * logprobs).nansum()))  # 0·log 0 counts as 0
+        if self.measures:
+            logprobs = torch.log_softmax(scores, dim=-1)  # the model's own view (temperature 1), for the filter
+            row.logprobs.append(float(logprobs[token]))
+            row.entropies.append(float(-(logprobs.exp() * logprobs).nansum()))  # 0·log 0 counts as 0
         if any(c.should_stop(state) for c in self.constraints):
             row.finish("stop")
         return token

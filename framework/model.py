@@ -103,6 +103,20 @@ class KVCache:
         self.length += n
 
 
+class _SlotWriter:
+    """What :meth:`GPT.decode_step` hands each layer instead of a :class:`KVCache`: writes the
+    new key/value at a position *tensor* and returns the whole buffer (fixed shapes)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, position: torch.Tensor) -> None:
+        self.keys, self.values, self.position = keys, values, position
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self.keys[layer], self.values[layer]  # (B, H_kv, S, D)
+        keys.index_copy_(2, self.position, k)
+        values.index_copy_(2, self.position, v)
+        return keys, values
+
+
 class SelfAttention(nn.Module):
     """Project to queries, keys and values; position them; attend; project back."""
 
@@ -225,6 +239,29 @@ class GPT(nn.Module):
         if cache is not None:
             cache.advance(T)
         return self.head(self.norm(x))  # (B, T, V)
+
+    def decode_step(
+        self, ids: torch.Tensor, position: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        """One new token per row with fixed shapes, for ``torch.compile`` (see gptf.build.fast_decode).
+
+        ``ids``: (B, 1); ``position``: (1,) long, where the token goes; ``keys``/``values``: a
+        :class:`KVCache`'s whole buffers (L, B, H_kv, seq_len, D), written in place at ``position``.
+        Attention runs over *all* seq_len slots with the unfilled ones masked out (-inf), so the
+        shapes never change with the length and a compiled graph is reused for every token.
+        Returns the logits (B, V). Same numbers as ``forward(ids, cache)`` up to rounding.
+        """
+        slots = torch.arange(keys.size(-2), device=ids.device)  # (S,)
+        hidden = torch.zeros(1, slots.numel(), dtype=keys.dtype, device=ids.device)
+        hidden = hidden.masked_fill(slots > position, float("-inf"))  # (1, S)
+        bias = self.positional.score_bias(position, slots)  # (H, 1, S) or None
+        bias = hidden if bias is None else bias.to(keys.dtype) + hidden  # future slots: -inf
+        x = self.embed(ids)  # (B, 1, C)
+        x = self.positional.embed(x, position)
+        writer = _SlotWriter(keys, values, position)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, self.positional, position, bias, writer, layer)  # type: ignore[arg-type]
+        return self.head(self.norm(x))[:, -1]  # (B, V)
 
     def new_cache(self, batch: int = 1) -> KVCache:
         """An empty KV cache for ``batch`` sequences, on the model's device."""

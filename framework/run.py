@@ -93,6 +93,7 @@ class RunInputs:
     checkpoint: Checkpoint | None  # the checkpoint to resume from, if any
     init_from: Path | None
     lock: RunLock  # held on the run folder from the load stage to the end of the run
+    precision: dict[str, Any] = attrs.field(factory=dict)  # what training ran in and why (run.json)
 
     @property
     def recipe(self) -> Recipe:
@@ -316,6 +317,9 @@ def train_stage(
         log=(lambda record: append_jsonl(files.metrics, record)) if world.is_main else None,
         world=world,
     )
+    choice = trainer.precision
+    inputs.precision.update(choice.as_record())
+    console.print(f"precision: {choice.precision} ({choice.reason})", highlight=False)
     session = TrainingSession(
         trainer=trainer,
         loaded=inputs.loaded,
@@ -372,6 +376,7 @@ def report_stage(inputs: RunInputs, model: GPT, state: TrainState, console: Cons
         tokenizer,
         build_constraints(recipe.generation.constraints, registry, tokenizer),
         answer_filter=build_answer_filter(recipe.generation.answer_filter, registry, tokenizer),
+        compile_decode=recipe.generation.compile,
     )
     answers = demo_answers(recipe, generator, console)
     record = run_record(inputs, model, state, answers)
@@ -446,6 +451,7 @@ def run_record(inputs: RunInputs, model: GPT, state: TrainState, answers: list[G
         ],
         "components": {s.key: registry.components[s.kind][s.spec.name].plugin for s in component_slots(recipe)},
         "demo": [{"prompt": a.prompt, "answer": a.text} for a in answers],
+        "precision": inputs.precision or None,  # training.precision as it ran, and why (auto)
         "files": run_file_fingerprints(inputs.files),  # checked on load (gptf.train.fingerprints)
     }
 
@@ -501,7 +507,15 @@ class LoadedRun:
         specs = with_decoding_overrides(recipe_specs, repetition_penalty, stops)
         constraints = build_constraints(specs, self.registry, self.tokenizer)
         filter_ = self.answer_filter() if answer_filter else None
-        return Generator(self.model, self.tokenizer, constraints, use_cache=use_cache, answer_filter=filter_)
+        compile_decode = self.recipe.generation.compile and not self.quantized
+        return Generator(
+            self.model,
+            self.tokenizer,
+            constraints,
+            use_cache=use_cache,
+            answer_filter=filter_,
+            compile_decode=compile_decode,
+        )
 
     def answer_filter(self) -> Any:
         """The recipe's ``generation.answer_filter`` (None: ``none``)."""

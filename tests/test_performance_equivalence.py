@@ -154,6 +154,58 @@ def test_greedy_answer_with_cache_equals_without(tokenizer: ByteLevelBPE, positi
         assert cached.stop_reason == recomputed.stop_reason
 
 
+@pytest.mark.parametrize("positional", POSITIONALS)
+def test_fixed_shape_decode_step_equals_the_cached_forward(positional: str) -> None:
+    """decode_step (the whole cache, masked; what torch.compile compiles) gives the logits of
+    forward(ids, cache), token after token."""
+    model = tiny_model(positional, 50)
+    ids = torch.randint(0, 50, (2, 30), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain, fixed = model.new_cache(2), model.new_cache(2)
+        model(ids[:, :10], plain), model(ids[:, :10], fixed)
+        for t in range(10, 30):
+            expected = model(ids[:, t : t + 1], plain)[:, -1]
+            got = model.decode_step(ids[:, t : t + 1], torch.tensor([fixed.length]), fixed.keys, fixed.values)
+            fixed.advance(1)
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def strong_model(positional: str, vocab_size: int) -> torch.nn.Module:
+    model = tiny_model(positional, vocab_size)
+    with torch.no_grad():  # larger weights: clear winners at every step, so the test is about the decoding path
+        for p in model.parameters():
+            p.mul_(8.0 if p.dim() >= 2 else 1.0)
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("positional", ["rope", "learned", "alibi", "none"])
+def test_compiled_decoding_is_token_identical(tokenizer: ByteLevelBPE, positional: str) -> None:
+    """Greedy answers through the compiled decode step (torch.compile) equal the eager ones, and
+    one graph serves every token (no recompiling as the answer grows)."""
+    model = strong_model(positional, tokenizer.vocab_size)
+    settings = SamplingSettings(max_new_tokens=30, temperature=0.0)
+    compiled = Generator(model, tokenizer, compile_decode=True)
+    for prompt in ("什么是注意力机制？", "解释RoPE"):
+        eager = Generator(model, tokenizer).generate(prompt, settings)
+        fast = compiled.generate(prompt, settings)
+        assert len(eager.tokens) > 5
+        assert [t.token_id for t in fast.tokens] == [t.token_id for t in eager.tokens]
+        assert fast.stop_reason == eager.stop_reason
+    assert compiled.compiled_step is not None and compiled.compiled_step.compiled_batches == {1}
+
+
+def test_measures_are_recorded_only_when_asked(tokenizer: ByteLevelBPE) -> None:
+    model = strong_model("rope", tokenizer.vocab_size)
+    settings = SamplingSettings(max_new_tokens=10, temperature=0.0)
+    (plain,) = Generator(model, tokenizer).decode([Generator(model, tokenizer).prompt_ids("你好")], settings)
+    (measured,) = Generator(model, tokenizer, measures=True).decode(
+        [Generator(model, tokenizer).prompt_ids("你好")], settings
+    )
+    assert plain.logprobs == [] and len(measured.logprobs) == len(measured.state.new_ids) > 0
+    assert plain.state.new_ids == measured.state.new_ids
+
+
 def test_rope_rotation_equals_the_two_halves_formula() -> None:
     """The fast rotation is the textbook one, bit for bit, at any positions."""
     rope = REGISTRY.build("positional", "rope", {}, "model.positional", n_embd=64, n_head=4, head_dim=16, seq_len=40)

@@ -71,13 +71,3 @@ def total_memory() -> int | None:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return None
-
-
-def training_precision(precision: str, device: torch.device) -> str:
-    """``training.precision`` as it will run here: ``auto`` is bf16 on a CUDA GPU that
-    supports it (the matrix units run it many times faster than fp32), else fp32."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"

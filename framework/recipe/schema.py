@@ -76,7 +76,7 @@ class TrainingConfig:
     log_interval: int = 10
     save_interval: int = 0  # 0: only at the end
     threads: int | None = None  # None: PyTorch's default (physical cores)
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # auto: bf16 on a CUDA GPU that has it, else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"  # auto: gptf.build.speed.choose_precision
     compile: bool = False
     activation_checkpointing: bool = False  # recompute each block's activations in backward: less memory
     seed: int = 42
@@ -91,6 +91,7 @@ class GenerationConfig:
     top_p: float = 1.0
     constraints: list[ComponentSpec] = attrs.field(factory=list)
     answer_filter: ComponentSpec = _spec("none")  # e.g. {name: confidence, threshold: -1.0}
+    compile: bool = False  # the one-token step under torch.compile (gptf.build.speed): pays off only for many tokens
 
 
 @attrs.frozen

@@ -27,7 +27,8 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from gptf.build.devices import model_device, training_precision
+from gptf.build.devices import model_device
+from gptf.build.speed import choose_precision
 from gptf.data import IGNORE, TokenizedSplit, micro_batches, pad_batch, step_samples
 from gptf.errors import TrainingStopped
 from gptf.interfaces import Callback
@@ -81,10 +82,14 @@ class Trainer:
         self._wrapped = self.world.wrap(model)  # DDP in several processes, else the model itself
         self._forward = torch.compile(self._wrapped) if config.compile else self._wrapped
         self.device = model_device(model)  # batches are built on the CPU and moved here
-        self.precision = training_precision(config.precision, self.device)  # "auto" -> bf16 or fp32
+        # fp32 or bf16 as the recipe says; "auto" looks at the hardware and times both (about 1 s)
+        c = model.config
+        self.precision = choose_precision(
+            config.precision, self.device, n_embd=c.n_embd, seq_len=c.seq_len, batch=config.micro_batch
+        )
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "bf16":
+        if self.precision.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
