@@ -10,12 +10,12 @@ import attrs
 import torch
 from torch import nn
 
+from gptf.build.plugins import load_plugins
+from gptf.build.registry import Registry
 from gptf.errors import RecipeError
 from gptf.interfaces import DecodingConstraint, Tokenizer
 from gptf.model import GPT, GPTConfig, GPTParts
-from gptf.build.plugins import load_plugins
 from gptf.recipe import ComponentSpec, LoadedRecipe, Recipe
-from gptf.build.registry import Registry
 
 
 @attrs.frozen

@@ -12,10 +12,10 @@ from typing import Any
 
 import attrs
 
+from gptf.build.plugins import LoadedPlugins, PluginInfo
 from gptf.errors import PluginError, RecipeError, choices_text, did_you_mean
 from gptf.hookspecs import CONTEXT, HOOK_FOR_KIND
 from gptf.recipe.value_types import type_problem
-from gptf.build.plugins import LoadedPlugins, PluginInfo
 
 
 @attrs.define

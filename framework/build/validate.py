@@ -31,9 +31,9 @@ from gptf.build.components import (
     open_registry,
     reference_parameter_count,
 )
+from gptf.build.registry import Registry
 from gptf.errors import GptfError, RecipeError
 from gptf.recipe import LoadedRecipe, Recipe
-from gptf.build.registry import Registry
 
 #: Bytes per parameter while training with AdamW in fp32: weight, gradient, two moments.
 TRAINING_BYTES_PER_PARAMETER = 16
