@@ -90,6 +90,8 @@ class RunResult:
     train_loss: float | None
     val_loss: float | None
     answers: list[Generation]
+    stability: dict[str, Any] = attrs.field(factory=dict)  # gptf.train.stability: spikes, divergence, NaN
+    val_eval: dict[str, Any] | None = None  # greedy answers to data.val, scored (gptf.evaluate)
 
 
 def run_recipe(
@@ -114,7 +116,8 @@ def run_recipe(
     state, session = train_stage(inputs, model, console, on_step)
     model = model.cpu()  # saving, int8 quantization and the checks below run on the CPU
     quantized_note = finish_stage(inputs, model)
-    result = report_stage(inputs, model, state, console, final_eval=final_eval)
+    stability = session.trainer.stability.report()
+    result = report_stage(inputs, model, state, console, final_eval=final_eval, stability=stability)
     session.close()  # finished and saved: the resumable checkpoints are no longer needed
     result.seconds = time.perf_counter() - started
     print_summary(inputs, state, result, quantized_note, console)
@@ -299,7 +302,9 @@ def saved_recipe(loaded: LoadedRecipe) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- report
 
 
-def report_stage(inputs: RunInputs, model: GPT, state: TrainState, console: Console, *, final_eval: bool) -> RunResult:
+def report_stage(
+    inputs: RunInputs, model: GPT, state: TrainState, console: Console, *, final_eval: bool, stability: dict[str, Any]
+) -> RunResult:
     """Demo answers, scores on the val questions, and ``run.json`` (what this run was made with)."""
     recipe = inputs.recipe
     generator = Generator(
@@ -307,13 +312,16 @@ def report_stage(inputs: RunInputs, model: GPT, state: TrainState, console: Cons
     )
     answers = demo_answers(recipe, generator, console)
     record = run_record(inputs, model, state, answers)
+    record["stability"] = stability
     if final_eval:
         scores = evaluate_after_training(generator, recipe, console, inputs.files.root / "eval.json")
         record["val_eval"] = scores.summary() if scores else None
     if inputs.init_from is not None:
         record["init_from"] = str(inputs.init_from)
     write_json(inputs.files.info, record)
-    return RunResult(inputs.files.root, 0.0, state.train_loss, state.val_loss, answers)
+    return RunResult(
+        inputs.files.root, 0.0, state.train_loss, state.val_loss, answers, stability, record.get("val_eval")
+    )
 
 
 def demo_answers(recipe: Recipe, generator: Generator, console: Console) -> list[Generation]:
@@ -338,6 +346,7 @@ def print_summary(inputs: RunInputs, state: TrainState, result: RunResult, quant
     console.print(
         f"steps {state.step}  train time {state.elapsed_s:.1f}s  total {result.seconds:.1f}s\n"
         f"final train loss {_fmt(state.train_loss)}  final val loss {_fmt(state.val_loss)}\n"
+        f"stability       {result.stability.get('summary', '-')}\n"
         f"run directory   {files.root}\n"
         f"weights         {files.weights}\n"
         f"quantized       {quantized}\n"
@@ -345,6 +354,8 @@ def print_summary(inputs: RunInputs, state: TrainState, result: RunResult, quant
         f'ask it:         gptf generate --ckpt {files.root} --prompt "{example}"',
         highlight=False,
     )
+    if result.stability.get("hint"):
+        console.print(f"hint: {result.stability['hint']}", style="yellow", highlight=False, markup=False)
     report_loss_plot(files.metrics, console, title=recipe.name)  # loss.png beside metrics.jsonl
 
 

@@ -29,6 +29,7 @@ from gptf.errors import TrainingStopped
 from gptf.interfaces import Callback
 from gptf.model import GPT
 from gptf.recipe import TrainingConfig
+from gptf.train.stability import StabilityMonitor, hint
 
 
 @attrs.define
@@ -69,6 +70,7 @@ class Trainer:
         self.log = log or (lambda record: None)
         self.state = TrainState()
         self.stop_requested = False  # set from a signal handler: stop after this step
+        self.stability = StabilityMonitor(config.lr)  # loss spikes, divergence, NaN (gptf.train.stability)
         self._forward = torch.compile(model) if config.compile else model
         self.device = model_device(model)  # batches are built on the CPU and moved here
 
@@ -102,18 +104,10 @@ class Trainer:
             loss = self.loss_sum(x, y) / answer_tokens
             loss.backward()
             total += loss.item()
-        if not math.isfinite(total):
-            raise TrainingStopped(
-                f"training stopped at step {step + 1}: the loss is {total} (not a finite number)",
-                hint="lower training.lr, or check the data; the last saved checkpoint is kept",
-            )
+        self._stop_if_not_finite(step + 1, lr, "loss", total)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
-        if not math.isfinite(grad_norm):
-            raise TrainingStopped(
-                f"training stopped at step {step + 1}: the gradient norm is {grad_norm}",
-                hint="lower training.lr or turn on training.grad_clip; the last saved checkpoint is kept",
-            )
+        self._stop_if_not_finite(step + 1, lr, "gradient norm", grad_norm)
         self.optimizer.step()
         seconds = time.perf_counter() - started
         self.state.step = step + 1
@@ -128,6 +122,15 @@ class Trainer:
             "tokens_per_s": real_tokens / seconds if seconds > 0 else 0.0,
             "elapsed_s": self.state.elapsed_s,
         }
+
+    def _stop_if_not_finite(self, step: int, lr: float, what: str, value: float) -> None:
+        if math.isfinite(value):
+            return
+        event = self.stability.observe({"step": step, "loss": value, "lr": lr, "grad_norm": value})
+        raise TrainingStopped(
+            f"training stopped at step {step}: the {what} is {value} (not a finite number)",
+            hint=f"{hint([event], self.config.lr) if event else 'lower training.lr'}; the last saved checkpoint is kept",
+        )
 
     @torch.no_grad()
     def evaluate(self, split: TokenizedSplit | None = None, batch_size: int = 32) -> float | None:
@@ -165,7 +168,10 @@ class Trainer:
         try:
             while self.state.step < cfg.max_steps and not self.stop_requested:
                 metrics = self.train_step()
-                if self.state.step % cfg.log_interval == 0 or self.state.step == cfg.max_steps:
+                event = self.stability.observe(metrics)
+                if event is not None:  # logged whatever the interval, so metrics.jsonl shows where
+                    metrics = {**metrics, "stability": f"{event.kind}: {event.detail}"}
+                if event or self.state.step % cfg.log_interval == 0 or self.state.step == cfg.max_steps:
                     self.log(metrics)
                 last = self.state.step == cfg.max_steps
                 if self.state.step % cfg.eval_interval == 0 or last:
