@@ -127,9 +127,10 @@ class Trainer:
         if math.isfinite(value):
             return
         event = self.stability.observe({"step": step, "loss": value, "lr": lr, "grad_norm": value})
+        advice = hint([event], self.config.lr) if event else "lower training.lr"
         raise TrainingStopped(
             f"training stopped at step {step}: the {what} is {value} (not a finite number)",
-            hint=f"{hint([event], self.config.lr) if event else 'lower training.lr'}; the last saved checkpoint is kept",
+            hint=f"{advice}; the last saved checkpoint is kept",
         )
 
     @torch.no_grad()
