@@ -238,20 +238,10 @@ def train_stage(
     inputs: RunInputs, model: GPT, console: Console, on_step: Callable[[dict[str, Any]], None] | None
 ) -> tuple[TrainState, TrainingSession]:
     """The training loop, inside a session that saves checkpoints and handles Ctrl+C."""
-    recipe, registry, files = inputs.recipe, inputs.registry, inputs.files
+    recipe, files = inputs.recipe, inputs.files
     files.root.mkdir(parents=True, exist_ok=True)
     files.metrics.unlink(missing_ok=True)
-    trainer = Trainer(
-        config=recipe.training,
-        model=model,
-        train=inputs.train,
-        val=inputs.val,
-        pad_id=inputs.tokenizer.pad_id,
-        optimizer=build_optimizer(recipe, registry, model),
-        schedule=build_scheduler(recipe, registry),
-        callbacks=build_callbacks(recipe, registry),
-        log=lambda record: append_jsonl(files.metrics, record),
-    )
+    trainer = make_trainer(inputs, model, log=lambda record: append_jsonl(files.metrics, record))
     session = TrainingSession(
         trainer=trainer,
         loaded=inputs.loaded,
@@ -270,6 +260,37 @@ def train_stage(
         state = trainer.fit(on_step=session.after_step(report))
     session.finish()  # stopped by Ctrl+C/SIGTERM: saves a resumable checkpoint and says how to continue
     return state, session
+
+
+def make_trainer(inputs: RunInputs, model: GPT, log: Callable[[dict[str, Any]], None] | None = None) -> Trainer:
+    recipe, registry = inputs.recipe, inputs.registry
+    return Trainer(
+        config=recipe.training,
+        model=model,
+        train=inputs.train,
+        val=inputs.val,
+        pad_id=inputs.tokenizer.pad_id,
+        optimizer=build_optimizer(recipe, registry, model),
+        schedule=build_scheduler(recipe, registry),
+        callbacks=build_callbacks(recipe, registry),
+        log=log,
+    )
+
+
+def seconds_per_step(loaded: LoadedRecipe, steps: int = 8, skip: int = 2) -> float:
+    """Time ``steps`` optimizer steps of a fresh model (the first ``skip`` not counted: warm-up).
+    The same seed means the same batches for every recipe, so the times compare fairly
+    (``gptf ablate --budget seconds``). Nothing is written."""
+    quiet = Console(quiet=True)
+    inputs = load_stage(loaded, quiet, init_from=None, resume=None, force=False)
+    model = build_stage(inputs, quiet, "cpu")
+    trainer = make_trainer(inputs, model)
+    for _ in range(skip):
+        trainer.train_step()
+    started = time.perf_counter()
+    for _ in range(steps - skip):
+        trainer.train_step()
+    return (time.perf_counter() - started) / max(1, steps - skip)
 
 
 # ---------------------------------------------------------------------------- finish
