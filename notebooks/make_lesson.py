@@ -1,4 +1,5 @@
-"""Writes notebooks/lesson.ipynb: edit the cells here, then run `python notebooks/make_lesson.py && ruff format notebooks`."""
+"""Writes notebooks/lesson.ipynb: edit the cells here, then run
+`python notebooks/make_lesson.py && ruff format notebooks`."""
 
 import nbformat as nbf
 
