@@ -587,14 +587,15 @@ def _train_parallel(plan: Plan, todo: list[PlannedRun], records: dict[str, dict[
     done = 0
     console.print(f"training {len(todo)} runs, {plan.jobs} at a time (each run's log: <run>/train.log)")
     with concurrent.futures.ProcessPoolExecutor(max_workers=plan.jobs, mp_context=context) as pool:
-        futures = {pool.submit(run_one, run): run for run in todo}
+        futures = {pool.submit(run_one, run): number for number, run in enumerate(todo, start=1)}
         try:
             for future in concurrent.futures.as_completed(futures):
-                run = futures[future]
-                record = future.result()
+                number = futures[future]  # the run's place in the plan, whatever order they finish in
+                run, record = todo[number - 1], future.result()
                 records[run.key] = record
                 done += 1
-                console.print(_done_line(_run_name(done, len(todo), run, plan), record), highlight=False, markup=False)
+                line = _done_line(_run_name(number, len(todo), run, plan), record)
+                console.print(line, highlight=False, markup=False)
         except (KeyboardInterrupt, Interrupted) as exc:
             for future in futures:
                 future.cancel()
