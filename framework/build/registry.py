@@ -77,7 +77,8 @@ class Registry:
             raise PluginError(
                 f"two plugins register the {info.kind} '{info.name}': {self._where(existing.plugin)} and "
                 f"{self._where(info.plugin)}; gptf cannot tell which one a recipe means",
-                hint="rename the component in one of them, or uninstall the installed package (see 'gptf plugins')",
+                hint="rename one of them (the component, in a plugin of yours), or uninstall the installed package "
+                "(see 'gptf plugins')",
             )
         if not callable(info.factory):
             raise PluginError(
