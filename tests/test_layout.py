@@ -175,3 +175,24 @@ def test_the_plugin_layer_rule_names_every_other_module() -> None:
 
 def test_the_top_level_stays_short() -> None:
     assert len(list(FRAMEWORK.glob("*.py"))) <= 12
+
+
+def test_a_run_folder_from_before_block_layouts_still_loads(tiny_run: Path, tmp_path: Path) -> None:
+    """Its recipe.yaml has no model.block and its run.json no model.block component: prenorm, as it was."""
+    import shutil
+
+    import yaml
+
+    from gptf.run import load_run
+
+    old = tmp_path / "old_run"
+    shutil.copytree(tiny_run, old)
+    recipe = yaml.safe_load((old / "recipe.yaml").read_text(encoding="utf-8"))
+    del recipe["model"]["block"]
+    (old / "recipe.yaml").write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
+    info = json.loads((old / "run.json").read_text(encoding="utf-8"))
+    info["components"].pop("model.block")
+    (old / "run.json").write_text(json.dumps(info, ensure_ascii=False), encoding="utf-8")
+    run = load_run(old)
+    assert run.recipe.model.block.name == "prenorm"
+    assert list(run.model.state_dict()) == list(load_run(tiny_run).model.state_dict())
