@@ -201,11 +201,15 @@ class Settings:
         parts += [f"--swap {s.key}={','.join(s.values)}" for s in self.swaps]
         if self.tune is not None:
             parts.append(f"--tune {self.tune.key}={','.join(self.tune.values)}")
-        for flag, value, default in (("steps", self.steps, None), ("seeds", self.seeds, 1), ("budget", self.budget,
-                                     "steps"), ("jobs", self.jobs, None), ("eval-interval", self.eval_interval, None),
-                                     ("out", self.out, None)):  # fmt: skip
-            if value != default:
-                parts.append(f"--{flag} {value}")
+        options = {
+            "steps": self.steps,
+            "seeds": self.seeds if self.seeds != 1 else None,
+            "budget": self.budget if self.budget != "steps" else None,
+            "jobs": self.jobs,
+            "eval-interval": self.eval_interval,
+            "out": self.out,
+        }
+        parts += [f"--{flag} {value}" for flag, value in options.items() if value is not None]
         return " ".join(parts)
 
 
