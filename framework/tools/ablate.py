@@ -15,8 +15,9 @@ warmup_ratio=0.05, min_lr_ratio=0.1)``).
   value is added if missing); the table shows each variant at its best value, chosen on the
   val loss (never the test split), and at the recipe's value. A component that only looks
   worse at the recipe's learning rate is then told apart from one that is worse.
-* ``--seeds K``: mean ± standard deviation over seeds; a difference is *clear* only if the
-  ranges mean ± 2σ of the two variants do not overlap, else *within noise*.
+* ``--seeds K``: mean ± standard deviation over seeds; seed k of every variant shares its initial
+  state and data order, so differences are taken seed by seed and called *clear* only when a
+  paired t-test over the seeds says so at the 5% level, else *within noise*.
 * ``--budget steps`` (default) compares at equal steps; ``--budget seconds`` at equal training
   time: every variant's seconds per step is measured first (8 steps, the first 2 not counted),
   the first variant gets ``--steps`` steps and every other one as many as fit in the same time.

@@ -6,11 +6,13 @@ Rules, stated once (the table's footnote repeats them):
 * a variant's *best* value of the tuned key is the one with the lowest mean final val loss
   over its seeds, among the values at which no seed failed; the test split is never used;
 * ``mean ± std``: mean and sample standard deviation over seeds;
-* a difference between two variants is **clear** when their ranges mean ± 2·std do not
-  overlap (``|Δ| > 2·(std₁ + std₂)``), else **within noise**; with one seed there is no std,
-  so nothing is called clear ("1 seed: no error bars");
-* the spread quoted with a difference (``Δ ± s``) is ``s = sqrt(std₁² + std₂²)``, how much the
-  difference between one run of each would vary.
+* seeds are *paired*: seed k of every variant starts from the same random state and reads the
+  data in the same order, so two variants are compared seed by seed. Their difference is
+  ``Δ ± s``: the mean and the standard deviation of the per-seed differences;
+* the difference is **clear** when a paired t-test over the seeds says so at the 5% level
+  (``|Δ| > t · s / sqrt(n)``, t the two-sided 97.5% point of Student's t with n - 1 degrees of
+  freedom: 12.7 for 2 seeds, 4.3 for 3), else **within noise**; with one seed there is no
+  spread, so nothing is called clear ("1 seed: no error bars").
 
 ``plan`` below is a :class:`gptf.tools.ablate.Plan` (not imported: that module imports this one).
 """
@@ -34,7 +36,14 @@ from gptf import __version__
 from gptf.plots import PLOTS_HINT, Band, save_val_curves
 from gptf.train.run_files import write_json, write_text
 
-NOISE_SIGMAS = 2.0  # mean ± 2·std ranges that overlap: within noise
+#: Two-sided 97.5% points of Student's t by degrees of freedom (paired t-test at the 5% level).
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000, 120: 1.980}  # fmt: skip
+
+
+def t_975(df: int) -> float:
+    """The table's value at the largest tabulated df <= ``df`` (a little conservative in between)."""
+    return T_975[max(k for k in T_975 if k <= df)]
 
 
 # ------------------------------------------------------------------ statistics
@@ -50,13 +59,17 @@ def mean_and_spread(values: Sequence[float | None]) -> tuple[float | None, float
 
 
 def compare(worse: dict[str, Any], better: dict[str, Any]) -> dict[str, Any]:
-    """How far ``worse`` trails ``better`` in val loss, and whether seeds can tell them apart."""
-    diff = worse["final_val_loss"] - better["final_val_loss"]
-    s1, s2 = worse["final_val_loss_std"], better["final_val_loss_std"]
-    if s1 is None or s2 is None:
-        return {"diff": diff, "spread": None, "verdict": "1 seed: no error bars"}
-    verdict = "clear" if abs(diff) > NOISE_SIGMAS * (s1 + s2) else "within noise"
-    return {"diff": diff, "spread": math.hypot(s1, s2), "verdict": verdict}
+    """How far the cell ``worse`` trails ``better`` in val loss, seed by seed, and whether the
+    seeds can tell them apart (a paired t-test at the 5% level)."""
+    seeds = sorted(set(worse["val_by_seed"]) & set(better["val_by_seed"]))
+    diffs = [worse["val_by_seed"][s] - better["val_by_seed"][s] for s in seeds]
+    mean = statistics.fmean(diffs) if diffs else worse["final_val_loss"] - better["final_val_loss"]
+    if len(diffs) < 2:
+        return {"diff": mean, "spread": None, "per_seed": diffs, "verdict": "1 seed: no error bars"}
+    spread = statistics.stdev(diffs)
+    t = t_975(len(diffs) - 1)
+    clear = abs(mean) > t * spread / math.sqrt(len(diffs))
+    return {"diff": mean, "spread": spread, "per_seed": diffs, "verdict": "clear" if clear else "within noise"}
 
 
 # ------------------------------------------------------------------ summarising
@@ -79,6 +92,7 @@ def cell_stats(value: str | None, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "seeds_failed": len(runs) - len(ok),
         "errors": [r["error"] for r in runs if r["status"] != "ok"],
         "val_losses": [r["final_val_loss"] for r in ok],
+        "val_by_seed": {str(r["seed"]): r["final_val_loss"] for r in ok},
         "final_val_loss": val_mean,
         "final_val_loss_std": val_std,
         "final_train_loss": train_mean,
@@ -139,7 +153,8 @@ def summarise(plan: Any, records: dict[str, dict[str, Any]], seconds: float) -> 
     finished = [r for r in rows if r["final_val_loss"] is not None]
     top = min(finished, key=lambda r: r["final_val_loss"]) if finished else None
     for row in rows:
-        row["vs_best"] = compare(row, top) if top is not None and row in finished and row is not top else None
+        paired = top is not None and row in finished and row is not top
+        row["vs_best"] = compare(row["best"], top["best"]) if paired else None
     tune = plan.settings.tune
     summary = {
         "gptf_version": __version__,
@@ -237,12 +252,13 @@ def _difference(summary: dict[str, Any], top: dict[str, Any], row: dict[str, Any
             f"{top['variant']} beats {row['variant']}{where} by {_loss(c['diff'])} val loss "
             f"(1 seed: no error bars, so this may be noise)."
         )
-    by = f"{_loss(c['diff'])} ± {_loss(c['spread'])} val loss over {row['best']['seeds_ok']} seeds"
+    per_seed = ", ".join(_loss(d) for d in c["per_seed"])
+    by = f"{_loss(c['diff'])} ± {_loss(c['spread'])} val loss over {len(c['per_seed'])} seeds (per seed: {per_seed})"
     if c["verdict"] == "clear":
-        return f"{top['variant']} beats {row['variant']}{where} by {by}: clear (the mean ± 2σ ranges do not overlap)."
+        return f"{top['variant']} beats {row['variant']}{where} by {by}: clear (paired t-test over seeds, 5% level)."
     return (
-        f"{row['variant']}{where} trails {top['variant']} by {by}: within noise (the mean ± 2σ ranges overlap), "
-        "so no clear winner between them."
+        f"{row['variant']}{where} trails {top['variant']} by {by}: within noise (paired t-test over seeds, 5% "
+        "level), so no clear winner between them."
     )
 
 
@@ -411,8 +427,10 @@ def footnote(summary: dict[str, Any]) -> str:
         f"{summary['steps']} steps; steps per variant in the table)"
     )
     spread = (
-        "± is the standard deviation over the seeds; vs best: the difference to the best variant ± "
-        "sqrt(std₁² + std₂²), clear when the mean ± 2σ ranges do not overlap, else within noise; "
+        "± is the standard deviation over the seeds; vs best: the difference to the best variant, seed by seed "
+        "(seed k of every variant shares its initial state and data order), mean ± standard deviation of the "
+        "per-seed differences; clear when a paired t-test over the seeds says so at the 5% level, else within "
+        "noise; "
         if seeds > 1
         else "1 seed: no error bars; "
     )
