@@ -390,3 +390,17 @@ def test_parallel_runs_give_the_same_results_as_one_at_a_time(workdir: Path) -> 
             b["variant"], b["seed"], b["final_val_loss"], b["final_train_loss"])  # fmt: skip
         weights = [Path(r["run_dir"]) / "model.safetensors" for r in (a, b)]
         assert weights[0].read_bytes() == weights[1].read_bytes()
+
+
+def test_a_spike_shared_by_variants_points_at_the_batch() -> None:
+    from gptf.tools.ablate_report import reading
+
+    rope, none, learned = _row("rope", [1.83, 1.99]), _row("none", [2.20, 2.34]), _row("learned", [3.46, 3.47])
+    for row, step in ((rope, 13), (none, 13), (learned, 16)):
+        row["best"]["unstable"] = [{"seed": 1, "kind": "loss spike", "step": step, "lr": 0.002}]
+    summary = {"variants": [rope, none, learned], "tune": None, "budget": "steps"}
+    for row in summary["variants"]:
+        row["vs_best"] = None if row is rope else {"diff": 0.4, "spread": None, "per_seed": [0.4], "verdict": ""}
+    lines = reading(summary)
+    assert "Seed 1 was flagged at step 13 in rope, none alike: every variant reads the same batches" in "\n".join(lines)
+    assert not any("step 16 in learned," in line for line in lines)

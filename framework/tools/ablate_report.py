@@ -324,7 +324,25 @@ def _instability(summary: dict[str, Any], rows: list[dict[str, Any]]) -> list[st
             lines.append(line + ".")
     if not lines:
         lines.append("No run had a loss spike, divergence or NaN.")
-    return lines
+    return lines + _shared_events(rows)
+
+
+def _shared_events(rows: list[dict[str, Any]]) -> list[str]:
+    """The same seed flagged at the same step in several variants: seed k reads the same batches in
+    every variant, so the batch, not the component, is the likely cause."""
+    hit: dict[tuple[Any, Any], list[str]] = {}
+    for row in rows:
+        for cell in row["cells"]:
+            for event in cell["unstable"]:
+                where = (event.get("seed"), event.get("step"))
+                if None not in where and row["variant"] not in hit.get(where, []):
+                    hit.setdefault(where, []).append(row["variant"])
+    return [
+        f"Seed {seed} was flagged at step {step} in {', '.join(names)} alike: every variant reads the same batches "
+        "with the same seed, so that batch, more than the component, is the likely trigger."
+        for (seed, step), names in sorted(hit.items())
+        if len(names) > 1
+    ]
 
 
 def _answers(summary: dict[str, Any], ranked: list[dict[str, Any]]) -> list[str]:
@@ -332,7 +350,10 @@ def _answers(summary: dict[str, Any], ranked: list[dict[str, Any]]) -> list[str]
     if not scored:
         return []
     by_f1 = sorted(scored, key=lambda r: -r["char_f1"])
-    listed = ", ".join(f"{r['variant']} {r['char_f1']:.3f}" for r in by_f1)
+    listed = ", ".join(
+        f"{r['variant']} {r['char_f1']:.3f}" + (f" ({r['readable']:.0%} readable)" if r["readable"] is not None else "")
+        for r in by_f1
+    )
     where = f" at each variant's best {summary['tune']['short']}" if summary["tune"] is not None else ""
     same = [r["variant"] for r in by_f1] == [r["variant"] for r in scored]
     verdict = "the same order as the val loss" if same else "not the order of the val loss"
@@ -473,7 +494,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
     prompts = [d["prompt"] for d in summary["variants"][0]["demo"]] if summary["variants"] else []
     if prompts:
         answers = [[row["variant"], *[d["answer"] or "-" for d in row["demo"]]] for row in summary["variants"]]
-        lines += ["## Demo answers (seed 0, at the best value)", "", *_md_table(["variant", *prompts], answers, set())]
+        at_best = ", at each variant's best value" if summary["tune"] is not None else ""
+        lines += [f"## Demo answers (seed 0{at_best})", "", *_md_table(["variant", *prompts], answers, set())]
         lines.append("")
     lines += ["## Reading", "", *[f"- {line}" for line in summary["reading"]], ""]
     return "\n".join(lines)
