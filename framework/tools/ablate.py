@@ -471,7 +471,7 @@ def run_ablation(settings: Settings, console: Console) -> dict[str, Any]:
         _train_parallel(plan, todo, records, console)
     else:
         _train_all(plan, todo, records, console)
-    summary = summarise(plan, records, time.perf_counter() - started)
+    summary = summarise(plan, records, time.perf_counter() - started, trained=len(todo))
     write_outputs(plan, summary, console)
     return summary
 

@@ -147,7 +147,7 @@ def variant_row(plan: Any, variant: Any, records: dict[str, dict[str, Any]]) -> 
     }
 
 
-def summarise(plan: Any, records: dict[str, dict[str, Any]], seconds: float) -> dict[str, Any]:
+def summarise(plan: Any, records: dict[str, dict[str, Any]], seconds: float, trained: int = 0) -> dict[str, Any]:
     """One row per variant plus every run's record, the comparisons and the reading."""
     rows = [variant_row(plan, v, records) for v in plan.variants]
     finished = [r for r in rows if r["final_val_loss"] is not None]
@@ -174,6 +174,7 @@ def summarise(plan: Any, records: dict[str, dict[str, Any]], seconds: float) -> 
         else {"key": tune.key, "short": tune.short, "values": plan.tune_values, "recipe_value": plan.recipe_tune_value},
         "best_variant": top["variant"] if top else None,
         "seconds": round(seconds, 1),
+        "trained_now": trained,  # runs trained by this call; the others were finished before
         "variants": rows,
         "runs": [records[r.key] for r in plan.runs if r.key in records],
     }
@@ -461,13 +462,16 @@ def footnote(summary: dict[str, Any]) -> str:
         if tune
         else ""
     )
+    reused = len(summary["runs"]) - summary.get("trained_now", len(summary["runs"]))
+    reused = f" ({reused} of {len(summary['runs'])} runs were finished by an earlier call and reused)" if reused else ""
     return (
         f"Compared at {budget}, {seeds} seed(s) per variant (training.seed 0..{seeds - 1}), same data order and "
         f"initial seed for every variant; {tuned}{spread}losses are cross-entropy per answer token after the last "
         f"step; char F1 and readable: greedy answers to every data.val prompt (mean over seeds); stability: loss "
         f"spikes, divergence or NaN (gptf.train.stability); s/run = the whole run (training, validation, saving, "
         f"answers); gptf {summary['gptf_version']}, torch {summary['torch_version']}, {summary['threads']} "
-        f"thread(s) per run, {summary['jobs']} run(s) at a time; the whole command took {summary['seconds']:.0f} s."
+        f"thread(s) per run, {summary['jobs']} run(s) at a time; "
+        f"the whole command took {summary['seconds']:.0f} s{reused}."
     )
 
 
