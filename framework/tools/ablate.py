@@ -67,8 +67,9 @@ from gptf.train.run_files import RunFiles, file_sha256, write_json
 
 RUN_RECORD = "ablate_run.json"  # inside each run directory: its key and results
 BUDGETS = ("steps", "seconds")
-#: Default --jobs: runs trained at once. Measured for issue 11 on the 2-core class machine
-#: (teacher recipe): see docs/readme_sections/issue11.md and :func:`default_jobs`.
+#: Default --jobs: one run per core with one thread each. Measured for issue 11 on the 2-core class
+#: machine (teacher recipe, under load): 2 processes x 1 thread gave 3-12x the steps per second of
+#: 1 process x 2 threads (README, "--jobs"). See :func:`default_jobs`.
 PARALLEL_FASTER = True
 
 
