@@ -36,7 +36,7 @@ from gptf.generate import Generation, Generator, greedy_answers
 from gptf.plots import LossCurves, read_loss_curves
 from gptf.recipe import LoadedRecipe, load_recipe
 from gptf.run import LoadedRun, RunResult, load_run, run_recipe, sampling_settings
-from gptf.tools.ablate import Settings, check_swaps_given, run_ablation
+from gptf.tools.ablate import Settings, check_budget, check_swaps_given, parse_swap, run_ablation
 from gptf.tools.export import FORMATS, ExportReport, export_hf
 from gptf.tools.insight import AttentionMaps, attention_maps
 
@@ -164,13 +164,24 @@ def ablate(
     seeds: int = 1,
     out: str | Path | None = None,
     eval_interval: int | None = None,
+    tune: Mapping[str, Sequence[Any]] | str | None = None,
+    budget: str = "steps",
+    jobs: int | None = None,
     quiet: bool = False,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Compare variants as ``gptf ablate`` does; returns the summary (``rows`` holds the table).
+    """Compare variants as ``gptf ablate`` does; returns the summary (``summary["variants"]`` holds
+    the table rows, ``summary["reading"]`` the sentences of ablation.md).
 
-    ``swaps``: ``{"model.positional": ["rope", "learned"]}`` or ``["model.positional=rope,learned"]``."""
+    ``swaps``: ``{"model.positional": ["rope", "learned"]}`` or ``["model.positional=rope,learned"]``;
+    ``tune``: ``{"training.lr": [6e-4, 2e-3]}`` or ``"training.lr=6e-4,2e-3"``; ``budget``: ``"steps"``
+    or ``"seconds"``; ``jobs``: runs at once (default: one per core)."""
     texts = [f"{k}={','.join(map(str, v))}" for k, v in swaps.items()] if isinstance(swaps, Mapping) else list(swaps)
+    if isinstance(tune, Mapping):
+        (key, values), *more = tune.items()
+        if more:
+            raise TypeError("tune one key at a time")
+        tune = f"{key}={','.join(map(str, values))}"
     settings = Settings(
         Path(recipe),
         check_swaps_given(texts),
@@ -179,5 +190,8 @@ def ablate(
         seeds,
         Path(out) if out is not None else None,
         eval_interval,
+        tune=parse_swap(tune, "--tune") if tune else None,
+        budget=check_budget(budget),
+        jobs=jobs,
     )
     return run_ablation(settings, _console(quiet, console))

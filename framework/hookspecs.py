@@ -44,6 +44,7 @@ CONTEXT: dict[str, tuple[str, ...]] = {
     "norm": ("dim",),
     "attention": ("n_head", "n_kv_head", "head_dim", "seq_len"),
     "mlp": ("dim", "hidden_dim", "bias"),
+    "block": ("make_norm", "attention", "mlp", "config"),
     "optimizer": ("params", "lr"),
     "scheduler": ("max_steps",),
     "quantizer": (),
@@ -107,6 +108,24 @@ def register_mlps() -> Factories:
 
 
 @hookspec
+def register_blocks() -> Factories:
+    """Block layouts (``model.block``): ``factory(make_norm, attention, mlp, config) ->
+    gptf.interfaces.Block``: how one layer wires its norms, attention and MLP around the
+    residual stream (pre-norm, post-norm, parallel...).
+
+    Built once per layer. ``make_norm()`` builds a fresh norm of the recipe's kind each call
+    (call it once per norm you use); ``attention`` and ``mlp`` arrive built, and must be kept
+    as attributes (their weights belong to the block). ``config`` holds the model's sizes
+    (``n_embd``, ``n_layer``, ``dropout``...). ``forward(x, context)`` maps (B, T, C) -> (B, T, C)
+    and passes ``context`` to ``attention(x, context)`` unchanged (positions, KV cache, layer).
+    The class attribute ``final_norm`` says whether the model adds a norm after the last block.
+
+    Initialisation: as for MLPs; ``Block.residual_outputs(width)`` lists the layers whose
+    output is added to the residual stream (by default the attention's and the MLP's).
+    """
+
+
+@hookspec
 def register_optimizers() -> Factories:
     """Optimizers: ``factory(params, lr) -> torch.optim.Optimizer``.
 
@@ -120,7 +139,9 @@ def register_optimizers() -> Factories:
 def register_schedulers() -> Factories:
     """Learning-rate schedules: ``factory(max_steps) -> Callable[[int], float]``.
 
-    The callable maps an optimizer step (0-based) to a multiplier of ``training.lr``.
+    The callable maps an optimizer step to a multiplier of ``training.lr``. Steps count from 0:
+    the first update uses ``schedule(0)``, the last ``schedule(max_steps - 1)`` (so a warm-up
+    of ``w`` steps that returns ``(step + 1) / w`` reaches the peak at step ``w - 1``).
     """
 
 
@@ -170,6 +191,7 @@ HOOK_FOR_KIND: dict[str, str] = {
     "norm": "register_norms",
     "attention": "register_attentions",
     "mlp": "register_mlps",
+    "block": "register_blocks",
     "optimizer": "register_optimizers",
     "scheduler": "register_schedulers",
     "quantizer": "register_quantizers",

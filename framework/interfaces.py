@@ -5,7 +5,8 @@ Plugins subclass (or duck-type) these. The engine only ever talks to components 
 these methods, which is what makes every component swappable by name. A plugin imports
 only ``gptf`` (for ``hookimpl``), this module, :mod:`gptf.errors` and :mod:`gptf.hookspecs`
 (a layer rule checked in CI), so everything a plugin may need lives here:
-:func:`causal_mask`, :class:`DecodingState`, :class:`FinishedAnswer` and :func:`mark_residual_output`.
+:func:`causal_mask`, :class:`DecodingState`, :class:`FinishedAnswer`, :func:`mark_residual_output` and
+:func:`make_dropout`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def mark_residual_output(layer: nn.Linear) -> nn.Linear:
     """
     setattr(layer, RESIDUAL_OUTPUT, True)
     return layer
+
+
+def make_dropout(p: float) -> nn.Module:
+    """Dropout, or nothing at all when ``p`` is 0 (saves a call per layer per token)."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
 def residual_outputs(module: nn.Module, width: int) -> list[nn.Linear]:
@@ -139,6 +145,63 @@ class Attention(nn.Module):
         bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         raise NotImplementedError
+
+
+class AttentionContext:
+    """Where the tokens of one forward pass are, for the attention of one layer: their
+    positional encoding and absolute ``positions`` (T,), the attention score ``bias`` (ALiBi) or
+    None, the KV ``cache`` or None, and the ``layer`` index (which part of the cache is its own).
+
+    A :class:`Block` does not look inside: it hands the context to its attention unchanged.
+    """
+
+    __slots__ = ("bias", "cache", "layer", "positional", "positions")
+
+    def __init__(
+        self,
+        positional: PositionalEncoding,
+        positions: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        cache: Any = None,
+        layer: int = 0,
+    ) -> None:
+        self.positional, self.positions, self.bias, self.cache, self.layer = positional, positions, bias, cache, layer
+
+
+class Block(nn.Module):
+    """One Transformer layer: how the norms, the attention and the MLP are wired around the
+    residual stream (``model.block``: prenorm, postnorm, parallel, ...).
+
+    The factory receives, besides its own recipe parameters (see ``register_blocks``):
+
+    * ``make_norm``: call it once per norm the block wants; each call builds a fresh norm of
+      the recipe's kind (``model.norm``) and width ``n_embd``;
+    * ``attention``: the self-attention layer, already built: ``attention(x, context)``,
+      (B, T, C) -> (B, T, C). Its output projection is already marked as a residual output;
+    * ``mlp``: the feed-forward layer, already built: ``mlp(x)``, (B, T, C) -> (B, T, C);
+    * ``config``: the model's sizes, read-only: ``n_embd``, ``n_layer``, ``n_head``,
+      ``dropout``, ``init_std``, ...
+
+    :meth:`forward` maps (B, T, C) -> (B, T, C) and must pass ``context`` (an
+    :class:`AttentionContext`) to the attention unchanged. Keep each token on its own except
+    through the attention (causality), and register the attention and the MLP as attributes so
+    their weights are saved and trained.
+
+    :attr:`final_norm`: whether the model applies one more norm after the last block. A pre-norm
+    stream is never normalised inside the blocks, so it needs one; a post-norm block already
+    ends with a norm.
+    """
+
+    final_norm: bool = True
+
+    def forward(self, x: torch.Tensor, context: AttentionContext) -> torch.Tensor:
+        raise NotImplementedError
+
+    def residual_outputs(self, width: int) -> list[nn.Linear]:
+        """The layers whose outputs are added to the residual stream; the model starts them
+        smaller (see :func:`mark_residual_output`). By default: those of each direct
+        submodule (the attention's marked projection, then the MLP's), in registration order."""
+        return [layer for child in self.children() for layer in residual_outputs(child, width)]
 
 
 class Quantizer(Protocol):

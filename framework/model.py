@@ -2,14 +2,15 @@
 
     token ids ─▶ embedding ─▶ [Block] × n_layer ─▶ final norm ─▶ output layer ─▶ logits
 
-    Block:  x = x + Attention(Norm(x))      look at earlier tokens
+    Block (model.block: prenorm, the default, in plugins/blocks/prenorm.py):
+            x = x + Attention(Norm(x))      look at earlier tokens
             x = x + MLP(Norm(x))            think about each token on its own
 
 While generating, a :class:`KVCache` keeps the keys and values of the tokens seen so far,
 so each new token costs one short forward pass (``GPT.new_cache`` makes one).
 
-The swappable parts (positional encoding, norm, attention core, MLP) arrive already
-built, as arguments; this file never names a concrete one. The shapes in comments use
+The swappable parts (positional encoding, norm, attention core, MLP, block layout) arrive
+already built, as arguments; this file never names a concrete one. The shapes in comments use
 B = batch, T = time (tokens), C = channels (n_embd), H = heads, D = head size.
 """
 
@@ -23,7 +24,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from gptf.interfaces import PositionalEncoding, mark_residual_output, residual_outputs
+from gptf.interfaces import AttentionContext, PositionalEncoding, make_dropout, mark_residual_output
 
 
 @attrs.frozen
@@ -53,11 +54,7 @@ class GPTParts:
     make_norm: Callable[[], nn.Module]
     make_attention: Callable[[], nn.Module]
     make_mlp: Callable[[], nn.Module]
-
-
-def make_dropout(p: float) -> nn.Module:
-    """Dropout, or nothing at all when ``p`` is 0 (saves a call per layer per token)."""
-    return nn.Dropout(p) if p > 0 else nn.Identity()
+    make_block: Callable[[nn.Module, nn.Module], nn.Module]  # (attention, mlp) -> a Block
 
 
 class KVCache:
@@ -129,57 +126,19 @@ class SelfAttention(nn.Module):
         self.proj = mark_residual_output(nn.Linear(config.n_embd, config.n_embd, bias=config.bias))
         self.dropout = make_dropout(config.dropout)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        positional: PositionalEncoding,
-        positions: torch.Tensor,
-        bias: torch.Tensor | None = None,
-        cache: KVCache | None = None,
-        layer: int = 0,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: AttentionContext) -> torch.Tensor:
         B, T, C = x.shape
         kv_dim = self.n_kv_head * self.head_dim
         q, k, v = self.qkv(x).split([C, kv_dim, kv_dim], dim=-1)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, H_kv, T, D)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        q, k = positional.rotate(q, k, positions)
-        if cache is not None:  # append this step's keys/values, attend over all so far
-            k, v = cache.update(layer, k, v)
-        y = self.attention(q, k, v, bias)  # (B, H, T, D)
+        q, k = context.positional.rotate(q, k, context.positions)
+        if context.cache is not None:  # append this step's keys/values, attend over all so far
+            k, v = context.cache.update(context.layer, k, v)
+        y = self.attention(q, k, v, context.bias)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # heads side by side again
         return self.dropout(self.proj(y))
-
-
-class Block(nn.Module):
-    """One Transformer layer (pre-norm, as in GPT-2 and LLaMA)."""
-
-    def __init__(self, config: GPTConfig, parts: GPTParts) -> None:
-        super().__init__()
-        self.norm1 = parts.make_norm()
-        self.attn = SelfAttention(config, parts.make_attention())
-        self.norm2 = parts.make_norm()
-        self.mlp = parts.make_mlp()
-        self.dropout = make_dropout(config.dropout)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        positional: PositionalEncoding,
-        positions: torch.Tensor,
-        bias: torch.Tensor | None = None,
-        cache: KVCache | None = None,
-        layer: int = 0,
-    ) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), positional, positions, bias, cache, layer)  # residual
-        x = x + self.dropout(self.mlp(self.norm2(x)))  # residual
-        return x
-
-    def residual_outputs(self) -> list[nn.Linear]:
-        """The layers whose outputs are added to the residual stream (attention's and the MLP's)."""
-        width = self.attn.proj.out_features
-        return [self.attn.proj, *residual_outputs(self.mlp, width)]
 
 
 class GPT(nn.Module):
@@ -189,8 +148,13 @@ class GPT(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, config.n_embd)
         self.positional = parts.positional
         self.dropout = make_dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config, parts) for _ in range(config.n_layer))
-        self.norm = parts.make_norm()
+        # Each layer: the self-attention and the MLP, wired by the recipe's block layout.
+        self.blocks = nn.ModuleList(
+            parts.make_block(SelfAttention(config, parts.make_attention()), parts.make_mlp())
+            for _ in range(config.n_layer)
+        )
+        # A post-norm block already ends with a norm; a pre-norm stream needs one before the output.
+        self.norm = parts.make_norm() if getattr(self.blocks[0], "final_norm", True) else nn.Identity()
         self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             # Weight sharing: the output layer scores each token by how well the final
@@ -204,7 +168,7 @@ class GPT(nn.Module):
         # Residual output layers start smaller, so the sum of 2·n_layer residual branches stays
         # about unit size. Each layer says so itself (gptf.interfaces.mark_residual_output).
         for block in self.blocks:
-            for layer in block.residual_outputs():
+            for layer in block.residual_outputs(config.n_embd):
                 nn.init.normal_(layer.weight, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layer))
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -230,12 +194,11 @@ class GPT(nn.Module):
         x = self.dropout(self.positional.embed(x, positions))
         recompute = self.checkpoint_blocks and self.training and torch.is_grad_enabled() and cache is None
         for layer, block in enumerate(self.blocks):
-            if recompute:
-                x = torch.utils.checkpoint.checkpoint(
-                    block, x, self.positional, positions, bias, None, layer, use_reentrant=False
-                )
+            context = AttentionContext(self.positional, positions, bias, cache, layer)
+            if recompute:  # keep only the block's input; recompute the rest during backward
+                x = torch.utils.checkpoint.checkpoint(block, x, context, use_reentrant=False)
             else:
-                x = block(x, self.positional, positions, bias, cache, layer)
+                x = block(x, context)
         if cache is not None:
             cache.advance(T)
         return self.head(self.norm(x))  # (B, T, V)
@@ -260,7 +223,7 @@ class GPT(nn.Module):
         x = self.positional.embed(x, position)
         writer = _SlotWriter(keys, values, position)
         for layer, block in enumerate(self.blocks):
-            x = block(x, self.positional, position, bias, writer, layer)  # type: ignore[arg-type]
+            x = block(x, AttentionContext(self.positional, position, bias, writer, layer))  # type: ignore[arg-type]
         return self.head(self.norm(x))[:, -1]  # (B, V)
 
     def new_cache(self, batch: int = 1) -> KVCache:

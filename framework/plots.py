@@ -151,16 +151,25 @@ class Band:
     mean: Sequence[float]
     low: Sequence[float]
     high: Sequence[float]
+    family: str = ""  # bands of one family share a colour (one variant at several values)
+    dashed: bool = False
 
 
 def save_val_curves(bands: Sequence[Band], out: Path, title: str) -> Path | None:
-    """All variants on one chart; with several seeds a shaded band spans them."""
+    """All variants on one chart; with several seeds a shaded band spans them. Bands of one
+    ``family`` share a colour; ``dashed`` ones are drawn dashed (``gptf ablate --tune``: the recipe's value)."""
     if not plots_available():
         return None
     figure = _figure(8, 4.8)
     axes = figure.add_subplot()
+    colours: dict[str, Any] = {}
     for band in bands:
-        (line,) = axes.plot(band.steps, band.mean, marker="o", markersize=3, linewidth=1.6, label=band.label)
+        colour = colours.get(band.family) if band.family else None
+        (line,) = axes.plot(
+            band.steps, band.mean, marker="o", markersize=3, linewidth=1.6, label=band.label, color=colour,
+            linestyle="--" if band.dashed else "-",
+        )  # fmt: skip
+        colours.setdefault(band.family, line.get_color())
         if any(lo != hi for lo, hi in zip(band.low, band.high, strict=True)):
             axes.fill_between(band.steps, band.low, band.high, color=line.get_color(), alpha=0.15, linewidth=0)
     axes.set(xlabel="step", ylabel="validation loss", title=title)

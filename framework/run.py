@@ -107,6 +107,8 @@ class RunResult:
     train_loss: float | None
     val_loss: float | None
     answers: list[Generation]
+    stability: dict[str, Any] = attrs.field(factory=dict)  # gptf.train.stability: spikes, divergence, NaN
+    val_eval: dict[str, Any] | None = None  # greedy answers to data.val, scored (gptf.evaluate)
 
 
 def run_recipe(
@@ -137,9 +139,10 @@ def run_recipe(
         if not world.is_main:  # rank 0 writes the run folder and reports; this process is done
             return RunResult(inputs.files.root, time.perf_counter() - started, state.train_loss, None, [])
         model = model.cpu()  # saving, int8 quantization and the checks below run on the CPU
+        stability = session.trainer.stability.report()
         try:
             quantized_note = finish_stage(inputs, model)
-            result = report_stage(inputs, model, state, console, final_eval=final_eval)
+            result = report_stage(inputs, model, state, console, final_eval=final_eval, stability=stability)
         except OSError as exc:  # disk full...: the training is kept as a resumable checkpoint
             session.rescue(exc, "saving the finished run")
         session.close()  # finished and saved: the resumable checkpoints are no longer needed
@@ -301,22 +304,12 @@ def train_stage(
     world: World | None = None,
 ) -> tuple[TrainState, TrainingSession]:
     """The training loop, inside a session that saves checkpoints and handles Ctrl+C."""
-    recipe, registry, files, world = inputs.recipe, inputs.registry, inputs.files, world or World()
+    recipe, files, world = inputs.recipe, inputs.files, world or World()
     if world.is_main:
         files.root.mkdir(parents=True, exist_ok=True)
         files.metrics.unlink(missing_ok=True)
-    trainer = Trainer(
-        config=recipe.training,
-        model=model,
-        train=inputs.train,
-        val=inputs.val,
-        pad_id=inputs.tokenizer.pad_id,
-        optimizer=build_optimizer(recipe, registry, model),
-        schedule=build_scheduler(recipe, registry),
-        callbacks=build_callbacks(recipe, registry),
-        log=(lambda record: append_jsonl(files.metrics, record)) if world.is_main else None,
-        world=world,
-    )
+    log = (lambda record: append_jsonl(files.metrics, record)) if world.is_main else None
+    trainer = make_trainer(inputs, model, log=log, world=world)
     choice = trainer.precision
     inputs.precision.update(choice.as_record())
     console.print(f"precision: {choice.precision} ({choice.reason})", highlight=False)
@@ -338,6 +331,44 @@ def train_stage(
         state = trainer.fit(on_step=session.after_step(report))
     session.finish()  # stopped by Ctrl+C/SIGTERM: saves a resumable checkpoint and says how to continue
     return state, session
+
+
+def make_trainer(
+    inputs: RunInputs,
+    model: GPT,
+    log: Callable[[dict[str, Any]], None] | None = None,
+    world: World | None = None,
+) -> Trainer:
+    """The trainer for this run's model, data and recipe (also used to time a few steps)."""
+    recipe, registry = inputs.recipe, inputs.registry
+    return Trainer(
+        config=recipe.training,
+        model=model,
+        train=inputs.train,
+        val=inputs.val,
+        pad_id=inputs.tokenizer.pad_id,
+        optimizer=build_optimizer(recipe, registry, model),
+        schedule=build_scheduler(recipe, registry),
+        callbacks=build_callbacks(recipe, registry),
+        log=log,
+        world=world,
+    )
+
+
+def seconds_per_step(loaded: LoadedRecipe, steps: int = 8, skip: int = 2) -> float:
+    """Time ``steps`` optimizer steps of a fresh model (the first ``skip`` not counted: warm-up).
+    The same seed means the same batches for every recipe, so the times compare fairly
+    (``gptf ablate --budget seconds``). Nothing is written."""
+    quiet = Console(quiet=True)
+    inputs = load_stage(loaded, quiet, init_from=None, resume=None, force=False)
+    model = build_stage(inputs, quiet, "cpu")
+    trainer = make_trainer(inputs, model)
+    for _ in range(skip):
+        trainer.train_step()
+    started = time.perf_counter()
+    for _ in range(steps - skip):
+        trainer.train_step()
+    return (time.perf_counter() - started) / max(1, steps - skip)
 
 
 # ---------------------------------------------------------------------------- finish
@@ -368,7 +399,9 @@ def saved_recipe(loaded: LoadedRecipe) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- report
 
 
-def report_stage(inputs: RunInputs, model: GPT, state: TrainState, console: Console, *, final_eval: bool) -> RunResult:
+def report_stage(
+    inputs: RunInputs, model: GPT, state: TrainState, console: Console, *, final_eval: bool, stability: dict[str, Any]
+) -> RunResult:
     """Demo answers, scores on the val questions, and ``run.json`` (what this run was made with)."""
     recipe, registry, tokenizer = inputs.recipe, inputs.registry, inputs.tokenizer
     generator = Generator(
@@ -380,13 +413,16 @@ def report_stage(inputs: RunInputs, model: GPT, state: TrainState, console: Cons
     )
     answers = demo_answers(recipe, generator, console)
     record = run_record(inputs, model, state, answers)
+    record["stability"] = stability
     if final_eval:
         scores = evaluate_after_training(generator, recipe, console, inputs.files.root / "eval.json")
         record["val_eval"] = scores.summary() if scores else None
     if inputs.init_from is not None:
         record["init_from"] = str(inputs.init_from)
     write_json(inputs.files.info, record)
-    return RunResult(inputs.files.root, 0.0, state.train_loss, state.val_loss, answers)
+    return RunResult(
+        inputs.files.root, 0.0, state.train_loss, state.val_loss, answers, stability, record.get("val_eval")
+    )
 
 
 def demo_answers(recipe: Recipe, generator: Generator, console: Console) -> list[Generation]:
@@ -411,6 +447,7 @@ def print_summary(inputs: RunInputs, state: TrainState, result: RunResult, quant
     console.print(
         f"steps {state.step}  train time {state.elapsed_s:.1f}s  total {result.seconds:.1f}s\n"
         f"final train loss {_fmt(state.train_loss)}  final val loss {_fmt(state.val_loss)}\n"
+        f"stability       {result.stability.get('summary', '-')}\n"
         f"run directory   {files.root}\n"
         f"weights         {files.weights}\n"
         f"quantized       {quantized}\n"
@@ -418,6 +455,8 @@ def print_summary(inputs: RunInputs, state: TrainState, result: RunResult, quant
         f'ask it:         gptf generate --ckpt {files.root} --prompt "{example}"',
         highlight=False,
     )
+    if result.stability.get("hint"):
+        console.print(f"hint: {result.stability['hint']}", style="yellow", highlight=False, markup=False)
     report_loss_plot(files.metrics, console, title=recipe.name)  # loss.png beside metrics.jsonl
 
 

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import attrs
 import pytest
 import yaml
 from conftest import TINY_RECIPE, run_gptf
@@ -14,7 +15,8 @@ from rich.console import Console
 from gptf.errors import GptfError, RecipeError
 from gptf.plots import plots_available
 from gptf.recipe import recipe_to_dict
-from gptf.tools.ablate import Settings, check_swaps_given, grid, make_plan, mean_and_spread, parse_swap, run_ablation
+from gptf.tools.ablate import Settings, check_swaps_given, grid, make_plan, parse_swap, run_ablation
+from gptf.tools.ablate_report import mean_and_spread
 
 HAS_MATPLOTLIB = plots_available()
 
@@ -122,8 +124,11 @@ def test_ablate_end_to_end_then_skips_finished_runs(workdir: Path) -> None:
     assert row["demo"][0]["answer"] is not None
 
     markdown = (out / "ablation.md").read_text(encoding="utf-8")
-    assert "| variant | parameters | wall time (s) | tokens/s | final train loss | final val loss |" in markdown
-    assert "| positional=none | 34,912 |" in markdown and "±" in markdown
+    assert "| variant | parameters | steps | val loss | vs best | char F1 (val) | readable | stability |" in markdown
+    assert "| positional=none | 34,912 | 2 |" in markdown and "±" in markdown
+    assert "## Reading" in markdown and "over 2 seeds" in markdown
+    assert 0 <= row["char_f1"] <= 1 and row["readable"] is not None  # the held-out answers, scored
+    assert all(run["val_eval"]["evaluated"] > 0 and run["stability"]["stable"] for run in summary["runs"])
     rows = list(csv.DictReader((out / "ablation.csv").open(encoding="utf-8")))
     assert [r["variant"] for r in rows] == ["positional=rope", "positional=none"]
     assert float(rows[1]["final_val_loss"]) == pytest.approx(summary["variants"][1]["final_val_loss"])
@@ -183,3 +188,219 @@ def test_loss_curves_are_read_from_metrics(tmp_path: Path) -> None:
     metrics.write_text("\n".join(json.dumps(r) for r in lines) + "\n{cut off", encoding="utf-8")
     curves = read_loss_curves(metrics)
     assert curves.train == [(2, 5.0), (4, 4.0)] and curves.val == [(2, 4.5)]
+
+
+# ------------------------------------------------------------------ labels and the recipe's own parameters
+
+INVERSE_SQRT = """
+from gptf import hookimpl
+
+
+class InverseSqrt:
+    def __init__(self, max_steps: int, warmup_steps: int = 4) -> None:
+        self.warmup = warmup_steps
+
+    def __call__(self, step: int) -> float:
+        step += 1
+        return step / self.warmup if step < self.warmup else (self.warmup / step) ** 0.5
+
+
+@hookimpl
+def register_schedulers():
+    return {"inverse_sqrt": InverseSqrt}
+"""
+
+
+def test_a_swap_naming_the_recipes_component_keeps_its_parameters_and_labels_show_them(workdir: Path) -> None:
+    """The case of issue 11: --swap training.scheduler=inverse_sqrt dropped the recipe's warmup_steps: 15."""
+    (workdir / "inverse_sqrt.py").write_text(INVERSE_SQRT, encoding="utf-8")
+    recipe = workdir / "student.yaml"
+    recipe.write_text(
+        f"extends: {TINY_RECIPE}\nname: student\nplugins: [./inverse_sqrt.py]\n"
+        "training: {scheduler: {name: inverse_sqrt, warmup_steps: 15}}\n",
+        encoding="utf-8",
+    )
+    swaps = check_swaps_given(["training.scheduler=inverse_sqrt,constant,{name: warmup_cosine, warmup_ratio: 0.1}"])
+    plan = make_plan(Settings(recipe, swaps, steps=2))
+    assert [v.label for v in plan.variants] == [
+        "scheduler=inverse_sqrt(warmup_steps=15)",
+        "scheduler=constant",
+        "scheduler=warmup_cosine(warmup_ratio=0.1)",
+    ]
+    specs = [r.loaded.recipe.training.scheduler for r in plan.runs]
+    assert (
+        specs[0].params == {"warmup_steps": 15} and specs[1].params == {} and specs[2].params == {"warmup_ratio": 0.1}
+    )
+    assert plan.runs[0].run_dir.name == "scheduler-inverse_sqrt-seed0"  # folder names stay short
+
+
+def test_swap_help_shows_the_form_with_parameters() -> None:
+    import typer.main
+
+    from gptf.cli import app
+
+    command = typer.main.get_command(app).commands["ablate"]  # type: ignore[attr-defined]
+    helps = {p.name: p.help for p in command.params}
+    assert "--swap 'training.scheduler=constant,{name: warmup_cosine, warmup_ratio: 0.1}'" in helps["swap"]
+    assert "keeps the recipe's parameters" in helps["swap"]
+    assert {"tune", "budget", "jobs", "seeds"} <= set(helps)
+
+
+# ------------------------------------------------------------------ tuning, seeds and the reading
+
+
+def test_tune_values_are_sorted_and_include_the_recipes_own(workdir: Path) -> None:
+    settings = Settings(TINY_RECIPE, check_swaps_given(["model.positional=rope,none"]), steps=2,
+                        tune=parse_swap("training.lr=1e-2,1e-3", "--tune"))  # fmt: skip
+    plan = make_plan(settings)
+    assert plan.tune_values == ["0.001", "0.003", "0.01"] and plan.recipe_tune_value == "0.003"  # tiny: lr 3e-3
+    assert len(plan.runs) == 6
+    assert {r.loaded.recipe.training.lr for r in plan.runs} == {1e-3, 3e-3, 1e-2}
+    assert plan.runs[0].run_dir.name == "positional-rope-lr0.001-seed0"
+    with pytest.raises(GptfError, match="auto is not available"):
+        make_plan(attrs.evolve(settings, tune=parse_swap("training.lr=auto", "--tune")))
+    with pytest.raises(GptfError, match="both swapped and tuned"):
+        make_plan(attrs.evolve(settings, tune=parse_swap("model.positional=rope", "--tune")))
+
+
+def test_tuned_ablation_picks_the_best_lr_flags_the_unstable_one_and_reads_it(workdir: Path) -> None:
+    """At lr 1.0 (constant) the tiny model blows up at step 2: flagged, and not chosen as best."""
+    settings = Settings(
+        TINY_RECIPE,
+        check_swaps_given(["model.positional=rope,none"]),
+        ["training.scheduler=constant", "demo_prompts=[]"],
+        steps=6,
+        seeds=2,
+        out=Path("abl"),
+        tune=parse_swap("training.lr=1.0", "--tune"),
+        jobs=1,
+    )
+    summary = run_ablation(settings, quiet())
+    assert summary["tune"] == {"key": "training.lr", "short": "lr", "values": ["0.003", "1"], "recipe_value": "0.003"}
+    for row in summary["variants"]:
+        assert row["best"]["value"] == "0.003" and row["at_recipe"] is row["best"]
+        unstable = row["cells"][1]["unstable"]
+        assert [u["kind"] for u in unstable] == ["divergence", "divergence"]  # both seeds
+    reading = summary["reading"]
+    assert any(r.startswith("positional=rope was unstable at lr 1: divergence at step 2 in 2 of 2 seed(s)")
+               for r in reading), reading  # fmt: skip
+    assert any("Held-out char F1" in r for r in reading)
+    markdown = (workdir / "abl" / "ablation.md").read_text(encoding="utf-8")
+    assert (
+        "| variant | parameters | steps | best lr | val loss at best lr | vs best | val loss at lr=0.003 |" in markdown
+    )
+    assert "lr=1: divergence @ step 2 (2/2 seeds)" in markdown and "## Every value tried" in markdown
+    assert "0.003 (best) (recipe)" in markdown
+    for line in reading:
+        assert f"- {line}" in markdown
+
+
+def _row(name: str, per_seed: list[float], **extra: object) -> dict:
+    mean, std = mean_and_spread(per_seed)
+    cell = {"value": None, "final_val_loss": mean, "final_val_loss_std": std, "seeds_ok": len(per_seed),
+            "seeds": len(per_seed), "unstable": [], "val_by_seed": {str(i): v for i, v in enumerate(per_seed)},
+            **extra}  # fmt: skip
+    return {"variant": name, "final_val_loss": mean, "final_val_loss_std": std, "best": cell, "at_recipe": cell,
+            "cells": [cell], "char_f1": None}  # fmt: skip
+
+
+def test_the_noise_rule_pairs_the_seeds() -> None:
+    """The positional ablation of issue 11: rope 1.8295, 1.9940 and none 2.1978, 2.3448 (seed 1 of both hit a
+    loss spike at step 13). Each spread over seeds is about 0.1, but seed by seed none trails by 0.368 and
+    0.351: a paired t-test calls that clear, overlapping mean ± 2σ ranges would not."""
+    from gptf.tools.ablate_report import compare, reading
+
+    rope, none = _row("rope", [1.8295, 1.9940]), _row("none", [2.1978, 2.3448])
+    mixed = _row("mixed", [2.1978, 1.9000])  # worse with seed 0, better with seed 1
+    c = compare(none["best"], rope["best"])
+    assert c["verdict"] == "clear" and c["per_seed"] == pytest.approx([0.3683, 0.3508])
+    assert c["diff"] == pytest.approx(0.35955) and c["spread"] == pytest.approx(0.012374, rel=1e-3)
+    assert compare(mixed["best"], rope["best"])["verdict"] == "within noise"
+    one = compare(_row("a", [2.0])["best"], _row("b", [1.0])["best"])
+    assert one["verdict"] == "1 seed: no error bars" and one["diff"] == 1.0
+    summary = {"variants": [rope, none, mixed], "tune": None, "budget": "steps"}
+    for row in summary["variants"]:
+        row["vs_best"] = compare(row["best"], rope["best"]) if row is not rope else None
+    lines = reading(summary)
+    assert lines[0] == "rope has the lowest final val loss: 1.91 ± 0.12 (mean over 2 seeds)."
+    assert lines[1].startswith("mixed trails rope by 0.14 ± 0.33 val loss over 2 seeds (per seed: 0.37, -0.094)")
+    assert "within noise" in lines[1]  # ranked by mean val loss: mixed (2.05) before none (2.27)
+    assert lines[2] == (
+        "rope beats none by 0.36 ± 0.012 val loss over 2 seeds (per seed: 0.37, 0.35): clear (paired t-test over "
+        "seeds, 5% level)."
+    )
+
+
+def test_the_reading_says_when_the_learning_rate_changes_the_conclusion() -> None:
+    from gptf.tools.ablate_report import compare, reading
+
+    def tuned(name: str, at_best: float, best_lr: str, at_recipe: float) -> dict:
+        row = _row(name, [at_best - 0.01, at_best + 0.01])
+        row["best"] = {**row["best"], "value": best_lr}
+        own = _row(name, [at_recipe - 0.01, at_recipe + 0.01])["best"]
+        row["at_recipe"] = row["best"] if best_lr == "0.002" else {**own, "value": "0.002"}
+        row["at_recipe"]["unstable"] = [{"kind": "loss spike", "step": 16, "lr": 0.002}] if name == "learned" else []
+        row["cells"] = [row["best"], row["at_recipe"]] if row["at_recipe"] is not row["best"] else [row["best"]]
+        return row
+
+    rope, none, learned = tuned("rope", 1.83, "0.002", 1.83), tuned("none", 2.20, "0.002", 2.20), tuned(
+        "learned", 2.10, "0.0006", 3.88)  # fmt: skip
+    summary = {"variants": [rope, none, learned], "budget": "steps",
+               "tune": {"short": "lr", "values": ["0.0006", "0.002"], "recipe_value": "0.002"}}  # fmt: skip
+    for row in summary["variants"]:
+        row["vs_best"] = compare(row["best"], rope["best"]) if row is not rope else None
+    text = "\n".join(reading(summary))
+    assert "learned: at the recipe's lr 0.002 its val loss is 3.88 ± 0.014; at its best lr 0.0006 it is 2.10" in text
+    assert "learned's best lr 0.0006 is the smallest value tried: a smaller one may be better still." in text
+    assert "Ranked at the recipe's lr 0.002: rope, none, learned; ranked at each variant's best lr: rope, learned, " \
+           "none. The lr changes the conclusion" in text  # fmt: skip
+    assert "learned was unstable at lr 0.002: loss spike at step 16 in 1 of 2 seed(s); at its best lr 0.0006 it " \
+           "was stable." in text  # fmt: skip
+
+
+# ------------------------------------------------------------------ budgets and parallel runs
+
+
+def test_equal_time_budget_gives_a_cheaper_variant_more_steps(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gptf.tools.ablate as ablate
+
+    measured = iter([0.02, 0.01])  # rope twice as slow per step as none (made up, so the test is exact)
+    monkeypatch.setattr(ablate, "seconds_per_step", lambda loaded: next(measured))
+    settings = Settings(TINY_RECIPE, check_swaps_given(["model.positional=rope,none"]), ["demo_prompts=[]"], steps=3,
+                        out=Path("abl"), budget="seconds", jobs=1)  # fmt: skip
+    summary = run_ablation(settings, quiet())
+    assert [(r["variant"], r["steps"]) for r in summary["variants"]] == [("positional=rope", 3), ("positional=none", 6)]
+    assert [r["steps"] for r in summary["runs"]] == [3, 6]
+    markdown = (workdir / "abl" / "ablation.md").read_text(encoding="utf-8")
+    assert "Compared at equal training time per run" in markdown
+    assert "Compared at equal training time, not equal steps: positional=rope 3 steps (0.020 s/step), " \
+           "positional=none 6 steps (0.010 s/step)." in markdown  # fmt: skip
+
+
+def test_parallel_runs_give_the_same_results_as_one_at_a_time(workdir: Path) -> None:
+    def ablate(jobs: int) -> dict:
+        settings = Settings(TINY_RECIPE, check_swaps_given(["model.positional=rope,none"]), ["demo_prompts=[]"],
+                            steps=3, seeds=2, out=Path(f"jobs{jobs}"), jobs=jobs)  # fmt: skip
+        return run_ablation(settings, quiet())
+
+    one, two = ablate(1), ablate(2)
+    assert two["jobs"] == 2 and one["jobs"] == 1
+    for a, b in zip(one["runs"], two["runs"], strict=True):
+        assert (a["variant"], a["seed"], a["final_val_loss"], a["final_train_loss"]) == (
+            b["variant"], b["seed"], b["final_val_loss"], b["final_train_loss"])  # fmt: skip
+        weights = [Path(r["run_dir"]) / "model.safetensors" for r in (a, b)]
+        assert weights[0].read_bytes() == weights[1].read_bytes()
+
+
+def test_a_spike_shared_by_variants_points_at_the_batch() -> None:
+    from gptf.tools.ablate_report import reading
+
+    rope, none, learned = _row("rope", [1.83, 1.99]), _row("none", [2.20, 2.34]), _row("learned", [3.46, 3.47])
+    for row, step in ((rope, 13), (none, 13), (learned, 16)):
+        row["best"]["unstable"] = [{"seed": 1, "kind": "loss spike", "step": step, "lr": 0.002}]
+    summary = {"variants": [rope, none, learned], "tune": None, "budget": "steps"}
+    for row in summary["variants"]:
+        row["vs_best"] = None if row is rope else {"diff": 0.4, "spread": None, "per_seed": [0.4], "verdict": ""}
+    lines = reading(summary)
+    assert "Seed 1 was flagged at step 13 in rope, none alike: every variant reads the same batches" in "\n".join(lines)
+    assert not any("step 16 in learned," in line for line in lines)

@@ -402,7 +402,7 @@ CASES = [
         "duplicate-component-name",
         student_recipe("plugins: [./a.py, ./b.py]\n", ("a.py", SCALE_NORM), ("b.py", SCALE_NORM)),
         ERROR,
-        ("two plugins register the norm 'scalenorm': 'a' and 'b'",),
+        ("two plugins register the norm 'scalenorm': 'a' (recipe: ",),
     ),
     # --- run directories (generate) ------------------------------------------------
     Case(

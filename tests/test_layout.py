@@ -121,9 +121,42 @@ def test_the_residual_outputs_are_the_smaller_ones() -> None:
     torch.manual_seed(0)
     model = build_model(loaded.recipe, open_registry(), 300)
     block = model.blocks[0]
-    outputs = block.residual_outputs()
+    outputs = block.residual_outputs(model.config.n_embd)
     assert outputs == [block.attn.proj, block.mlp.down]
     assert block.mlp.down.weight.std() < 0.5 * block.mlp.up.weight.std()  # 0.02 / sqrt(16) vs 0.02
+
+
+PARAMETER_NAMES = [  # the names in every run folder's model.safetensors: they must never change
+    "embed.weight",
+    "blocks.0.norm1.weight",
+    "blocks.0.attn.qkv.weight",
+    "blocks.0.attn.qkv.bias",
+    "blocks.0.attn.proj.weight",
+    "blocks.0.attn.proj.bias",
+    "blocks.0.norm2.weight",
+    "blocks.0.mlp.up.weight",
+    "blocks.0.mlp.up.bias",
+    "blocks.0.mlp.down.weight",
+    "blocks.0.mlp.down.bias",
+    "norm.weight",
+    "head.weight",
+]
+
+
+def test_the_default_block_keeps_the_parameter_names_of_old_runs() -> None:
+    """model.block (default prenorm, a plugin since issue 11) builds what model.py's Block built."""
+    loaded = load_recipe(ROOT / "tests" / "fixtures" / "tiny.yaml", ["model.n_layer=1"])
+    assert loaded.recipe.model.block.name == "prenorm"
+    model = build_model(loaded.recipe, open_registry(), 300)
+    assert list(model.state_dict()) == PARAMETER_NAMES
+
+
+@pytest.mark.parametrize(("block", "norms"), [("prenorm", 3), ("postnorm", 2), ("parallel", 2), ("nonorm", 1)])
+def test_block_layouts_differ_only_in_their_norms(block: str, norms: int) -> None:
+    loaded = load_recipe(ROOT / "tests" / "fixtures" / "tiny.yaml", ["model.n_layer=1", f"model.block={block}"])
+    names = list(build_model(loaded.recipe, open_registry(), 300).state_dict())
+    assert len([n for n in names if "norm" in n]) == norms
+    assert [n for n in names if "norm" not in n] == [n for n in PARAMETER_NAMES if "norm" not in n]
 
 
 # ---------------------------------------------------------------------------- the layout
@@ -142,3 +175,28 @@ def test_the_plugin_layer_rule_names_every_other_module() -> None:
 
 def test_the_top_level_stays_short() -> None:
     assert len(list(FRAMEWORK.glob("*.py"))) <= 12
+
+
+def test_a_run_folder_from_before_block_layouts_still_loads(tiny_run: Path, tmp_path: Path) -> None:
+    """Its recipe.yaml has no model.block and its run.json no model.block component: prenorm, as it was."""
+    import shutil
+
+    import yaml
+
+    from gptf.run import load_run
+
+    old = tmp_path / "old_run"
+    shutil.copytree(tiny_run, old)
+    recipe = yaml.safe_load((old / "recipe.yaml").read_text(encoding="utf-8"))
+    del recipe["model"]["block"]
+    (old / "recipe.yaml").write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
+    info = json.loads((old / "run.json").read_text(encoding="utf-8"))
+    info["components"].pop("model.block")
+    (old / "run.json").write_text(json.dumps(info, ensure_ascii=False), encoding="utf-8")
+    from gptf.train.fingerprints import refresh_fingerprint
+    from gptf.train.run_files import RunFiles
+
+    refresh_fingerprint(RunFiles(old), old / "recipe.yaml")  # as a run from before block layouts was saved
+    run = load_run(old)
+    assert run.recipe.model.block.name == "prenorm"
+    assert list(run.model.state_dict()) == list(load_run(tiny_run).model.state_dict())

@@ -260,3 +260,67 @@ def test_a_component_with_required_parameters_is_skipped_not_failed(tmp_path: Pa
     report = check_target(str(path))[0]
     assert report.ok and [f.status for f in report.findings] == ["skip"]
     assert "eps" in report.findings[0].detail
+
+
+# ------------------------------------------------------------------ block layouts
+
+
+def test_builtin_blocks_get_the_model_part_checks() -> None:
+    reports = check_target("gptf.plugins.blocks.parallel")
+    assert reports[0].components == ["block 'parallel'"] and reports[0].ok
+    checks = [f.check for f in reports[0].findings]
+    assert checks == ["builds", "shapes", "causality", "KV cache", "save/load", "deterministic", "training step"]
+    assert "64 parameters of its own" in reports[0].findings[0].detail  # one 32-wide RMSNorm in each of 2 layers
+
+
+def test_a_block_that_mixes_tokens_outside_attention_fails_causality(tmp_path: Path) -> None:
+    path = write_plugin(
+        tmp_path,
+        "mean_block.py",
+        """
+        from gptf import hookimpl
+        from gptf.interfaces import Block
+
+        class MeanBlock(Block):
+            def __init__(self, make_norm, attention, mlp, config):
+                super().__init__()
+                self.norm = make_norm()
+                self.attn, self.mlp = attention, mlp
+
+            def forward(self, x, context):
+                x = x + self.attn(self.norm(x), context) + x.mean(dim=1, keepdim=True)  # every token, the future too
+                return x + self.mlp(self.norm(x))
+
+        @hookimpl
+        def register_blocks():
+            return {"mean_block": MeanBlock}
+        """,
+    )
+    failed = failures(path)
+    assert "looks into the future" in failed["causality"] and "only through its attention" in failed["causality"]
+
+
+def test_a_block_that_forgets_its_mlp_fails_the_training_step(tmp_path: Path) -> None:
+    path = write_plugin(
+        tmp_path,
+        "no_mlp_block.py",
+        """
+        from gptf import hookimpl
+        from gptf.interfaces import Block
+
+        class AttentionOnly(Block):
+            def __init__(self, make_norm, attention, mlp, config):
+                super().__init__()
+                self.norm = make_norm()
+                self.attn, self.mlp = attention, mlp
+
+            def forward(self, x, context):
+                return x + self.attn(self.norm(x), context)
+
+        @hookimpl
+        def register_blocks():
+            return {"attention_only": AttentionOnly}
+        """,
+    )
+    failed = failures(path)
+    assert set(failed) == {"training step"} and "mlp.up.weight gets no gradient" in failed["training step"]

@@ -67,3 +67,55 @@ def test_plugin_with_misspelt_hook_is_explained(workdir: Path) -> None:
     result = run_gptf(["run", str(recipe)], workdir)
     assert result.returncode == 2
     assert "unknown hook 'register_norm'" in result.stderr and "did you mean 'register_norms'" in result.stderr
+
+
+def install_fake_package(folder: Path, monkeypatch: object, module: str, entry: str, code: str) -> None:
+    """A package with a ``gptf`` entry point, importable as if pip had installed it."""
+    import importlib
+
+    site = folder / "site"
+    (site / module).mkdir(parents=True)
+    (site / module / "__init__.py").write_text(code)
+    dist = site / f"{module}-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1.0\n")
+    (dist / "entry_points.txt").write_text(f"[gptf]\n{entry} = {module}\n")
+    monkeypatch.syspath_prepend(str(site))  # type: ignore[attr-defined]
+    importlib.invalidate_caches()
+
+
+def test_a_recipe_plugin_named_like_an_installed_one_is_an_error(workdir: Path, monkeypatch: object) -> None:
+    """Before: the installed package won and the recipe's file was never even imported."""
+    import pytest
+
+    from gptf.build.plugins import load_plugins
+    from gptf.errors import PluginError
+
+    install_fake_package(workdir, monkeypatch, "gptf_shadow_norm", "scalenorm", SCALE_NORM)
+    (workdir / "scalenorm.py").write_text(SCALE_NORM.replace('"scalenorm"', '"my_scalenorm"'))
+    with pytest.raises(PluginError) as caught:
+        load_plugins(["./scalenorm.py"], workdir)
+    message = str(caught.value)
+    assert "two plugins are named 'scalenorm'" in message
+    assert "entry point plugin gptf-shadow-norm (gptf_shadow_norm) 0.1.0" in message
+    assert str(workdir / "scalenorm.py") in message and "rename" in message
+    load_plugins(["./scalenorm.py", "./scalenorm.py"], workdir, entry_points=False)  # listed twice: fine
+
+
+def test_the_same_component_from_an_installed_and_a_recipe_plugin_is_an_error(
+    workdir: Path, monkeypatch: object
+) -> None:
+    import pytest
+
+    from gptf.build.plugins import load_plugins
+    from gptf.build.registry import Registry
+    from gptf.errors import PluginError
+
+    install_fake_package(workdir, monkeypatch, "gptf_shadow_norm2", "shadow_norm2", SCALE_NORM)
+    (workdir / "my_norm.py").write_text(SCALE_NORM)
+    with pytest.raises(PluginError) as caught:
+        Registry(load_plugins(["./my_norm.py"], workdir))
+    message = str(caught.value)
+    assert "two plugins register the norm 'scalenorm'" in message
+    assert "'shadow_norm2' (entry point: gptf-shadow-norm2 (gptf_shadow_norm2) 0.1.0)" in message
+    assert f"'my_norm' (recipe: {workdir / 'my_norm.py'})" in message

@@ -87,6 +87,19 @@ def test_component_swap_resets_parameters() -> None:
     assert loaded.recipe.model.positional.params == {}
 
 
+def test_naming_the_same_component_keeps_its_parameters() -> None:
+    """``--swap training.scheduler=warmup_cosine,constant`` must compare the recipe's own schedule
+    (warmup_ratio 0.05, min_lr_ratio 0.1), not warmup_cosine with its defaults."""
+    teacher = ROOT / "recipes" / "teacher_3m.yaml"
+    own = load_recipe(teacher).recipe.training.scheduler
+    assert own.params == {"warmup_ratio": 0.05, "min_lr_ratio": 0.1}
+    assert load_recipe(teacher, ["training.scheduler=warmup_cosine"]).recipe.training.scheduler == own
+    other = load_recipe(teacher, ["training.scheduler=constant"]).recipe.training.scheduler
+    assert other.name == "constant" and other.params == {}  # a different component still starts clean
+    back = load_recipe(teacher, ["training.scheduler=constant", "training.scheduler=warmup_cosine"])
+    assert back.recipe.training.scheduler.params == {}  # its parameters were dropped by the first swap
+
+
 def test_component_parameter_override() -> None:
     loaded = load_recipe(ROOT / "recipes" / "teacher_3m.yaml", ["model.norm.eps=1e-5"])
     assert loaded.recipe.model.norm.name == "rmsnorm"

@@ -36,6 +36,7 @@ def component_slots(recipe: Recipe) -> list[Slot]:
         Slot("norm", "model.norm", m.norm),
         Slot("attention", "model.attention", m.attention),
         Slot("mlp", "model.mlp", m.mlp),
+        Slot("block", "model.block", m.block),
         Slot("optimizer", "training.optimizer", t.optimizer),
         Slot("scheduler", "training.scheduler", t.scheduler),
         Slot("quantizer", "quantizer", recipe.quantizer),
@@ -113,13 +114,9 @@ def model_size_problem(recipe: Recipe, vocab_size: int, needed: int, what: str) 
     )
 
 
-def build_model(recipe: Recipe, registry: Registry, vocab_size: int) -> GPT:
-    """Build the model; refused before any allocation if it cannot fit in this machine's memory."""
+def model_config(recipe: Recipe, vocab_size: int) -> GPTConfig:
     m = recipe.model
-    problem = model_size_problem(recipe, vocab_size, minimum_model_bytes(recipe, vocab_size), "to hold the weights")
-    if problem:
-        raise GptfError(problem)
-    config = GPTConfig(
+    return GPTConfig(
         vocab_size=vocab_size,
         n_layer=m.n_layer,
         n_head=m.n_head,
@@ -132,34 +129,33 @@ def build_model(recipe: Recipe, registry: Registry, vocab_size: int) -> GPT:
         dropout=m.dropout,
         init_std=m.init_std,
     )
-    positional = _make(
-        registry,
-        Slot("positional", "model.positional", m.positional),
-        n_embd=m.n_embd,
-        n_head=m.n_head,
-        head_dim=config.head_dim,
-        seq_len=m.seq_len,
-    )
-    parts = GPTParts(
-        positional=positional,
-        make_norm=lambda: _make(registry, Slot("norm", "model.norm", m.norm), dim=m.n_embd),
-        make_attention=lambda: _make(
-            registry,
-            Slot("attention", "model.attention", m.attention),
-            n_head=m.n_head,
-            n_kv_head=config.n_kv_head,
-            head_dim=config.head_dim,
-            seq_len=m.seq_len,
-        ),
-        make_mlp=lambda: _make(
-            registry,
-            Slot("mlp", "model.mlp", m.mlp),
-            dim=m.n_embd,
-            hidden_dim=m.mlp_ratio * m.n_embd,
-            bias=m.bias,
-        ),
-    )
-    return GPT(config, parts)
+
+
+def build_model(recipe: Recipe, registry: Registry, vocab_size: int) -> GPT:
+    """The GPT with the recipe's parts: one positional encoding, and factories for the rest.
+    Refused before any allocation if it cannot fit in this machine's memory."""
+    problem = model_size_problem(recipe, vocab_size, minimum_model_bytes(recipe, vocab_size), "to hold the weights")
+    if problem:
+        raise GptfError(problem)
+    m, config = recipe.model, model_config(recipe, vocab_size)
+    sizes = {"n_head": m.n_head, "head_dim": config.head_dim, "seq_len": m.seq_len}
+    positional = _make(registry, Slot("positional", "model.positional", m.positional), n_embd=m.n_embd, **sizes)
+
+    def make_norm() -> nn.Module:
+        return _make(registry, Slot("norm", "model.norm", m.norm), dim=m.n_embd)
+
+    def make_attention() -> nn.Module:
+        return _make(registry, Slot("attention", "model.attention", m.attention), n_kv_head=config.n_kv_head, **sizes)
+
+    def make_mlp() -> nn.Module:
+        slot = Slot("mlp", "model.mlp", m.mlp)
+        return _make(registry, slot, dim=m.n_embd, hidden_dim=m.mlp_ratio * m.n_embd, bias=m.bias)
+
+    def make_block(attention: nn.Module, mlp: nn.Module) -> nn.Module:
+        slot = Slot("block", "model.block", m.block)
+        return _make(registry, slot, make_norm=make_norm, attention=attention, mlp=mlp, config=config)
+
+    return GPT(config, GPTParts(positional, make_norm, make_attention, make_mlp, make_block))
 
 
 def build_optimizer(recipe: Recipe, registry: Registry, model: nn.Module) -> torch.optim.Optimizer:
@@ -215,6 +211,7 @@ def is_reference_architecture(recipe: Recipe) -> bool:
         m.positional.name in ("rope", "none")
         and m.norm.name == "rmsnorm"
         and m.mlp.name == "silu"
+        and m.block.name == "prenorm"
         and m.mlp_ratio == 4
         and m.bias
         and m.tie_embeddings

@@ -95,7 +95,8 @@ def load_plugins(
     """Register built-in plugins, then installed entry points, then the recipe's plugins.
 
     A broken entry-point plugin is recorded and skipped (it was not asked for by name);
-    a recipe plugin that fails is a :class:`PluginError`, because the recipe needs it.
+    a recipe plugin that fails is a :class:`PluginError`, because the recipe needs it. So is a
+    recipe plugin with the name of an installed one: one of them would be ignored, silently.
     """
     from gptf.plugins import BUILTIN_MODULES
 
@@ -110,7 +111,7 @@ def load_plugins(
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             infos.append(_register_entry_point(manager, ep))
     for spec in recipe_plugins:
-        infos.append(_register_recipe_plugin(manager, spec, base_dir or Path.cwd()))
+        infos.append(_register_recipe_plugin(manager, spec, base_dir or Path.cwd(), infos))
     return LoadedPlugins(manager, infos)
 
 
@@ -131,15 +132,19 @@ def _register_entry_point(manager: pluggy.PluginManager, ep: importlib.metadata.
     return info
 
 
-def _register_recipe_plugin(manager: pluggy.PluginManager, spec: str, base_dir: Path) -> PluginInfo:
+def _register_recipe_plugin(
+    manager: pluggy.PluginManager, spec: str, base_dir: Path, loaded: list[PluginInfo]
+) -> PluginInfo:
     """``spec`` is a path to a ``.py`` file (relative to the recipe) or a module name."""
     if is_plugin_file(spec):
         path = (base_dir / spec).resolve()
         if not path.is_file():
             raise PluginError(f"plugin file not found: {path} (listed in the recipe's plugins: as '{spec}')")
-        name = path.stem
+        name, location = path.stem, str(path)
+        _refuse_shadowing(manager, name, location, loaded)
+        if manager.has_plugin(name):
+            return PluginInfo(name, "recipe", location)  # the same file listed twice
         module = _import_file(path)
-        location = str(path)
     else:
         name = spec
         try:
@@ -147,8 +152,11 @@ def _register_recipe_plugin(manager: pluggy.PluginManager, spec: str, base_dir: 
         except (Exception, *_ESCAPES) as exc:
             raise PluginError(f"plugin module '{spec}' failed to import: {_failure(exc)}") from exc
         location = getattr(module, "__file__", None) or spec
-    if manager.is_registered(module) or manager.has_plugin(name):
-        return PluginInfo(name, "recipe", location)
+        if manager.is_registered(module):  # e.g. installed and also named in the recipe: the same module
+            return PluginInfo(name, "recipe", location)
+        _refuse_shadowing(manager, name, location, loaded)
+        if manager.has_plugin(name):
+            return PluginInfo(name, "recipe", location)
     manager.register(module, name=name)
     try:
         _check_hooks(manager, module, location)
@@ -156,6 +164,21 @@ def _register_recipe_plugin(manager: pluggy.PluginManager, spec: str, base_dir: 
         manager.unregister(module)
         raise
     return PluginInfo(name, "recipe", location)
+
+
+def _refuse_shadowing(manager: pluggy.PluginManager, name: str, location: str, loaded: list[PluginInfo]) -> None:
+    """Two different plugins with one name: pluggy would keep the first and drop the other silently."""
+    if not manager.has_plugin(name):
+        return
+    other = next((i for i in loaded if i.name == name), None)
+    if other is None or other.location == location:
+        return  # the same plugin, listed twice
+    raise PluginError(
+        f"two plugins are named '{name}': the {other.origin} plugin {other.location}"
+        f"{f' {other.version}' if other.version else ''} and the recipe's plugin {location}; "
+        "gptf would use only the first and ignore the other without a word",
+        hint="rename the recipe's plugin file (or module), or uninstall the installed package (see 'gptf plugins')",
+    )
 
 
 def _import_file(path: Path) -> ModuleType:

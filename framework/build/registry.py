@@ -75,14 +75,24 @@ class Registry:
         existing = self.components[info.kind].get(info.name)
         if existing is not None and existing.factory is not info.factory:
             raise PluginError(
-                f"two plugins register the {info.kind} '{info.name}': "
-                f"'{existing.plugin}' and '{info.plugin}'; rename one of them"
+                f"two plugins register the {info.kind} '{info.name}': {self._where(existing.plugin)} and "
+                f"{self._where(info.plugin)}; gptf cannot tell which one a recipe means",
+                hint="rename one of them (the component, in a plugin of yours), or uninstall the installed package "
+                "(see 'gptf plugins')",
             )
         if not callable(info.factory):
             raise PluginError(
                 f"plugin '{info.plugin}' registered {info.kind} '{info.name}' with a factory that is not callable"
             )
         self.components[info.kind][info.name] = info
+
+    def _where(self, plugin: str) -> str:
+        """``'scalenorm' (entry point: gptf-scalenorm (gptf_scalenorm) 0.1.0)``."""
+        info = next((i for i in self.plugins if i.name == plugin), None)
+        if info is None:
+            return f"'{plugin}'"
+        version = f" {info.version}" if info.version else ""
+        return f"'{plugin}' ({info.origin}: {info.location}{version})"
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.components[kind])

@@ -33,16 +33,49 @@ app.add_typer(plugin_app, name="plugin")
 def ablate(
     recipe: RecipeArg,
     overrides: OverridesArg = None,
-    swap: Annotated[list[str] | None, typer.Option(help="KEY=A,B,C values to compare; repeat for a grid")] = None,
+    swap: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=A,B,C values to compare; repeat for a grid. A value may carry parameters: "
+            "--swap 'training.scheduler=constant,{name: warmup_cosine, warmup_ratio: 0.1}'. "
+            "Naming the recipe's own component keeps the recipe's parameters for it"
+        ),
+    ] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="training.max_steps of every run")] = None,
-    seeds: Annotated[int, typer.Option(min=1, help="Runs per variant, with training.seed 0..K-1")] = 1,
+    seeds: Annotated[int, typer.Option(min=1, help="Runs per variant, with training.seed 0..K-1 (mean ± std)")] = 1,
+    tune: Annotated[
+        str | None,
+        typer.Option(
+            help="KEY=A,B,...: train every variant at each value (e.g. training.lr=6e-4,1e-3,2e-3) and compare "
+            "each at its best (chosen on val loss) and at the recipe's value"
+        ),
+    ] = None,
+    budget: Annotated[
+        str, typer.Option(help="steps: equal steps for every variant; seconds: equal training time")
+    ] = "steps",
+    jobs: Annotated[
+        int | None,
+        typer.Option(min=1, help="Runs trained at once, one process each [default: one per core, 1 thread each]"),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder [default: ablations/<recipe name>]")] = None,
     eval_interval: Annotated[int | None, typer.Option(min=1, help="Validate every N steps [default: ~10/run]")] = None,
 ) -> None:
-    """Train every variant with matched seeds, data order and budget; compare them in a table and a chart."""
-    from gptf.tools.ablate import Settings, check_swaps_given, run_ablation
+    """Train every variant with matched seeds, data order and budget; compare them in a table, a chart and
+    a reading (val loss, held-out answers, stability)."""
+    from gptf.tools.ablate import Settings, check_budget, check_swaps_given, parse_swap, run_ablation
 
-    settings = Settings(recipe, check_swaps_given(swap or []), overrides or [], steps, seeds, out, eval_interval)
+    settings = Settings(
+        recipe,
+        check_swaps_given(swap or []),
+        overrides or [],
+        steps,
+        seeds,
+        out,
+        eval_interval,
+        tune=parse_swap(tune, "--tune") if tune else None,
+        budget=check_budget(budget),
+        jobs=jobs,
+    )
     run_ablation(settings, console)
 
 

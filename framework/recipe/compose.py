@@ -22,11 +22,15 @@ def deep_merge(base: Any, override: Any, *, top: bool = True) -> Any:
     """Merge ``override`` into ``base`` (neither is modified).
 
     Mappings merge key by key. A component given by a different name replaces the old
-    one entirely, so no stale parameters survive a swap (``rope`` -> ``learned``). The
-    recipe's own top-level ``name`` is not a component, so ``top`` exempts it.
+    one entirely, so no stale parameters survive a swap (``rope`` -> ``learned``); named by
+    the name it already has, it keeps its parameters (``gptf ablate --swap`` relies on this to
+    compare the recipe's own component, as configured, with others). The recipe's own
+    top-level ``name`` is not a component, so ``top`` exempts it.
     """
     if isinstance(base, str) and isinstance(override, dict) and "name" not in override:
         base = {"name": base}  # parameters for a component given by bare name
+    if not top and isinstance(base, dict) and isinstance(override, str) and base.get("name") == override:
+        return copy.deepcopy(base)  # the same component by bare name: keep its parameters
     if not (isinstance(base, dict) and isinstance(override, dict)):
         return copy.deepcopy(override)
     if not top and "name" in base and "name" in override and base["name"] != override["name"]:

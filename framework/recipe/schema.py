@@ -59,6 +59,7 @@ class ModelConfig:
     norm: ComponentSpec = _spec("rmsnorm")
     attention: ComponentSpec = _spec("sdpa")
     mlp: ComponentSpec = _spec("silu")
+    block: ComponentSpec = _spec("prenorm")  # how a layer wires norm, attention and MLP
 
 
 @attrs.frozen

@@ -1,55 +1,76 @@
 """``gptf ablate``: change one component, keep everything else, and compare honestly.
 
-    gptf ablate recipes/teacher_3m.yaml --swap model.positional=rope,learned,none --steps 300
+    gptf ablate recipes/teacher_3m.yaml --swap model.positional=rope,learned,none --steps 300 \\
+        --seeds 2 --tune training.lr=6e-4,2e-3
 
 Every ``--swap KEY=A,B,C`` lists values to compare; several swaps give their cross
 product (the *grid*). Each variant is trained once per seed (``training.seed`` = 0 .. K-1)
 as an ordinary ``gptf run``, so the k-th run of every variant starts from the same random
 state, reads the training samples in the same order (the order depends only on the seed)
-and gets the same number of steps. Only the swapped keys differ.
+and gets the same budget. Only the swapped keys differ. A swap that names the recipe's own
+component keeps the recipe's parameters for it; labels show them (``scheduler=warmup_cosine(
+warmup_ratio=0.05, min_lr_ratio=0.1)``).
+
+* ``--tune training.lr=6e-4,2e-3``: every variant is trained at every value (the recipe's own
+  value is added if missing); the table shows each variant at its best value, chosen on the
+  val loss (never the test split), and at the recipe's value. A component that only looks
+  worse at the recipe's learning rate is then told apart from one that is worse.
+* ``--seeds K``: mean ± standard deviation over seeds; seed k of every variant shares its initial
+  state and data order, so differences are taken seed by seed and called *clear* only when a
+  paired t-test over the seeds says so at the 5% level, else *within noise*.
+* ``--budget steps`` (default) compares at equal steps; ``--budget seconds`` at equal training
+  time: every variant's seconds per step is measured first (8 steps, the first 2 not counted),
+  the first variant gets ``--steps`` steps and every other one as many as fit in the same time.
+* ``--jobs N`` trains N runs at once, each in its own process (results are identical to one at
+  a time: each run is seeded and uses the same number of threads either way).
+* Every run ends with greedy answers to ``data.val``, scored (char F1, readable share), and
+  with the instability check of :mod:`gptf.train.stability`; both are columns of the table.
 
 Output folder (default ``ablations/<recipe name>/``)::
 
-    runs/<variant>-seed<k>/      one ordinary run directory each (gptf generate --ckpt works)
-    ablation.md, ablation.csv    the comparison table (also printed)
+    runs/<variant>[-<tuned value>]-seed<k>/   one ordinary run directory each (gptf generate --ckpt works)
+    ablation.md, ablation.csv    the comparison table (also printed) and, in ablation.md, a reading
     ablation.json                everything: settings, every run, every loss curve
-    val_loss.png                 validation loss of all variants on one chart
+    val_loss.png                 validation loss of all variants (dashed: at the recipe's value)
 
 Re-running the same command skips runs that already finished: each run directory keeps
 ``ablate_run.json`` with a key made from its fully resolved recipe and the data files'
 fingerprints, so a changed recipe or dataset is trained again, an unchanged one is not.
+The tables and the reading are in :mod:`gptf.tools.ablate_report`.
 """
 
 from __future__ import annotations
 
-import csv
+import concurrent.futures
 import hashlib
-import io
 import itertools
 import json
+import multiprocessing
+import os
 import re
-import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
-from rich.text import Text
 
-from gptf import __version__
 from gptf.build.components import registry_for
 from gptf.errors import GptfError, Interrupted, RecipeError, TrainingStopped
-from gptf.plots import PLOTS_HINT, Band, read_loss_curves, save_val_curves, warm_up
-from gptf.recipe import LoadedRecipe, load_recipe, recipe_to_dict
-from gptf.run import prepare_tokenizer, run_recipe
-from gptf.train.run_files import RunFiles, file_sha256, write_json, write_text
+from gptf.plots import read_loss_curves, warm_up
+from gptf.recipe import LoadedRecipe, load_recipe, parse_yaml, recipe_to_dict
+from gptf.run import prepare_tokenizer, run_recipe, seconds_per_step
+from gptf.tools.ablate_report import summarise, write_outputs
+from gptf.train.run_files import RunFiles, file_sha256, write_json
 
 RUN_RECORD = "ablate_run.json"  # inside each run directory: its key and results
+BUDGETS = ("steps", "seconds")
+#: Default --jobs: one run per core with one thread each. Measured for issue 11 on the 2-core class
+#: machine (teacher recipe, under load): 2 processes x 1 thread gave 3-12x the steps per second of
+#: 1 process x 2 threads (README, "--jobs"). See :func:`default_jobs`.
+PARALLEL_FASTER = True
 
 
 # ------------------------------------------------------------------ the grid
@@ -91,16 +112,14 @@ def split_values(text: str) -> list[str]:
     return values
 
 
-def parse_swap(text: str) -> Swap:
+def parse_swap(text: str, option: str = "--swap") -> Swap:
     key, sep, raw = text.partition("=")
     values = split_values(raw) if sep else []
     if not key.strip() or not values or not all(values) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", key.strip()):
-        raise RecipeError(
-            "--swap",
-            [f"'{text}' must look like KEY=A,B,C (e.g. --swap model.positional=rope,learned,none)"],
-        )
+        example = "training.lr=6e-4,2e-3" if option == "--tune" else "model.positional=rope,learned,none"
+        raise RecipeError(option, [f"'{text}' must look like KEY=A,B,C (e.g. {option} {example})"])
     if len(set(values)) != len(values):
-        raise RecipeError("--swap", [f"'{text}' lists a value twice"])
+        raise RecipeError(option, [f"'{text}' lists a value twice"])
     return Swap(key.strip(), values)
 
 
@@ -108,15 +127,14 @@ def parse_swap(text: str) -> Swap:
 class Variant:
     """One point of the grid: a value for every swap."""
 
-    label: str  # "positional=rope"
+    label: str  # "positional=rope"; with the component's parameters once resolved
     overrides: list[str]  # ["model.positional=rope"]
     slug: str  # a folder name: "positional-rope"
 
 
 def grid(swaps: Sequence[Swap]) -> list[Variant]:
     """The cross product of the swaps, in the order given (no swaps: one baseline)."""
-    shorts = [s.short for s in swaps]
-    names = [s.short if shorts.count(s.short) == 1 else s.key for s in swaps]
+    names = swap_names(swaps)
     variants = []
     for values in itertools.product(*(s.values for s in swaps)):
         label = " ".join(f"{n}={v}" for n, v in zip(names, values, strict=True)) or "baseline"
@@ -127,6 +145,35 @@ def grid(swaps: Sequence[Swap]) -> list[Variant]:
     return [
         attrs.evolve(v, slug=f"{v.slug}-{_digest(v.label)[:6]}") if slugs.count(v.slug) > 1 else v for v in variants
     ]
+
+
+def swap_names(swaps: Sequence[Swap]) -> list[str]:
+    shorts = [s.short for s in swaps]
+    return [s.short if shorts.count(s.short) == 1 else s.key for s in swaps]
+
+
+def resolved_label(swaps: Sequence[Swap], data: dict[str, Any]) -> str:
+    """The label of a variant as its recipe resolved it: ``scheduler=inverse_sqrt(warmup_steps=15)``."""
+    parts = [f"{name}={value_text(_at(data, s.key))}" for name, s in zip(swap_names(swaps), swaps, strict=True)]
+    return " ".join(parts) or "baseline"
+
+
+def _at(data: Any, key: str) -> Any:
+    for part in key.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def value_text(value: Any) -> str:
+    """A recipe value in a few characters: ``6e-4`` -> ``0.0006``; a component with its parameters."""
+    if isinstance(value, dict) and "name" in value:
+        params = ", ".join(f"{k}={value_text(v)}" for k, v in value.items() if k != "name")
+        return f"{value['name']}({params})" if params else str(value["name"])
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
 
 
 def _digest(text: str) -> str:
@@ -147,18 +194,24 @@ class Settings:
     seeds: int = 1
     out: Path | None = None
     eval_interval: int | None = None  # None: about 10 points per curve
+    tune: Swap | None = None  # --tune training.lr=6e-4,2e-3
+    budget: str = "steps"  # "steps" or "seconds"
+    jobs: int | None = None  # None: default_jobs()
 
     def command(self) -> str:
         parts = ["gptf ablate", str(self.recipe), *self.overrides]
         parts += [f"--swap {s.key}={','.join(s.values)}" for s in self.swaps]
-        if self.steps is not None:
-            parts.append(f"--steps {self.steps}")
-        if self.seeds != 1:
-            parts.append(f"--seeds {self.seeds}")
-        if self.eval_interval is not None:
-            parts.append(f"--eval-interval {self.eval_interval}")
-        if self.out is not None:
-            parts.append(f"--out {self.out}")
+        if self.tune is not None:
+            parts.append(f"--tune {self.tune.key}={','.join(self.tune.values)}")
+        options = {
+            "steps": self.steps,
+            "seeds": self.seeds if self.seeds != 1 else None,
+            "budget": self.budget if self.budget != "steps" else None,
+            "jobs": self.jobs,
+            "eval-interval": self.eval_interval,
+            "out": self.out,
+        }
+        parts += [f"--{flag} {value}" for flag, value in options.items() if value is not None]
         return " ".join(parts)
 
 
@@ -168,6 +221,7 @@ class PlannedRun:
     seed: int
     loaded: LoadedRecipe
     key: str
+    tune: str | None = None  # the tuned value (YAML text) of this run; None without --tune
 
     @property
     def run_dir(self) -> Path:
@@ -179,13 +233,60 @@ class Plan:
     settings: Settings
     base: LoadedRecipe
     out: Path
-    steps: int
+    steps: int  # the first variant's (every variant's with --budget steps)
     eval_interval: int
     variants: list[Variant]
     runs: list[PlannedRun]
+    tune_values: list[str | None]  # [None] without --tune
+    recipe_tune_value: str | None  # the recipe's own value of the tuned key, as one of tune_values
+    threads: int | None  # training.threads of every run (None: PyTorch's default)
+    jobs: int
+    steps_by_variant: dict[str, int] = attrs.field(factory=dict)  # slug -> steps
+    step_seconds: dict[str, float] = attrs.field(factory=dict)  # slug -> measured seconds per step
 
 
-def make_plan(settings: Settings) -> Plan:
+def default_jobs(runs: int, threads: int | None) -> int:
+    """Runs at once when ``--jobs`` is not given: one per core with one thread each, measured faster
+    than one run using every core on the class machine (a 3.4M model keeps one core busy; a
+    second thread mostly waits); one at a time when the recipe asks for more than one thread."""
+    cores = os.cpu_count() or 1
+    if not PARALLEL_FASTER or (threads is not None and threads > 1):
+        return 1
+    return max(1, min(runs, cores))
+
+
+def tune_values(tune: Swap | None, base: LoadedRecipe) -> tuple[list[str | None], str | None]:
+    """The tuned values in order (numbers ascending), with the recipe's own value added if missing."""
+    if tune is None:
+        return [None], None
+    if "auto" in tune.values:
+        raise GptfError(
+            f"--tune {tune.key}=auto is not available: list the values to try",
+            hint=f"e.g. --tune {tune.key}=3e-4,6e-4,1e-3,2e-3 (every variant is trained at each)",
+        )
+    own = _at(recipe_to_dict(base.recipe), tune.key)
+    if own is None:
+        raise RecipeError("--tune", [f"{tune.key}: the recipe has no such setting"])
+    parsed = {}
+    for text in tune.values:
+        value = parse_yaml(text, f"--tune {tune.key}={text}")
+        parsed[value_text(value) if _is_number(value) else text] = value  # numbers as the table shows them
+    values = list(parsed)
+    mine = next((v for v, p in parsed.items() if p == own), None)
+    if mine is None:
+        mine = value_text(own) if _is_number(own) else json.dumps(own, ensure_ascii=False)  # JSON is YAML
+        values.append(mine)
+        parsed[mine] = own
+    if all(_is_number(p) for p in parsed.values()):
+        values.sort(key=lambda v: parsed[v])
+    return list(values), mine
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def make_plan(settings: Settings, steps_by_variant: dict[str, int] | None = None) -> Plan:
     """Resolve and validate every run before training any, so a typo in the last
     variant is reported in a second, not after the first variants have trained."""
     base = load_recipe(settings.recipe, settings.overrides)
@@ -193,32 +294,69 @@ def make_plan(settings: Settings) -> Plan:
     eval_interval = settings.eval_interval or min(base.recipe.training.eval_interval, max(1, steps // 10))
     out = settings.out or Path("ablations") / base.recipe.name
     variants = grid(settings.swaps)
-    tokenizer_swaps = [s for s in settings.swaps if s.key.startswith("tokenizer.") and s.key != "tokenizer.path"]
-    runs, problems = [], []
+    values, own = tune_values(settings.tune, base)
+    if settings.tune is not None and any(s.key == settings.tune.key for s in settings.swaps):
+        raise GptfError(f"{settings.tune.key} is both swapped and tuned; tune another key, or only swap it")
+    threads = base.recipe.training.threads
+    jobs = settings.jobs or default_jobs(len(variants) * len(values) * settings.seeds, threads)
+    if threads is None and jobs > 1:  # several runs at once share the cores
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+    runs, problems, labelled = [], [], []
     for variant in variants:
-        for seed in range(settings.seeds):
-            run_dir = out / "runs" / f"{variant.slug}-seed{seed}"
-            overrides = [
-                *settings.overrides,
-                *variant.overrides,
-                f"training.seed={seed}",
-                f"training.max_steps={steps}",
-                f"training.eval_interval={eval_interval}",
-                f"output_dir={json.dumps(str(run_dir))}",  # JSON quotes are YAML quotes
-                f"name={base.recipe.name}.{variant.slug}.seed{seed}",
+        variant_steps = (steps_by_variant or {}).get(variant.slug, steps)
+        try:
+            planned = [
+                plan_run(settings, base, out, variant, seed, value, variant_steps, eval_interval, threads)
+                for value in values
+                for seed in range(settings.seeds)
             ]
-            if tokenizer_swaps:  # each tokenizer choice trains and keeps its own file
-                overrides.append(f"tokenizer.path={json.dumps(tokenizer_file(out, variant, tokenizer_swaps))}")
-            try:
-                loaded = load_recipe(settings.recipe, overrides)
-                registry_for(loaded)  # every component exists and its parameters fit
-            except RecipeError as exc:
-                problems += [f"{variant.label}: {p}" for p in exc.problems]
-                break
-            runs.append(PlannedRun(variant, seed, loaded, run_key(loaded)))
+        except RecipeError as exc:
+            problems += [f"{variant.label}: {p}" for p in exc.problems]
+            continue
+        label = resolved_label(settings.swaps, planned[0].loaded.data)
+        labelled.append(attrs.evolve(variant, label=label))
+        runs += [attrs.evolve(r, variant=labelled[-1]) for r in planned]
     if problems:
         raise RecipeError(str(settings.recipe), problems)
-    return Plan(settings, base, out, steps, eval_interval, variants, runs)
+    by_variant = {v.slug: (steps_by_variant or {}).get(v.slug, steps) for v in labelled}
+    return Plan(settings, base, out, steps, eval_interval, labelled, runs, values, own, threads, jobs, by_variant)
+
+
+def plan_run(
+    settings: Settings,
+    base: LoadedRecipe,
+    out: Path,
+    variant: Variant,
+    seed: int,
+    value: str | None,
+    steps: int,
+    eval_interval: int,
+    threads: int | None,
+) -> PlannedRun:
+    """One run: the variant's overrides, the tuned value, the seed and the budget."""
+    tuned, value_slug = [], ""
+    if settings.tune is not None and value is not None:
+        tuned = [f"{settings.tune.key}={value}"]
+        value_slug = f"-{settings.tune.short}{re.sub(r'[^A-Za-z0-9_.+-]+', '_', value)}"
+    run_dir = out / "runs" / f"{variant.slug}{value_slug}-seed{seed}"
+    overrides = [
+        *settings.overrides,
+        *variant.overrides,
+        *tuned,
+        f"training.seed={seed}",
+        f"training.max_steps={steps}",
+        f"training.eval_interval={eval_interval}",
+        f"output_dir={json.dumps(str(run_dir))}",  # JSON quotes are YAML quotes
+        f"name={base.recipe.name}.{variant.slug}{value_slug}.seed{seed}",
+    ]
+    if threads is not None:
+        overrides.append(f"training.threads={threads}")
+    tokenizer_swaps = [s for s in settings.swaps if s.key.startswith("tokenizer.") and s.key != "tokenizer.path"]
+    if tokenizer_swaps:  # each tokenizer choice trains and keeps its own file
+        overrides.append(f"tokenizer.path={json.dumps(tokenizer_file(out, variant, tokenizer_swaps))}")
+    loaded = load_recipe(settings.recipe, overrides)
+    registry_for(loaded)  # every component exists and its parameters fit
+    return PlannedRun(variant, seed, loaded, run_key(loaded), value)
 
 
 def tokenizer_file(out: Path, variant: Variant, swaps: list[Swap]) -> str:
@@ -250,28 +388,46 @@ def finished_record(run: PlannedRun) -> dict[str, Any] | None:
     return record if record.get("key") == run.key and record.get("status") == "ok" else None
 
 
+# ------------------------------------------------------------------ an equal time budget
+
+
+def equal_time_steps(settings: Settings, console: Console) -> tuple[dict[str, int], dict[str, float]]:
+    """``--budget seconds``: each variant's steps, so all train as long as the first does in ``--steps``."""
+    plan = make_plan(settings)
+    prepare_tokenizers(plan.runs, console)
+    first = {r.variant.slug: r for r in reversed(plan.runs)}  # each variant's first run (seed 0)
+    seconds = {}
+    for variant in plan.variants:
+        seconds[variant.slug] = seconds_per_step(first[variant.slug].loaded)
+        console.print(f"timing {variant.label}: {seconds[variant.slug]:.3f} s/step", highlight=False, markup=False)
+    budget = plan.steps * seconds[plan.variants[0].slug]
+    return {slug: max(1, round(budget / s)) for slug, s in seconds.items()}, seconds
+
+
 # ------------------------------------------------------------------ running
 
 
-def run_one(run: PlannedRun, on_step: Any) -> dict[str, Any]:
-    """Train one run as ``gptf run`` would; its full log goes to ``train.log``."""
+def run_one(run: PlannedRun, on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train one run as ``gptf run`` would (val answers scored at the end); its log goes to ``train.log``."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
     (run.run_dir / RUN_RECORD).unlink(missing_ok=True)
     record: dict[str, Any] = {
         "key": run.key,
         "variant": run.variant.label,
         "overrides": run.variant.overrides,
+        "tune": run.tune,
         "seed": run.seed,
         "run_dir": str(run.run_dir),
     }
     with open(run.run_dir / "train.log", "w", encoding="utf-8") as log:
         console = Console(file=log, width=120, highlight=False, no_color=True)
         try:
-            result = run_recipe(run.loaded, console, on_step=on_step, final_eval=False)  # losses suffice here
+            result = run_recipe(run.loaded, console, on_step=on_step)
         except Interrupted:
             raise  # Ctrl+C stops the whole grid
         except TrainingStopped as exc:  # e.g. the loss diverged: a result, not a crash
-            return {**record, "status": "failed", "error": exc.message}
+            stability = {"stable": False, "summary": f"not finite: {exc.message.splitlines()[0]}", "events": []}
+            return {**record, "status": "failed", "error": exc.message, "stability": stability}
     info = RunFiles(run.run_dir).read_info()
     curves = read_loss_curves(RunFiles(run.run_dir).metrics)
     train_s = float(info.get("train_seconds") or 0.0)
@@ -285,6 +441,8 @@ def run_one(run: PlannedRun, on_step: Any) -> dict[str, Any]:
         final_train_loss=result.train_loss,
         final_val_loss=result.val_loss,
         best_val_loss=info.get("best_val_loss"),
+        val_eval=info.get("val_eval"),
+        stability=info.get("stability"),
         demo=info.get("demo", []),
         train_curve=curves.train,
         val_curve=curves.val,
@@ -296,7 +454,10 @@ def run_one(run: PlannedRun, on_step: Any) -> dict[str, Any]:
 def run_ablation(settings: Settings, console: Console) -> dict[str, Any]:
     """Plan, train what is not done yet, then write and print the comparison."""
     started = time.perf_counter()
-    plan = make_plan(settings)
+    steps_by_variant, step_seconds = None, {}
+    if settings.budget == "seconds":
+        steps_by_variant, step_seconds = equal_time_steps(settings, console)
+    plan = attrs.evolve(make_plan(settings, steps_by_variant), step_seconds=step_seconds)
     records: dict[str, dict[str, Any]] = {}
     todo = []
     for run in plan.runs:
@@ -307,9 +468,12 @@ def run_ablation(settings: Settings, console: Console) -> dict[str, Any]:
             todo.append(run)
     _print_header(plan, len(plan.runs) - len(todo), console)
     prepare_tokenizers(todo, console)
-    _train_all(plan, todo, records, console)
-    summary = summarise(plan, records, time.perf_counter() - started)
-    _write_outputs(plan, summary, console)
+    if plan.jobs > 1 and len(todo) > 1:
+        _train_parallel(plan, todo, records, console)
+    else:
+        _train_all(plan, todo, records, console)
+    summary = summarise(plan, records, time.perf_counter() - started, trained=len(todo))
+    write_outputs(plan, summary, console)
     return summary
 
 
@@ -330,15 +494,26 @@ def prepare_tokenizers(todo: list[PlannedRun], console: Console) -> None:
 
 
 def _print_header(plan: Plan, skipped: int, console: Console) -> None:
-    b = plan.base
+    b, s = plan.base, plan.settings
     console.rule(f"[bold]gptf ablate[/]  {b.recipe.name}")
     console.print(f"recipe chain: {' -> '.join(p.name for p in b.chain)}", highlight=False, markup=False)
     console.print(f"variants: {', '.join(v.label for v in plan.variants)}", highlight=False, markup=False)
+    tuned = ""
+    if s.tune is not None:
+        tuned = f" x {len(plan.tune_values)} values of {s.tune.key} ({', '.join(map(str, plan.tune_values))})"
+    budget = (
+        f"{plan.steps} steps each"
+        if s.budget == "steps"
+        else "equal training time: "
+        + ", ".join(f"{v.label} {plan.steps_by_variant[v.slug]} steps" for v in plan.variants)
+    )
     console.print(
-        f"{len(plan.runs)} runs = {len(plan.variants)} variants x {plan.settings.seeds} seed(s) "
-        f"(training.seed 0..{plan.settings.seeds - 1}), {plan.steps} steps each, "
-        f"validation every {plan.eval_interval} steps; same data order and initial seed for every variant",
+        f"{len(plan.runs)} runs = {len(plan.variants)} variants{tuned} x {s.seeds} seed(s) "
+        f"(training.seed 0..{s.seeds - 1}), {budget}, validation every {plan.eval_interval} steps; "
+        f"same data order and initial seed for every variant; {plan.jobs} at a time, "
+        f"{plan.threads or 'default'} thread(s) each",
         highlight=False,
+        markup=False,
     )
     console.print(f"output: {plan.out}", highlight=False, markup=False)
     if skipped:
@@ -347,11 +522,28 @@ def _print_header(plan: Plan, skipped: int, console: Console) -> None:
         )
 
 
-def _train_all(plan: Plan, todo: list[PlannedRun], records: dict[str, dict[str, Any]], console: Console) -> None:
-    if not todo:
-        return
-    live = console.is_terminal
-    progress = Progress(
+def _run_name(number: int, total: int, run: PlannedRun, plan: Plan) -> str:
+    tuned = f" {plan.settings.tune.short}={run.tune}" if plan.settings.tune is not None else ""
+    return f"[{number}/{total}] {run.variant.label}{tuned} seed {run.seed}"
+
+
+def _done_line(name: str, record: dict[str, Any]) -> str:
+    if record["status"] != "ok":
+        return f"{name}: FAILED: {record['error']}"
+    stability = (record.get("stability") or {}).get("summary", "")
+    flag = "" if stability.startswith("stable") or not stability else f"; {stability}"
+    return (
+        f"{name}: done in {record['wall_s']:.1f}s, train loss {_num(record['final_train_loss'])}, "
+        f"val loss {_num(record['final_val_loss'])}{flag}"
+    )
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _progress(console: Console, live: bool) -> Progress:
+    return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -362,14 +554,23 @@ def _train_all(plan: Plan, todo: list[PlannedRun], records: dict[str, dict[str, 
         console=console,
         disable=not live,
     )
-    task = progress.add_task("grid", total=len(todo) * plan.steps, loss="-")
+
+
+def _train_all(plan: Plan, todo: list[PlannedRun], records: dict[str, dict[str, Any]], console: Console) -> None:
+    """One run after the other, with a live bar over every step of the grid."""
+    if not todo:
+        return
+    live = console.is_terminal
+    progress = _progress(console, live)
+    steps = [r.loaded.recipe.training.max_steps for r in todo]
+    task = progress.add_task("grid", total=sum(steps), loss="-")
     with progress:
         for number, run in enumerate(todo, start=1):
-            name = f"[{number}/{len(todo)}] {run.variant.label} seed {run.seed}"
+            name = _run_name(number, len(todo), run, plan)
             progress.update(task, description=name)
             if not live:
                 console.print(f"{name}: training ({run.run_dir}/train.log)", highlight=False, markup=False)
-            done_before = (number - 1) * plan.steps
+            done_before = sum(steps[: number - 1])
 
             def on_step(metrics: dict[str, Any], done_before: int = done_before) -> None:
                 progress.update(task, completed=done_before + metrics["step"], loss=f"{metrics['loss']:.4f}")
@@ -382,230 +583,32 @@ def _train_all(plan: Plan, todo: list[PlannedRun], records: dict[str, dict[str, 
                     hint="run the same gptf ablate command again: finished runs are skipped, this one starts over",
                 ) from exc
             records[run.key] = record
-            progress.update(task, completed=number * plan.steps)
-            if record["status"] == "ok":
-                line = (
-                    f"{name}: done in {record['wall_s']:.1f}s, train loss {_num(record['final_train_loss'])}, "
-                    f"val loss {_num(record['final_val_loss'])}"
-                )
-            else:
-                line = f"{name}: FAILED: {record['error']}"
-            (progress.console if live else console).print(line, highlight=False, markup=False)
+            progress.update(task, completed=done_before + steps[number - 1])
+            (progress.console if live else console).print(_done_line(name, record), highlight=False, markup=False)
 
 
-# ------------------------------------------------------------------ summarising
-
-
-def _num(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def mean_and_spread(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    """Mean, and the standard deviation over seeds (None with fewer than two)."""
-    present = [v for v in values if v is not None]
-    if not present:
-        return None, None
-    spread = statistics.stdev(present) if len(present) > 1 else None
-    return statistics.fmean(present), spread
-
-
-def _with_spread(mean: float | None, spread: float | None) -> str:
-    if mean is None:
-        return "-"
-    return f"{mean:.4f} ± {spread:.4f}" if spread is not None else f"{mean:.4f}"
-
-
-def summarise(plan: Plan, records: dict[str, dict[str, Any]], seconds: float) -> dict[str, Any]:
-    """One row per variant (means over seeds) plus every run's record."""
-    prompts = list(plan.base.recipe.demo_prompts)
-    rows = []
-    for variant in plan.variants:
-        runs = [records[r.key] for r in plan.runs if r.variant == variant and r.key in records]
-        ok = [r for r in runs if r["status"] == "ok"]
-        train_mean, train_spread = mean_and_spread([r["final_train_loss"] for r in ok])
-        val_mean, val_spread = mean_and_spread([r["final_val_loss"] for r in ok])
-        answers = {d["prompt"]: d["answer"] for d in ok[0]["demo"]} if ok else {}
-        rows.append(
-            {
-                "variant": variant.label,
-                "overrides": variant.overrides,
-                "seeds_ok": len(ok),
-                "seeds_failed": len(runs) - len(ok),
-                "errors": [r["error"] for r in runs if r["status"] != "ok"],
-                "parameters": ok[0]["parameters"] if ok else None,
-                "wall_s": mean_and_spread([r["wall_s"] for r in ok])[0],
-                "tokens_per_s": mean_and_spread([r["tokens_per_s"] for r in ok])[0],
-                "final_train_loss": train_mean,
-                "final_train_loss_std": train_spread,
-                "final_val_loss": val_mean,
-                "final_val_loss_std": val_spread,
-                "demo": [{"prompt": p, "answer": answers.get(p)} for p in prompts],
-                "run_dirs": [r["run_dir"] for r in runs],
-                "val_curve": _mean_curve([r["val_curve"] for r in ok]),
-            }
-        )
-    return {
-        "gptf_version": __version__,
-        "torch_version": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "command": plan.settings.command(),
-        "recipe": str(plan.settings.recipe),
-        "recipe_chain": [str(p) for p in plan.base.chain],
-        "steps": plan.steps,
-        "seeds": plan.settings.seeds,
-        "eval_interval": plan.eval_interval,
-        "swaps": [{"key": s.key, "values": s.values} for s in plan.settings.swaps],
-        "seconds": round(seconds, 1),
-        "variants": rows,
-        "runs": [records[r.key] for r in plan.runs if r.key in records],
-    }
-
-
-def _mean_curve(curves: list[list[Any]]) -> dict[str, list[float]]:
-    """Mean, lowest and highest validation loss at each step all seeds evaluated."""
-    if not curves:
-        return {"steps": [], "mean": [], "low": [], "high": []}
-    by_step = [dict((int(s), float(v)) for s, v in c) for c in curves]
-    steps = sorted(set.intersection(*(set(c) for c in by_step)))
-    values = [[c[s] for c in by_step] for s in steps]
-    return {
-        "steps": steps,
-        "mean": [statistics.fmean(v) for v in values],
-        "low": [min(v) for v in values],
-        "high": [max(v) for v in values],
-    }
-
-
-# ------------------------------------------------------------------ writing
-
-
-def _columns(summary: dict[str, Any]) -> list[str]:
-    prompts = [d["prompt"] for d in summary["variants"][0]["demo"]] if summary["variants"] else []
-    return ["variant", "parameters", "wall time (s)", "tokens/s", "final train loss", "final val loss", *prompts]
-
-
-def _cells(row: dict[str, Any]) -> list[str]:
-    failed = f" ({row['seeds_failed']} failed)" if row["seeds_failed"] else ""
-    return [
-        row["variant"] + failed,
-        "-" if row["parameters"] is None else f"{row['parameters']:,}",
-        _num(row["wall_s"], 1),
-        "-" if row["tokens_per_s"] is None else f"{row['tokens_per_s']:,.0f}",
-        _with_spread(row["final_train_loss"], row["final_train_loss_std"]),
-        _with_spread(row["final_val_loss"], row["final_val_loss_std"]),
-        *[d["answer"] if d["answer"] is not None else "-" for d in row["demo"]],
-    ]
-
-
-def _footnote(summary: dict[str, Any]) -> str:
-    seeds = summary["seeds"]
-    spread = "± is the standard deviation over the seeds; " if seeds > 1 else ""
-    return (
-        f"{summary['steps']} steps per run, {seeds} seed(s) per variant (training.seed 0..{seeds - 1}), "
-        f"same data order and initial seed for every variant; {spread}losses are cross-entropy per answer token, "
-        f"final = after the last step; demo answers are greedy, from seed 0. "
-        f"wall time = the whole run (training, validation, saving, quantizing, demo answers); "
-        f"gptf {summary['gptf_version']}, torch {summary['torch_version']}, {summary['threads']} thread(s); "
-        f"the whole command took {summary['seconds']:.0f} s."
-    )
-
-
-def markdown_table(summary: dict[str, Any]) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    columns = _columns(summary)
-    lines = [
-        f"# Ablation: {Path(summary['recipe']).name}",
-        "",
-        f"`{summary['command']}`",
-        "",
-        "| " + " | ".join(cell(c) for c in columns) + " |",
-        "|" + "|".join(["---"] + ["---:"] * 5 + ["---"] * (len(columns) - 6)) + "|",
-    ]
-    lines += ["| " + " | ".join(cell(c) for c in _cells(row)) + " |" for row in summary["variants"]]
-    lines += ["", _footnote(summary), ""]
-    return "\n".join(lines)
-
-
-def csv_table(summary: dict[str, Any]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    prompts = [d["prompt"] for d in summary["variants"][0]["demo"]] if summary["variants"] else []
-    writer.writerow(
-        [
-            "variant",
-            "overrides",
-            "seeds",
-            "parameters",
-            "wall_s",
-            "tokens_per_s",
-            "final_train_loss",
-            "final_train_loss_std",
-            "final_val_loss",
-            "final_val_loss_std",
-            *prompts,
-        ]
-    )
-    for row in summary["variants"]:
-        writer.writerow(
-            [
-                row["variant"],
-                " ".join(row["overrides"]),
-                row["seeds_ok"],
-                row["parameters"],
-                row["wall_s"],
-                row["tokens_per_s"],
-                row["final_train_loss"],
-                row["final_train_loss_std"],
-                row["final_val_loss"],
-                row["final_val_loss_std"],
-                *[d["answer"] for d in row["demo"]],
-            ]
-        )
-    return buffer.getvalue()
-
-
-def rich_table(summary: dict[str, Any], answer_width: int = 24) -> Table:
-    table = Table(title=Text(f"ablation: {summary['command']}"), title_justify="left")
-    for i, column in enumerate(_columns(summary)):
-        table.add_column(column, justify="right" if 0 < i < 6 else "left", overflow="fold")
-    for row in summary["variants"]:
-        cells = _cells(row)
-        table.add_row(*map(Text, cells[:6]), *[Text(_shorten(a, answer_width)) for a in cells[6:]])  # no markup
-    return table
-
-
-def _shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _write_outputs(plan: Plan, summary: dict[str, Any], console: Console) -> None:
-    out = plan.out
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "ablation.md", markdown_table(summary))
-    write_text(out / "ablation.csv", csv_table(summary))
-    write_json(out / "ablation.json", summary)
-    bands = [
-        Band(row["variant"], row["val_curve"]["steps"], row["val_curve"]["mean"], row["val_curve"]["low"],
-             row["val_curve"]["high"])
-        for row in summary["variants"]
-        if row["val_curve"]["steps"]
-    ]  # fmt: skip
-    picture = save_val_curves(bands, out / "val_loss.png", f"{plan.base.recipe.name}: validation loss")
-    console.print(rich_table(summary))
-    console.print(_footnote(summary), highlight=False, markup=False)
-    console.print(f"table    {out / 'ablation.md'}  {out / 'ablation.csv'}", highlight=False, markup=False)
-    console.print(f"all data {out / 'ablation.json'}", highlight=False, markup=False)
-    if picture is not None:
-        console.print(f"chart    {picture}", highlight=False, markup=False)
-    else:
-        console.print(
-            f"chart    (no picture: matplotlib is not installed; {PLOTS_HINT})", highlight=False, markup=False
-        )
-    failed = sum(row["seeds_failed"] for row in summary["variants"])
-    if failed:
-        console.print(f"[yellow]{failed} run(s) failed; see their train.log; re-running retries them[/]")
+def _train_parallel(plan: Plan, todo: list[PlannedRun], records: dict[str, dict[str, Any]], console: Console) -> None:
+    """``--jobs N``: N runs at once, each in a fresh process (spawned: no state shared with this one)."""
+    context = multiprocessing.get_context("spawn")
+    done = 0
+    console.print(f"training {len(todo)} runs, {plan.jobs} at a time (each run's log: <run>/train.log)")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=plan.jobs, mp_context=context) as pool:
+        futures = {pool.submit(run_one, run): number for number, run in enumerate(todo, start=1)}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                number = futures[future]  # the run's place in the plan, whatever order they finish in
+                run, record = todo[number - 1], future.result()
+                records[run.key] = record
+                done += 1
+                line = _done_line(_run_name(number, len(todo), run, plan), record)
+                console.print(line, highlight=False, markup=False)
+        except (KeyboardInterrupt, Interrupted) as exc:
+            for future in futures:
+                future.cancel()
+            raise Interrupted(
+                f"ablation interrupted after {done} of {len(todo)} runs",
+                hint="run the same gptf ablate command again: finished runs are skipped",
+            ) from exc
 
 
 def check_swaps_given(swaps: Sequence[str]) -> list[Swap]:
@@ -616,3 +619,9 @@ def check_swaps_given(swaps: Sequence[str]) -> list[Swap]:
     if repeated:
         raise GptfError(f"--swap {repeated[0]} is given twice; list all its values in one --swap, separated by commas")
     return parsed
+
+
+def check_budget(budget: str) -> str:
+    if budget not in BUDGETS:
+        raise GptfError(f"--budget {budget}: choose 'steps' (equal steps) or 'seconds' (equal training time)")
+    return budget

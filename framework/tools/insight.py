@@ -21,6 +21,7 @@ from rich.text import Text
 from gptf.data import BROKEN_TEXT_HINT, format_prompt, has_broken_character
 from gptf.errors import CheckpointError, GptfError
 from gptf.interfaces import SPECIAL_TOKENS, Tokenizer
+from gptf.model import SelfAttention
 from gptf.plots import PLOTS_HINT, chinese_font, plots_available, save_attention_heatmaps
 from gptf.recipe import ComponentSpec
 
@@ -163,7 +164,7 @@ def attention_maps(run: Any, prompt: str, with_answer: bool = False) -> Attentio
         ids += [t.token_id for t in generation.tokens]
         answer = generation.text
     model = explicit_twin(run)
-    cores = [block.attn.attention for block in model.blocks]
+    cores = [m.attention for m in model.modules() if isinstance(m, SelfAttention)]  # layer order
     for core in cores:
         core.record = True
     with torch.no_grad():

@@ -227,12 +227,15 @@ def _own_parameters(model: nn.Module, info: ComponentInfo) -> int:
         modules = [model.positional]
     for block in model.blocks:
         modules += {
-            "norm": [block.norm1, block.norm2],
+            "norm": [getattr(block, n) for n in ("norm1", "norm2", "norm") if hasattr(block, n)],
             "attention": [block.attn.attention],
             "mlp": [block.mlp],
         }.get(info.kind, [])
     if info.kind == "norm":
         modules.append(model.norm)
+    if info.kind == "block":  # its norms and any layers of its own: all but the attention and the MLP
+        inner = {id(p) for block in model.blocks for m in (block.attn, block.mlp) for p in m.parameters()}
+        return sum(p.numel() for block in model.blocks for p in block.parameters() if id(p) not in inner)
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
@@ -281,6 +284,12 @@ def _shapes(registry: Registry, info: ComponentInfo) -> str:
                     f"score_bias(q_positions, k_positions) gave shape {tuple(bias.shape)}; it must fit "
                     f"(heads, queries, keys) = {(H, T, 3 + T)}"
                 ) from None
+    elif info.kind == "block":
+        from gptf.interfaces import AttentionContext
+
+        model = tiny_model(registry, info)
+        out = model.blocks[0](torch.randn(B, T, C), AttentionContext(model.positional, torch.arange(T)))
+        _expect_shape("block(x, context) with x (2, 6, 32)", out, (B, T, C), "a block keeps the shape")
     logits = tiny_model(registry, info)(random_ids())
     _expect_shape("the model with it", logits, (2, LENGTH, VOCAB), "logits are (batch, tokens, vocabulary)")
     return ""
@@ -292,6 +301,8 @@ CAUSAL_HINTS = {
     "positional": "a positional encoding may only use each token's own position; it must not mix tokens",
     "norm": "normalise over each token's own features (the last dimension, dim=-1), never across tokens",
     "mlp": "an MLP must treat every token on its own: only work on the last dimension",
+    "block": "a block may mix tokens only through its attention (attention(x, context)); its norms, MLP and "
+    "any layers of its own must treat every token on its own",
 }
 
 
@@ -313,7 +324,7 @@ def _assert_causal(model: nn.Module, kind: str, setting: str = "") -> None:
 
 def _causality(registry: Registry, info: ComponentInfo) -> str:
     _assert_causal(tiny_model(registry, info), info.kind)
-    if info.kind in ("attention", "positional"):
+    if info.kind in ("attention", "positional", "block"):
         _assert_causal(tiny_model(registry, info, n_kv_head=2), info.kind, " with grouped-query attention")
     if info.kind == "attention":
         _assert_causal(tiny_model(registry, info, positional="alibi"), info.kind, " with a score bias (ALiBi)")
@@ -718,6 +729,7 @@ CHECKS_BY_KIND: dict[str, list[tuple[str, Callable[[Registry, ComponentInfo], st
     "attention": WITH_KV_CACHE,
     "norm": MODEL_CHECKS,
     "mlp": MODEL_CHECKS,
+    "block": WITH_KV_CACHE,
     "tokenizer": TOKENIZER_CHECKS,
     "scheduler": [("values", _scheduler_shapes), ("deterministic", _scheduler_deterministic)],
     "optimizer": [("training step", _optimizer_step), ("deterministic", _optimizer_deterministic)],

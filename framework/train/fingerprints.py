@@ -32,7 +32,7 @@ from gptf.build.plugins import is_plugin_file
 from gptf.build.registry import Registry
 from gptf.errors import CheckpointError
 from gptf.interfaces import Tokenizer
-from gptf.recipe import LoadedRecipe, Recipe
+from gptf.recipe import LoadedRecipe, Recipe, recipe_to_dict
 from gptf.train.checkpoint import TOKENIZER, Checkpoint
 from gptf.train.run_files import RunFiles, file_sha256, write_json
 
@@ -241,11 +241,12 @@ def _ignored(key: str) -> bool:
 def recipe_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """``key: checkpoint -> now`` for each setting that changes what the model learns."""
     old, new = flatten(saved), flatten(current)
+    defaults = flatten(recipe_to_dict(Recipe(name="defaults")))  # a key added since: its default then
     lines = []
     for key in sorted(set(old) | set(new)):
         if _ignored(key):
             continue
-        a, b = old.get(key, "(not set)"), new.get(key, "(not set)")
+        a, b = old.get(key, defaults.get(key, "(not set)")), new.get(key, defaults.get(key, "(not set)"))
         if a != b:
             lines.append(f"{key}: {_short(a)} (checkpoint) -> {_short(b)} (now)")
     return lines

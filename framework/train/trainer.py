@@ -35,6 +35,7 @@ from gptf.interfaces import Callback
 from gptf.model import GPT
 from gptf.recipe import TrainingConfig
 from gptf.train.distributed import World
+from gptf.train.stability import StabilityMonitor, hint
 
 
 @attrs.define
@@ -81,6 +82,7 @@ class Trainer:
         model.checkpoint_blocks = config.activation_checkpointing  # recompute activations in backward
         self._wrapped = self.world.wrap(model)  # DDP in several processes, else the model itself
         self._forward = torch.compile(self._wrapped) if config.compile else self._wrapped
+        self.stability = StabilityMonitor(config.lr)  # loss spikes, divergence, NaN (gptf.train.stability)
         self.device = model_device(model)  # batches are built on the CPU and moved here
         # fp32 or bf16 as the recipe says; "auto" looks at the hardware and times both (about 1 s)
         c = model.config
@@ -122,18 +124,10 @@ class Trainer:
                 loss.backward()
             total += loss.item()
         total = world.sum(total)  # the whole batch's loss, the same in every process
-        if not math.isfinite(total):
-            raise TrainingStopped(
-                f"training stopped at step {step + 1}: the loss is {total} (not a finite number)",
-                hint="lower training.lr, or check the data; the last saved checkpoint is kept",
-            )
+        self._stop_if_not_finite(step + 1, lr, "loss", total)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
-        if not math.isfinite(grad_norm):
-            raise TrainingStopped(
-                f"training stopped at step {step + 1}: the gradient norm is {grad_norm}",
-                hint="lower training.lr or turn on training.grad_clip; the last saved checkpoint is kept",
-            )
+        self._stop_if_not_finite(step + 1, lr, "gradient norm", grad_norm)
         self.optimizer.step()
         seconds = time.perf_counter() - started
         self.state.step = step + 1
@@ -148,6 +142,16 @@ class Trainer:
             "tokens_per_s": real_tokens / seconds if seconds > 0 else 0.0,
             "elapsed_s": self.state.elapsed_s,
         }
+
+    def _stop_if_not_finite(self, step: int, lr: float, what: str, value: float) -> None:
+        if math.isfinite(value):
+            return
+        event = self.stability.observe({"step": step, "loss": value, "lr": lr, "grad_norm": value})
+        advice = hint([event], self.config.lr) if event else "lower training.lr"
+        raise TrainingStopped(
+            f"training stopped at step {step}: the {what} is {value} (not a finite number)",
+            hint=f"{advice}; the last saved checkpoint is kept",
+        )
 
     @torch.no_grad()
     def evaluate(self, split: TokenizedSplit | None = None, batch_size: int = 32) -> float | None:
@@ -194,7 +198,10 @@ class Trainer:
         try:
             while self.state.step < cfg.max_steps and not self._stop_agreed():
                 metrics = self.train_step()
-                if self.state.step % cfg.log_interval == 0 or self.state.step == cfg.max_steps:
+                event = self.stability.observe(metrics)
+                if event is not None:  # logged whatever the interval, so metrics.jsonl shows where
+                    metrics = {**metrics, "stability": f"{event.kind}: {event.detail}"}
+                if event or self.state.step % cfg.log_interval == 0 or self.state.step == cfg.max_steps:
                     self.log(metrics)
                 last = self.state.step == cfg.max_steps
                 if self.world.is_main and (self.state.step % cfg.eval_interval == 0 or last):
