@@ -612,12 +612,7 @@ def load_run(
     refuse_untrusted_plugins(recipe, files, trust_plugins)
     registry = open_registry(recipe.plugins, files.root)
     check_components_present(recipe, registry, info, files)
-    tokenizer = new_tokenizer(recipe, registry)
-    try:
-        tokenizer.load(files.tokenizer)
-    except Exception as exc:
-        raise CheckpointError(f"{files.tokenizer}: cannot load the tokenizer ({exc})") from exc
-    check_tokenizer(files, tokenizer, info)
+    tokenizer = load_run_tokenizer(recipe, registry, files, info)
     model = build_model(recipe, registry, tokenizer.vocab_size)
     check_weight_shapes(model, files.weights)
     if verify:
@@ -625,18 +620,37 @@ def load_run(
     load_weights(model, files.weights)
     model.eval()
     if quantized:
-        quantizer = build_quantizer(recipe, registry)
-        if quantizer is None:
-            raise CheckpointError(f"{files.root} was trained with quantizer: none, so it has no int8 weights")
-        tensors = load_tensors(files.quantized)
-        if verify:
-            verify_run_files(files, info, [files.quantized])
-        try:
-            model = quantizer.load(model, tensors)
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"{files.quantized}: does not match the model ({exc})") from exc
+        model = load_quantized(model, recipe, registry, files, info if verify else None)
     model = model.to(target)
     return LoadedRun(files, recipe, registry, tokenizer, model, quantized, info)
+
+
+def load_quantized(
+    model: torch.nn.Module, recipe: Recipe, registry: Registry, files: RunFiles, info: dict[str, Any] | None
+) -> torch.nn.Module:
+    """The run's int8 model, rebuilt from its fp32 skeleton and ``model.int8.safetensors``
+    (checked against run.json first, unless ``info`` is None: ``--no-verify``)."""
+    quantizer = build_quantizer(recipe, registry)
+    if quantizer is None:
+        raise CheckpointError(f"{files.root} was trained with quantizer: none, so it has no int8 weights")
+    tensors = load_tensors(files.quantized)
+    if info is not None:
+        verify_run_files(files, info, [files.quantized])
+    try:
+        return quantizer.load(model, tensors)
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{files.quantized}: does not match the model ({exc})") from exc
+
+
+def load_run_tokenizer(recipe: Recipe, registry: Registry, files: RunFiles, info: dict[str, Any]) -> Tokenizer:
+    """The tokenizer the run was trained with, checked against what run.json recorded."""
+    tokenizer = new_tokenizer(recipe, registry)
+    try:
+        tokenizer.load(files.tokenizer)
+    except Exception as exc:
+        raise CheckpointError(f"{files.tokenizer}: cannot load the tokenizer ({exc})") from exc
+    check_tokenizer(files, tokenizer, info)
+    return tokenizer
 
 
 def refuse_untrusted_plugins(recipe: Recipe, files: RunFiles, trust_plugins: bool) -> None:
