@@ -42,6 +42,13 @@ def use_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def open_ckpt(ckpt: Path, quantized: bool, device: str, trust_plugins: bool, no_verify: bool) -> LoadedRun:
+    """The run folder behind ``--ckpt``, opened with the options every asking command shares."""
+    from gptf.run import load_run
+
+    return load_run(ckpt, quantized=quantized, device=device, trust_plugins=trust_plugins, verify=not no_verify)
+
+
 @app.command()
 @friendly_errors
 def generate(
@@ -69,11 +76,11 @@ def generate(
     no_verify: NoVerifyOption = False,
 ) -> None:
     """Answer prompts with a trained run."""
-    from gptf.run import check_sampling_options, load_run, sampling_settings
+    from gptf.run import check_sampling_options, sampling_settings
 
     options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "max_new_tokens": max_new_tokens}
     check_sampling_options({**options, "repetition_penalty": repetition_penalty, "seed": seed})
-    loaded = load_run(ckpt, quantized=quantized, device=device, trust_plugins=trust_plugins, verify=not no_verify)
+    loaded = open_ckpt(ckpt, quantized, device, trust_plugins, no_verify)
     settings = sampling_settings(
         loaded.recipe, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens
     )
@@ -144,10 +151,10 @@ def eval_command(
         print_report,
         report_json,
     )
-    from gptf.run import load_run, sampling_settings
+    from gptf.run import sampling_settings
     from gptf.train.run_files import write_json
 
-    run = load_run(ckpt, quantized=quantized, device=device, trust_plugins=trust_plugins, verify=not no_verify)
+    run = open_ckpt(ckpt, quantized, device, trust_plugins, no_verify)
     recipe = run.recipe
     settings = sampling_settings(recipe, max_new_tokens=max_new_tokens, temperature=0.0, top_k=0, top_p=1.0)
     if apply and not calibrate:
@@ -287,12 +294,12 @@ def chat(
 ) -> None:
     """Chat with a trained run in the terminal (/help lists the commands)."""
     use_threads(threads)
-    from gptf.run import check_sampling_options, load_run, sampling_settings
+    from gptf.run import check_sampling_options, sampling_settings
     from gptf.tools.chat import ChatSession, chat_loop
 
     options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "max_new_tokens": max_new_tokens}
     check_sampling_options({**options, "seed": seed})
-    run = load_run(ckpt, quantized=quantized, device=device, trust_plugins=trust_plugins, verify=not no_verify)
+    run = open_ckpt(ckpt, quantized, device, trust_plugins, no_verify)
     settings = sampling_settings(
         run.recipe, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens
     )
@@ -316,10 +323,9 @@ def serve(
 ) -> None:
     """A web page for the class: chat, sampling sliders, every token with its probability."""
     use_threads(threads)
-    from gptf.run import load_run
     from gptf.tools.serve import ChatService, example_questions, is_loopback, make_server
 
-    run = load_run(ckpt, quantized=quantized, device=device, trust_plugins=trust_plugins, verify=not no_verify)
+    run = open_ckpt(ckpt, quantized, device, trust_plugins, no_verify)
     server = make_server(ChatService(run, example_questions(run)), host, port, console)
     bound_host, bound_port = server.server_address[:2]
     shown = "127.0.0.1" if bound_host in ("0.0.0.0", "::") else bound_host
