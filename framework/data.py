@@ -232,14 +232,22 @@ def tokenize_split(
 
 
 def pad_batch(
-    inputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], pad_id: int
+    inputs: Sequence[torch.Tensor],
+    targets: Sequence[torch.Tensor],
+    pad_id: int,
+    multiple: int = 1,
+    max_width: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad to the longest row of *this* batch (not to seq_len).
 
     Right padding needs no attention mask: with the causal mask, real tokens only look
     left, so they never see the padding; and padded targets are IGNORE, so no loss.
+    ``multiple`` rounds the width up (never past ``max_width``): fewer distinct shapes, for
+    kernels that are built and cached per shape (bf16 on CPU, see Trainer.pad_multiple).
     """
     width = max(len(x) for x in inputs)
+    rounded = -(-width // multiple) * multiple
+    width = max(width, min(rounded, max_width)) if max_width is not None else rounded
     x = torch.full((len(inputs), width), pad_id, dtype=torch.long)
     y = torch.full((len(inputs), width), IGNORE, dtype=torch.long)
     for row, (xi, yi) in enumerate(zip(inputs, targets, strict=True)):
@@ -291,7 +299,12 @@ def step_samples(lengths: Sequence[int], seed: int, step: int, batch_size: int, 
 
 
 def micro_batches(
-    split: TokenizedSplit, indices: Sequence[int], micro_batch: int, pad_id: int
+    split: TokenizedSplit,
+    indices: Sequence[int],
+    micro_batch: int,
+    pad_id: int,
+    multiple: int = 1,
+    max_width: int | None = None,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Split one optimizer batch into padded micro-batches of similar length.
 
@@ -300,7 +313,10 @@ def micro_batches(
     """
     ordered = sorted(indices, key=lambda i: len(split.inputs[i]))
     chunks = [ordered[i : i + micro_batch] for i in range(0, len(ordered), micro_batch)]
-    return [pad_batch([split.inputs[i] for i in c], [split.targets[i] for i in c], pad_id) for c in chunks]
+    return [
+        pad_batch([split.inputs[i] for i in c], [split.targets[i] for i in c], pad_id, multiple, max_width)
+        for c in chunks
+    ]
 
 
 # ------------------------------------------------------------------ prompt augmentation

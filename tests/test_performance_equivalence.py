@@ -115,6 +115,31 @@ def test_padding_does_not_change_a_samples_loss(tokenizer: ByteLevelBPE, positio
             torch.testing.assert_close(batched[row], alone, rtol=1e-5, atol=1e-5)
 
 
+def test_width_rounded_to_a_multiple(tokenizer: ByteLevelBPE) -> None:
+    """Rounding the width up (as bf16 training does) adds only ignored padding, never past the limit."""
+    split = tokenize_split(SAMPLES[:6], tokenizer, 64, truncate=True, source="tiny")
+    x, y = pad_batch(split.inputs, split.targets, tokenizer.pad_id)
+    x16, y16 = pad_batch(split.inputs, split.targets, tokenizer.pad_id, multiple=16, max_width=64)
+    width = x.size(1)
+    assert x16.size(1) == min(-(-width // 16) * 16, 64) and x16.size(1) % 16 == 0
+    assert torch.equal(x16[:, :width], x) and torch.equal(y16[:, :width], y)
+    assert (x16[:, width:] == tokenizer.pad_id).all() and (y16[:, width:] == IGNORE).all()
+    capped, _ = pad_batch(split.inputs, split.targets, tokenizer.pad_id, multiple=1000, max_width=width + 1)
+    assert capped.size(1) == width + 1
+    recipe = small_recipe()
+    torch.manual_seed(0)
+    model = build_model(recipe, REGISTRY, tokenizer.vocab_size).eval()
+    with torch.no_grad():
+        plain = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
+        rounded = F.cross_entropy(model(x16).flatten(0, 1), y16.flatten(), ignore_index=IGNORE, reduction="sum")
+    torch.testing.assert_close(rounded, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_only_bf16_on_cpu_rounds_widths(tokenizer: ByteLevelBPE) -> None:
+    assert make_trainer(tokenizer, precision="fp32").pad_multiple == 1
+    assert make_trainer(tokenizer, precision="bf16").pad_multiple == 16
+
+
 def tiny_model(positional: str, vocab_size: int, seq_len: int = 64) -> torch.nn.Module:
     recipe = recipe_from_dict(
         {
