@@ -111,6 +111,16 @@ class RunResult:
     val_eval: dict[str, Any] | None = None  # greedy answers to data.val, scored (gptf.evaluate)
 
 
+@attrs.frozen
+class Extras:
+    """What a run makes that nothing downstream of ``gptf ablate`` reads: on for ``gptf run``; an
+    ablation run turns them off (:data:`gptf.tools.ablate.ABLATION_EXTRAS`). The training, the final
+    val loss, the val answers and their scores, the weights and ``run.json`` do not depend on them."""
+
+    checkpoints: bool = True  # a resumable checkpoint every training.save_interval steps
+    loss_plot: bool = True  # loss.png beside metrics.jsonl
+
+
 def run_recipe(
     loaded: LoadedRecipe,
     console: Console,
@@ -122,20 +132,22 @@ def run_recipe(
     resume: Path | None = None,
     force: bool = False,
     world: World | None = None,
+    extras: Extras = Extras(),
 ) -> RunResult:
     """Everything ``gptf run`` does. ``on_step`` also gets every step's metrics (``gptf ablate``).
     ``init_from``: start from that run's weights (:mod:`gptf.train.init_from`); ``final_eval``: end
     with greedy answers to the val prompts, scored (:mod:`gptf.evaluate`). ``resume``: continue the
     run in that directory from its last checkpoint (:mod:`gptf.train.session`); ``force``: even if
     the recipe or data changed since. ``world``: this process's place in a torchrun
-    (:mod:`gptf.train.distributed`); by default one process."""
+    (:mod:`gptf.train.distributed`); by default one process. ``extras``: the periodic checkpoints
+    and the loss picture, which ``gptf ablate`` does without."""
     started = time.perf_counter()
     world = world or World()
     world.check_batch(loaded.recipe.training.batch_size)
     inputs = load_stage(loaded, console, init_from=init_from, resume=resume, force=force, world=world)
     try:  # inputs.lock: this process alone writes the run folder until the end
         model = build_stage(inputs, console, device, world)
-        state, session = train_stage(inputs, model, console, on_step, world)
+        state, session = train_stage(inputs, model, console, on_step, world, checkpoints=extras.checkpoints)
         if not world.is_main:  # rank 0 writes the run folder and reports; this process is done
             return RunResult(inputs.files.root, time.perf_counter() - started, state.train_loss, None, [])
         model = model.cpu()  # saving, int8 quantization and the checks below run on the CPU
@@ -147,7 +159,7 @@ def run_recipe(
             session.rescue(exc, "saving the finished run")
         session.close()  # finished and saved: the resumable checkpoints are no longer needed
         result.seconds = time.perf_counter() - started
-        print_summary(inputs, state, result, quantized_note, console)
+        print_summary(inputs, state, result, quantized_note, console, loss_plot=extras.loss_plot)
     finally:
         inputs.lock.release()
     return result
@@ -302,8 +314,11 @@ def train_stage(
     console: Console,
     on_step: Callable[[dict[str, Any]], None] | None,
     world: World | None = None,
+    *,
+    checkpoints: bool = True,
 ) -> tuple[TrainState, TrainingSession]:
-    """The training loop, inside a session that saves checkpoints and handles Ctrl+C."""
+    """The training loop, inside a session that saves checkpoints (every ``training.save_interval``
+    steps unless ``checkpoints`` is off; on Ctrl+C always) and handles Ctrl+C."""
     recipe, files, world = inputs.recipe, inputs.files, world or World()
     if world.is_main:
         files.root.mkdir(parents=True, exist_ok=True)
@@ -320,6 +335,7 @@ def train_stage(
         recipe_data=saved_recipe(inputs.loaded),
         console=console,
         resume_from=inputs.checkpoint,
+        periodic=checkpoints,
     )
 
     def report(metrics: dict[str, Any]) -> None:
@@ -439,8 +455,10 @@ def demo_answers(recipe: Recipe, generator: Generator, console: Console) -> list
     return answers
 
 
-def print_summary(inputs: RunInputs, state: TrainState, result: RunResult, quantized: str, console: Console) -> None:
-    """Where everything is, and the command to ask the model; then the loss picture."""
+def print_summary(
+    inputs: RunInputs, state: TrainState, result: RunResult, quantized: str, console: Console, *, loss_plot: bool = True
+) -> None:
+    """Where everything is, and the command to ask the model; then the loss picture (unless ``loss_plot`` is off)."""
     recipe, files = inputs.recipe, inputs.files
     example = (recipe.demo_prompts or ["什么是注意力机制？"])[0]
     console.rule("summary")
@@ -457,7 +475,10 @@ def print_summary(inputs: RunInputs, state: TrainState, result: RunResult, quant
     )
     if result.stability.get("hint"):
         console.print(f"hint: {result.stability['hint']}", style="yellow", highlight=False, markup=False)
-    report_loss_plot(files.metrics, console, title=recipe.name)  # loss.png beside metrics.jsonl
+    if loss_plot:
+        report_loss_plot(files.metrics, console, title=recipe.name)  # loss.png beside metrics.jsonl
+    else:
+        console.print("loss curve      not drawn for this run (the numbers are in metrics.jsonl)", highlight=False)
 
 
 def _fmt(value: float | None) -> str:

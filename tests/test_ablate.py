@@ -165,8 +165,48 @@ def test_without_matplotlib_everything_but_the_pictures(workdir: Path, monkeypat
     out = workdir / "ablations" / "tiny"
     assert (out / "ablation.md").is_file() and not (out / "val_loss.png").exists()
     run_log = next(out.glob("runs/*/train.log")).read_text(encoding="utf-8")
-    assert 'loss curve      (no picture: matplotlib is not installed; pip install "gptf[plots]")' in run_log
+    assert "loss curve      not drawn for this run" in run_log  # an ablation run draws none (see below)
     assert not list(out.glob("runs/*/loss.png"))
+
+
+def test_ablation_runs_skip_checkpoints_and_loss_pictures_but_train_as_gptf_run(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ablation run keeps no resumable checkpoints and draws no loss.png (nothing it reports reads them);
+    the training and everything the table shows are those of a plain gptf run of the same recipe."""
+    from gptf.recipe import load_recipe
+    from gptf.run import run_recipe
+    from gptf.train.session import TrainingSession
+
+    saves: list[int] = []
+    original_save = TrainingSession.save
+    monkeypatch.setattr(
+        TrainingSession, "save", lambda self: saves.append(self.trainer.state.step) or original_save(self)
+    )
+    settings = Settings(TINY_RECIPE, check_swaps_given(["model.positional=rope"]), ["training.save_interval=1"],
+                        steps=3, out=Path("abl"), jobs=1)  # fmt: skip
+    summary = run_ablation(settings, quiet())
+    assert saves == []  # save_interval 1, yet no checkpoint
+    (run,) = summary["runs"]
+    run_dir = Path(run["run_dir"])
+    assert not (run_dir / "loss.png").exists() and not (run_dir / "state").exists()
+    assert {p.name for p in run_dir.iterdir()} >= {"model.safetensors", "run.json", "eval.json", "metrics.jsonl"}
+
+    overrides = [o for o in make_plan(settings).runs[0].loaded.overrides if not o.startswith(("output_dir=", "name="))]
+    result = run_recipe(load_recipe(TINY_RECIPE, [*overrides, "output_dir=plain"]), Console(quiet=True))  # gptf run
+    assert saves == [1, 2, 3]  # a plain run keeps them
+    assert (Path("plain") / "loss.png").is_file() == HAS_MATPLOTLIB
+    assert (result.train_loss, result.val_loss) == (run["final_train_loss"], run["final_val_loss"])
+    assert (Path("plain") / "model.safetensors").read_bytes() == (run_dir / "model.safetensors").read_bytes()
+    assert result.stability == run["stability"]
+
+    def answers(folder: Path) -> list:
+        return json.loads((folder / "eval.json").read_text(encoding="utf-8"))["splits"][0]["answers"]
+
+    assert answers(Path("plain")) == answers(run_dir)
+    assert {k: v for k, v in result.val_eval.items() if k != "seconds"} == {
+        k: v for k, v in run["val_eval"].items() if k != "seconds"
+    }
 
 
 # ------------------------------------------------------------------ every run's loss curve

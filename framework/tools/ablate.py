@@ -61,7 +61,7 @@ from gptf.build.components import registry_for
 from gptf.errors import GptfError, Interrupted, RecipeError, TrainingStopped
 from gptf.plots import read_loss_curves, warm_up
 from gptf.recipe import LoadedRecipe, load_recipe, parse_yaml, recipe_to_dict
-from gptf.run import prepare_tokenizer, run_recipe, seconds_per_step
+from gptf.run import Extras, prepare_tokenizer, run_recipe, seconds_per_step
 from gptf.tools.ablate_report import summarise, write_outputs
 from gptf.train.run_files import RunFiles, file_sha256, write_json
 
@@ -71,6 +71,10 @@ BUDGETS = ("steps", "seconds")
 #: machine (teacher recipe, under load): 2 processes x 1 thread gave 3-12x the steps per second of
 #: 1 process x 2 threads (README, "--jobs"). See :func:`default_jobs`.
 PARALLEL_FASTER = True
+#: What an ablation run does without (gptf.run.Extras): no resumable checkpoint every save_interval
+#: steps (an unfinished run is trained again from the start) and no loss.png per run (the ablation
+#: draws val_loss.png for the grid). The training, its losses and the val answers are unchanged.
+ABLATION_EXTRAS = Extras(checkpoints=False, loss_plot=False)
 
 
 # ------------------------------------------------------------------ the grid
@@ -408,7 +412,8 @@ def equal_time_steps(settings: Settings, console: Console) -> tuple[dict[str, in
 
 
 def run_one(run: PlannedRun, on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train one run as ``gptf run`` would (val answers scored at the end); its log goes to ``train.log``."""
+    """Train one run as ``gptf run`` would (val answers scored at the end), without what no ablation reads
+    (:data:`ABLATION_EXTRAS`); its log goes to ``train.log``."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
     (run.run_dir / RUN_RECORD).unlink(missing_ok=True)
     record: dict[str, Any] = {
@@ -422,7 +427,7 @@ def run_one(run: PlannedRun, on_step: Callable[[dict[str, Any]], None] | None = 
     with open(run.run_dir / "train.log", "w", encoding="utf-8") as log:
         console = Console(file=log, width=120, highlight=False, no_color=True)
         try:
-            result = run_recipe(run.loaded, console, on_step=on_step)
+            result = run_recipe(run.loaded, console, on_step=on_step, extras=ABLATION_EXTRAS)
         except Interrupted:
             raise  # Ctrl+C stops the whole grid
         except TrainingStopped as exc:  # e.g. the loss diverged: a result, not a crash
