@@ -86,6 +86,17 @@ def test_plan_matches_everything_but_the_swapped_key(workdir: Path) -> None:
     assert rope.key != learned.key and len({r.key for r in plan.runs}) == 4
 
 
+def test_about_five_validation_points_per_run_unless_asked(workdir: Path) -> None:
+    """Each point is a pass over all of data.val (about 5 training steps of compute on the teacher)."""
+    swaps = check_swaps_given(["model.positional=rope,none"])
+    settings = Settings(TINY_RECIPE, swaps, ["training.eval_interval=100"], steps=300)
+    plan = make_plan(settings)
+    assert plan.eval_interval == 60 and {r.loaded.recipe.training.eval_interval for r in plan.runs} == {60}
+    assert make_plan(attrs.evolve(settings, eval_interval=30)).eval_interval == 30
+    recipe_more_often = attrs.evolve(settings, overrides=["training.eval_interval=40"])
+    assert make_plan(recipe_more_often).eval_interval == 40  # never less often than the recipe asks
+
+
 def test_a_bad_variant_is_reported_before_anything_trains(workdir: Path) -> None:
     result = run_gptf(["ablate", str(TINY_RECIPE), "--swap", "model.positional=rope,rotary", "--steps", "2"], workdir)
     assert result.returncode == 2 and "Traceback" not in result.stderr
