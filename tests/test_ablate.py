@@ -220,6 +220,33 @@ def test_ablation_runs_skip_checkpoints_and_loss_pictures_but_train_as_gptf_run(
     }
 
 
+def test_runs_in_one_process_tokenise_the_data_once(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gptf.run
+    import gptf.tools.ablate as ablate
+
+    monkeypatch.setattr(ablate, "SPLITS", gptf.run.SplitCache())
+    tokenised: list[str] = []
+    original = gptf.run.tokenize_split
+
+    def tokenize_split(*args: object, **kwargs: object) -> object:
+        tokenised.append(str(kwargs["source"]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gptf.run, "tokenize_split", tokenize_split)
+    settings = Settings(TINY_RECIPE, check_swaps_given(["model.positional=rope,none"]), ["demo_prompts=[]"],
+                        steps=2, seeds=2, out=Path("abl"), jobs=1)  # fmt: skip
+    first = run_ablation(settings, quiet())
+    assert tokenised == ["tiny_train.jsonl", "tiny_val.jsonl"] and ablate.SPLITS.hits == 6  # 4 runs
+    with open("tiny_val.jsonl", "a", encoding="utf-8") as val:  # a changed file is tokenised again
+        val.write(
+            json.dumps({"prompt": "什么是残差连接？", "completion": "把输入加回输出。"}, ensure_ascii=False) + "\n"
+        )
+    second = run_ablation(attrs.evolve(settings, out=Path("abl2")), quiet())
+    assert tokenised[2:] == ["tiny_val.jsonl"]
+    assert [r["final_train_loss"] for r in second["runs"]] == [r["final_train_loss"] for r in first["runs"]]
+    assert [r["final_val_loss"] for r in second["runs"]] != [r["final_val_loss"] for r in first["runs"]]
+
+
 # ------------------------------------------------------------------ every run's loss curve
 
 
