@@ -1,12 +1,13 @@
 """Where the time of one ``gptf ablate`` run goes (issue 11): every stage of one variant's run, timed.
 
-    python benchmarks/ablate_overhead.py --swap model.positional=rope --steps 300 --out /tmp/abl-probe
+    python benchmarks/ablate_overhead.py --swap model.positional=rope --steps 300 --runs 2 --out /tmp/abl-probe
 
-Trains ONE run exactly as a ``gptf ablate`` worker does (:func:`gptf.tools.ablate.run_one`, the
-ablation's planned recipe: its eval interval, threads and seed 0), with timers wrapped around the
-stages of :mod:`gptf.run` and the parts inside them, then prints each one's seconds and share of the
-run. The first lines time what a worker process pays before its first run (importing gptf and
-torch) and what the main process pays before any run trains (planning the whole grid).
+Trains ``--runs`` runs (seeds 0, 1, ...) one after the other in this process, exactly as a ``gptf
+ablate`` worker does (:func:`gptf.tools.ablate.run_one`, the ablation's planned recipes: their eval
+interval, threads and seeds), with timers wrapped around the stages of :mod:`gptf.run` and the parts
+inside them, then prints each stage's seconds in every run and its share of the run. The first
+line times what a worker process pays before its first run (importing gptf and torch) and what the
+main process pays before any run trains (planning the whole grid).
 
 Nothing here changes what is computed: the wrappers only read the clock. Run it on a quiet machine,
 one at a time, and say the load (``uptime``) with the numbers.
@@ -98,6 +99,7 @@ def main() -> None:
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "teacher_3m.yaml"))
     parser.add_argument("--swap", default="model.positional=rope")
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--runs", type=int, default=1, help="runs in a row in this process (seeds 0..N-1)")
     parser.add_argument("--out", default="/tmp/gptf-ablate-probe")
     parser.add_argument("--json", help="also write the timings here")
     args = parser.parse_args()
@@ -117,30 +119,37 @@ def main() -> None:
     plan_s = time.perf_counter() - started
 
     settings = ablate.Settings(
-        Path(args.recipe), ablate.check_swaps_given([args.swap]), ["training.threads=1"], steps=args.steps, out=out
+        Path(args.recipe),
+        ablate.check_swaps_given([args.swap]),
+        ["training.threads=1"],
+        steps=args.steps,
+        seeds=args.runs,
+        out=out,
     )
     plan = ablate.make_plan(settings)
-    run = plan.runs[0]
     for owner, name, label in PROBES:
         timed(owner, name, label)
     torch.set_num_threads(1)
-    started = time.perf_counter()
-    record = ablate.run_one(run)
-    run_s = time.perf_counter() - started
-
-    rows = [
-        ("import torch", TORCH_IMPORTED - STARTED, 1),
-        ("import gptf (ablate, run, ...)", GPTF_IMPORTED - TORCH_IMPORTED, 1),
-        ("plan the 12-run grid (main process)", plan_s, 1),
-        ("one run (run_one)", run_s, 1),
-        *[(label, SECONDS[label], CALLS[label]) for _, _, label in PROBES],
-    ]
-    print(f"{run.variant.label}, {args.steps} steps, 1 thread, status {record['status']}")
-    for label, seconds, calls in rows:
-        share = f"{seconds / run_s:6.1%}" if not label.startswith(("import", "plan", "one run")) else "      "
-        print(f"{label:<40} {seconds:8.2f} s {share}  ({calls} call{'s' if calls != 1 else ''})")
+    print(f"imports: torch {TORCH_IMPORTED - STARTED:.2f} s, gptf {GPTF_IMPORTED - TORCH_IMPORTED:.2f} s; "
+          f"planning the 12-run grid (main process) {plan_s:.2f} s")  # fmt: skip
+    runs = []
+    for run in plan.runs:
+        SECONDS.clear()
+        CALLS.clear()
+        started = time.perf_counter()
+        record = ablate.run_one(run)
+        seconds = time.perf_counter() - started
+        runs.append({"run": f"{run.variant.label} seed {run.seed}", "status": record["status"],
+                     "seconds": seconds, "stages": dict(SECONDS), "calls": dict(CALLS)})  # fmt: skip
+    print(f"{args.swap}, {args.steps} steps, 1 thread; one column per run, in the order trained")
+    print(f"{'one run (run_one)':<40}" + "".join(f" {r['seconds']:8.2f} s        " for r in runs))
+    for _, _, label in PROBES:
+        cells = [
+            f" {r['stages'].get(label, 0.0):8.2f} s {r['stages'].get(label, 0.0) / r['seconds']:6.1%}" for r in runs
+        ]
+        print(f"{label:<40}" + "".join(cells) + f"  ({runs[-1]['calls'].get(label, 0)} calls)")
     if args.json:
-        Path(args.json).write_text(json.dumps({label: s for label, s, _ in rows}, indent=2) + "\n", encoding="utf-8")
+        Path(args.json).write_text(json.dumps(runs, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
