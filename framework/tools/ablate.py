@@ -25,6 +25,10 @@ warmup_ratio=0.05, min_lr_ratio=0.1)``).
   a time: each run is seeded and uses the same number of threads either way).
 * Every run ends with greedy answers to ``data.val``, scored (char F1, readable share), and
   with the instability check of :mod:`gptf.train.stability`; both are columns of the table.
+* A run is a ``gptf run`` without what no comparison reads (:data:`ABLATION_EXTRAS`: periodic
+  checkpoints, ``loss.png``), validating about :data:`CURVE_POINTS` times (``--eval-interval``),
+  with the data tokenised once per process (:data:`SPLITS`). Measured with
+  ``benchmarks/ablate_overhead.py``; its training, losses and answers are those of ``gptf run``.
 
 Output folder (default ``ablations/<recipe name>/``)::
 
