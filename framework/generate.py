@@ -163,7 +163,9 @@ class Generator:
         Each step runs the model once for all rows (on the newest token only, thanks to the
         KV cache), lets every constraint adjust each row's scores, then picks each row's next
         token. Rows of the same length need no padding, so no attention mask and no position
-        shifts: a batch answers exactly as each prompt would alone.
+        shifts: a batch answers exactly as each prompt would alone. A row that has finished leaves
+        the batch (with the KV cache; not under a compiled step, whose batch size is fixed), so
+        the rows still answering do not wait on it: they answer as before, in fewer operations.
         """
         length = len(rows[0])
         if any(len(r) != length for r in rows):
@@ -175,6 +177,7 @@ class Generator:
         sequences = [list(r) for r in rows]  # everything fed so far, per row (for no-cache decoding)
         feed = torch.tensor(sequences, device=self.device)  # (B, T)
         compiled = self.compiled_step is not None and self.compiled_step.accepts(len(rows))
+        active = list(range(len(rows)))  # the rows the model is fed, in the order of its batch
         for _ in range(budget):
             if compiled and cache is not None and cache.length > 0:
                 # the prompt went through the model eagerly; each new token goes through the compiled step
@@ -183,12 +186,17 @@ class Generator:
                 cache.advance(1)
             else:
                 logits = self.model(feed, cache)[:, -1].float().cpu()  # (B, V): next-token scores of every row
-            chosen = [self._step(row, logits[i], settings, rng) for i, row in enumerate(decoded)]
-            if all(row.finished for row in decoded):
+            chosen = [self._step(decoded[i], logits[b], settings, rng) for b, i in enumerate(active)]
+            if all(decoded[i].finished for i in active):
                 break
-            for sequence, token in zip(sequences, chosen, strict=True):
-                sequence.append(token)
-            feed = torch.tensor(sequences if cache is None else [[t] for t in chosen], device=self.device)
+            still = [b for b, i in enumerate(active) if not decoded[i].finished]
+            if cache is not None and not compiled and len(still) < len(active):
+                cache.keep_rows(still)  # finished rows leave the batch
+                active, chosen = [active[b] for b in still], [chosen[b] for b in still]
+            for i, token in zip(active, chosen, strict=True):
+                sequences[i].append(token)
+            fed = [sequences[i] for i in active] if cache is None else [[t] for t in chosen]
+            feed = torch.tensor(fed, device=self.device)
         return decoded
 
     def _step(

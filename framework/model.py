@@ -99,6 +99,18 @@ class KVCache:
         """Called by the model once every layer has stored the new ``n`` positions."""
         self.length += n
 
+    def keep_rows(self, rows: list[int]) -> None:
+        """Keep only these sequences of the batch, in this order (their filled positions are copied;
+        the rest of the buffer is written before it is read)."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.keys.device)
+        for name in ("keys", "values"):
+            old = getattr(self, name)
+            new = old.new_empty((old.size(0), len(rows), *old.shape[2:]))
+            new.narrow(3, 0, self.length).copy_(old.narrow(3, 0, self.length).index_select(1, index))
+            setattr(self, name, new)
+        self.layer_keys = self.keys.unbind(0)
+        self.layer_values = self.values.unbind(0)
+
 
 class _SlotWriter:
     """What :meth:`GPT.decode_step` hands each layer instead of a :class:`KVCache`: writes the

@@ -13,6 +13,7 @@ every process runs load, build and train; rank 0 alone goes on to finish and rep
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -111,6 +112,54 @@ class RunResult:
     val_eval: dict[str, Any] | None = None  # greedy answers to data.val, scored (gptf.evaluate)
 
 
+@attrs.frozen
+class Extras:
+    """What a run makes that nothing downstream of ``gptf ablate`` reads: on for ``gptf run``; an
+    ablation run turns them off (:data:`gptf.tools.ablate.ABLATION_EXTRAS`). The training, the final
+    val loss, the val answers and their scores, the weights and ``run.json`` do not depend on them."""
+
+    checkpoints: bool = True  # a resumable checkpoint every training.save_interval steps
+    loss_plot: bool = True  # loss.png beside metrics.jsonl
+
+
+class SplitCache:
+    """Tokenised data splits kept for the next run in this process that tokenises the same file with
+    the same tokenizer, ``model.seq_len`` and ``data`` settings (``gptf ablate``: a worker process
+    trains run after run on the same data). Keyed by the contents of the data and tokenizer files, so
+    a changed file is tokenised again; the newest ``size`` splits are kept."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._splits: dict[str, TokenizedSplit] = {}
+        self.hits = 0
+
+    def get(self, key: str, make: Callable[[], TokenizedSplit]) -> TokenizedSplit:
+        split = self._splits.pop(key, None)
+        if split is None:
+            split = make()
+        else:
+            self.hits += 1
+        self._splits[key] = split  # the newest last
+        while len(self._splits) > self.size:
+            del self._splits[next(iter(self._splits))]
+        return split
+
+    @staticmethod
+    def key(recipe: Recipe, label: str) -> str:
+        """What a tokenised split depends on (the samples' order and augmentation included)."""
+        data, tokenizer = recipe.data, recipe.tokenizer
+        augmented = label == "train" and data.augment_copies > 0
+        parts = {
+            "split": label,
+            "data": file_sha256(Path(getattr(data, label))),
+            "tokenizer": [tokenizer.type.name, tokenizer.type.params, file_sha256(Path(tokenizer.path))],
+            "seq_len": recipe.model.seq_len,
+            "truncate": data.truncate,
+            "augment": [data.augment_copies, recipe.training.seed] if augmented else None,
+        }
+        return json.dumps(parts, sort_keys=True, default=str)
+
+
 def run_recipe(
     loaded: LoadedRecipe,
     console: Console,
@@ -122,20 +171,24 @@ def run_recipe(
     resume: Path | None = None,
     force: bool = False,
     world: World | None = None,
+    extras: Extras = Extras(),
+    splits: SplitCache | None = None,
 ) -> RunResult:
     """Everything ``gptf run`` does. ``on_step`` also gets every step's metrics (``gptf ablate``).
     ``init_from``: start from that run's weights (:mod:`gptf.train.init_from`); ``final_eval``: end
     with greedy answers to the val prompts, scored (:mod:`gptf.evaluate`). ``resume``: continue the
     run in that directory from its last checkpoint (:mod:`gptf.train.session`); ``force``: even if
     the recipe or data changed since. ``world``: this process's place in a torchrun
-    (:mod:`gptf.train.distributed`); by default one process."""
+    (:mod:`gptf.train.distributed`); by default one process. ``extras``: the periodic checkpoints
+    and the loss picture, which ``gptf ablate`` does without. ``splits``: reuse the data an earlier run
+    of this process tokenised the same way (:class:`SplitCache`)."""
     started = time.perf_counter()
     world = world or World()
     world.check_batch(loaded.recipe.training.batch_size)
-    inputs = load_stage(loaded, console, init_from=init_from, resume=resume, force=force, world=world)
+    inputs = load_stage(loaded, console, init_from=init_from, resume=resume, force=force, world=world, splits=splits)
     try:  # inputs.lock: this process alone writes the run folder until the end
         model = build_stage(inputs, console, device, world)
-        state, session = train_stage(inputs, model, console, on_step, world)
+        state, session = train_stage(inputs, model, console, on_step, world, checkpoints=extras.checkpoints)
         if not world.is_main:  # rank 0 writes the run folder and reports; this process is done
             return RunResult(inputs.files.root, time.perf_counter() - started, state.train_loss, None, [])
         model = model.cpu()  # saving, int8 quantization and the checks below run on the CPU
@@ -147,7 +200,7 @@ def run_recipe(
             session.rescue(exc, "saving the finished run")
         session.close()  # finished and saved: the resumable checkpoints are no longer needed
         result.seconds = time.perf_counter() - started
-        print_summary(inputs, state, result, quantized_note, console)
+        print_summary(inputs, state, result, quantized_note, console, loss_plot=extras.loss_plot)
     finally:
         inputs.lock.release()
     return result
@@ -164,9 +217,10 @@ def load_stage(
     resume: Path | None,
     force: bool,
     world: World | None = None,
+    splits: SplitCache | None = None,
 ) -> RunInputs:
-    """Check everything, decide where the run goes, get the tokenizer and tokenise the data.
-    Under torchrun, rank 0 writes the tokenizer file first and the others then load it."""
+    """Check everything, decide where the run goes, get the tokenizer and tokenise the data (or take
+    it from ``splits``). Under torchrun, rank 0 writes the tokenizer file first and the others then load it."""
     world = world or World()
     recipe = loaded.recipe
     registry = validate_for_run(loaded, console)
@@ -187,8 +241,10 @@ def load_stage(
             tokenizer = prepare_tokenizer(recipe, registry, train_samples, console, reuse=not world.is_main)
         if recipe.data.augment_copies:  # after the tokenizer: it learns from the real questions only
             train_samples = augment_prompts(train_samples, recipe.data.augment_copies, recipe.training.seed)
-        train = tokenize_data(recipe, "train", train_samples, tokenizer, console)
-        val = tokenize_data(recipe, "val", read_jsonl(recipe.data.val), tokenizer, console) if recipe.data.val else None
+        train = tokenize_data(recipe, "train", lambda: train_samples, tokenizer, console, splits)
+        val = None
+        if recipe.data.val:
+            val = tokenize_data(recipe, "val", lambda: read_jsonl(recipe.data.val), tokenizer, console, splits)
     except BaseException:
         lock.release()
         raise
@@ -230,10 +286,21 @@ def prepare_tokenizer(
     return tokenizer
 
 
-def tokenize_data(recipe: Recipe, label: str, samples: list, tokenizer: Tokenizer, console: Console) -> TokenizedSplit:
-    """Tokenise one split up front and say what it holds."""
+def tokenize_data(
+    recipe: Recipe,
+    label: str,
+    samples: Callable[[], list],
+    tokenizer: Tokenizer,
+    console: Console,
+    splits: SplitCache | None = None,
+) -> TokenizedSplit:
+    """Tokenise one split up front (or take it from ``splits``) and say what it holds."""
     path = getattr(recipe.data, label) or ""
-    split = tokenize_split(samples, tokenizer, recipe.model.seq_len, truncate=recipe.data.truncate, source=path)
+
+    def tokenise() -> TokenizedSplit:
+        return tokenize_split(samples(), tokenizer, recipe.model.seq_len, truncate=recipe.data.truncate, source=path)
+
+    split = tokenise() if splits is None else splits.get(SplitCache.key(recipe, label), tokenise)
     report_split(console, label, path, split)
     return split
 
@@ -302,8 +369,11 @@ def train_stage(
     console: Console,
     on_step: Callable[[dict[str, Any]], None] | None,
     world: World | None = None,
+    *,
+    checkpoints: bool = True,
 ) -> tuple[TrainState, TrainingSession]:
-    """The training loop, inside a session that saves checkpoints and handles Ctrl+C."""
+    """The training loop, inside a session that saves checkpoints (every ``training.save_interval``
+    steps unless ``checkpoints`` is off; on Ctrl+C always) and handles Ctrl+C."""
     recipe, files, world = inputs.recipe, inputs.files, world or World()
     if world.is_main:
         files.root.mkdir(parents=True, exist_ok=True)
@@ -320,6 +390,7 @@ def train_stage(
         recipe_data=saved_recipe(inputs.loaded),
         console=console,
         resume_from=inputs.checkpoint,
+        periodic=checkpoints,
     )
 
     def report(metrics: dict[str, Any]) -> None:
@@ -439,8 +510,10 @@ def demo_answers(recipe: Recipe, generator: Generator, console: Console) -> list
     return answers
 
 
-def print_summary(inputs: RunInputs, state: TrainState, result: RunResult, quantized: str, console: Console) -> None:
-    """Where everything is, and the command to ask the model; then the loss picture."""
+def print_summary(
+    inputs: RunInputs, state: TrainState, result: RunResult, quantized: str, console: Console, *, loss_plot: bool = True
+) -> None:
+    """Where everything is, and the command to ask the model; then the loss picture (unless ``loss_plot`` is off)."""
     recipe, files = inputs.recipe, inputs.files
     example = (recipe.demo_prompts or ["什么是注意力机制？"])[0]
     console.rule("summary")
@@ -457,7 +530,10 @@ def print_summary(inputs: RunInputs, state: TrainState, result: RunResult, quant
     )
     if result.stability.get("hint"):
         console.print(f"hint: {result.stability['hint']}", style="yellow", highlight=False, markup=False)
-    report_loss_plot(files.metrics, console, title=recipe.name)  # loss.png beside metrics.jsonl
+    if loss_plot:
+        report_loss_plot(files.metrics, console, title=recipe.name)  # loss.png beside metrics.jsonl
+    else:
+        console.print("loss curve      not drawn for this run (the numbers are in metrics.jsonl)", highlight=False)
 
 
 def _fmt(value: float | None) -> str:

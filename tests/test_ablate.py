@@ -86,6 +86,17 @@ def test_plan_matches_everything_but_the_swapped_key(workdir: Path) -> None:
     assert rope.key != learned.key and len({r.key for r in plan.runs}) == 4
 
 
+def test_about_three_validation_points_per_run_unless_asked(workdir: Path) -> None:
+    """Each point is a pass over all of data.val (about 5 training steps of compute on the teacher)."""
+    swaps = check_swaps_given(["model.positional=rope,none"])
+    settings = Settings(TINY_RECIPE, swaps, ["training.eval_interval=200"], steps=300)
+    plan = make_plan(settings)
+    assert plan.eval_interval == 100 and {r.loaded.recipe.training.eval_interval for r in plan.runs} == {100}
+    assert make_plan(attrs.evolve(settings, eval_interval=30)).eval_interval == 30
+    recipe_more_often = attrs.evolve(settings, overrides=["training.eval_interval=40"])
+    assert make_plan(recipe_more_often).eval_interval == 40  # never less often than the recipe asks
+
+
 def test_a_bad_variant_is_reported_before_anything_trains(workdir: Path) -> None:
     result = run_gptf(["ablate", str(TINY_RECIPE), "--swap", "model.positional=rope,rotary", "--steps", "2"], workdir)
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -165,8 +176,75 @@ def test_without_matplotlib_everything_but_the_pictures(workdir: Path, monkeypat
     out = workdir / "ablations" / "tiny"
     assert (out / "ablation.md").is_file() and not (out / "val_loss.png").exists()
     run_log = next(out.glob("runs/*/train.log")).read_text(encoding="utf-8")
-    assert 'loss curve      (no picture: matplotlib is not installed; pip install "gptf[plots]")' in run_log
+    assert "loss curve      not drawn for this run" in run_log  # an ablation run draws none (see below)
     assert not list(out.glob("runs/*/loss.png"))
+
+
+def test_ablation_runs_skip_checkpoints_and_loss_pictures_but_train_as_gptf_run(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ablation run keeps no resumable checkpoints and draws no loss.png (nothing it reports reads them);
+    the training and everything the table shows are those of a plain gptf run of the same recipe."""
+    from gptf.recipe import load_recipe
+    from gptf.run import run_recipe
+    from gptf.train.session import TrainingSession
+
+    saves: list[int] = []
+    original_save = TrainingSession.save
+    monkeypatch.setattr(
+        TrainingSession, "save", lambda self: saves.append(self.trainer.state.step) or original_save(self)
+    )
+    settings = Settings(TINY_RECIPE, check_swaps_given(["model.positional=rope"]), ["training.save_interval=1"],
+                        steps=3, out=Path("abl"), jobs=1)  # fmt: skip
+    summary = run_ablation(settings, quiet())
+    assert saves == []  # save_interval 1, yet no checkpoint
+    (run,) = summary["runs"]
+    run_dir = Path(run["run_dir"])
+    assert not (run_dir / "loss.png").exists() and not (run_dir / "state").exists()
+    assert {p.name for p in run_dir.iterdir()} >= {"model.safetensors", "run.json", "eval.json", "metrics.jsonl"}
+
+    overrides = [o for o in make_plan(settings).runs[0].loaded.overrides if not o.startswith(("output_dir=", "name="))]
+    result = run_recipe(load_recipe(TINY_RECIPE, [*overrides, "output_dir=plain"]), Console(quiet=True))  # gptf run
+    assert saves == [1, 2, 3]  # a plain run keeps them
+    assert (Path("plain") / "loss.png").is_file() == HAS_MATPLOTLIB
+    assert (result.train_loss, result.val_loss) == (run["final_train_loss"], run["final_val_loss"])
+    assert (Path("plain") / "model.safetensors").read_bytes() == (run_dir / "model.safetensors").read_bytes()
+    assert result.stability == run["stability"]
+
+    def answers(folder: Path) -> list:
+        return json.loads((folder / "eval.json").read_text(encoding="utf-8"))["splits"][0]["answers"]
+
+    assert answers(Path("plain")) == answers(run_dir)
+    assert {k: v for k, v in result.val_eval.items() if k != "seconds"} == {
+        k: v for k, v in run["val_eval"].items() if k != "seconds"
+    }
+
+
+def test_runs_in_one_process_tokenise_the_data_once(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gptf.run
+    import gptf.tools.ablate as ablate
+
+    monkeypatch.setattr(ablate, "SPLITS", gptf.run.SplitCache())
+    tokenised: list[str] = []
+    original = gptf.run.tokenize_split
+
+    def tokenize_split(*args: object, **kwargs: object) -> object:
+        tokenised.append(str(kwargs["source"]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gptf.run, "tokenize_split", tokenize_split)
+    settings = Settings(TINY_RECIPE, check_swaps_given(["model.positional=rope,none"]), ["demo_prompts=[]"],
+                        steps=2, seeds=2, out=Path("abl"), jobs=1)  # fmt: skip
+    first = run_ablation(settings, quiet())
+    assert tokenised == ["tiny_train.jsonl", "tiny_val.jsonl"] and ablate.SPLITS.hits == 6  # 4 runs
+    with open("tiny_val.jsonl", "a", encoding="utf-8") as val:  # a changed file is tokenised again
+        val.write(
+            json.dumps({"prompt": "什么是残差连接？", "completion": "把输入加回输出。"}, ensure_ascii=False) + "\n"
+        )
+    second = run_ablation(attrs.evolve(settings, out=Path("abl2")), quiet())
+    assert tokenised[2:] == ["tiny_val.jsonl"]
+    assert [r["final_train_loss"] for r in second["runs"]] == [r["final_train_loss"] for r in first["runs"]]
+    assert [r["final_val_loss"] for r in second["runs"]] != [r["final_val_loss"] for r in first["runs"]]
 
 
 # ------------------------------------------------------------------ every run's loss curve

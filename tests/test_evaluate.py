@@ -146,3 +146,34 @@ def test_batched_greedy_answers_equal_one_by_one(tiny_run: Path) -> None:
         assert (answer.text, answer.tokens) == (single.text, len(single.tokens)), prompt
     groups = group_by_length([[1, 2], [3], None, [4, 5], [6, 7]], batch_size=2)
     assert groups == [[1], [0, 3], [4]]
+
+
+def test_finished_rows_leave_the_batch_and_the_others_answer_as_alone(tiny_run: Path) -> None:
+    """Row r of the batch stops after r + 1 tokens: the model is fed 4, 3, 2, then 1 row, and every
+    row gets the tokens (and the probabilities) it gets when decoded alone."""
+    from gptf.generate import Generator, SamplingSettings
+    from gptf.interfaces import DecodingConstraint, DecodingState
+    from gptf.run import load_run
+
+    class StopAfter(DecodingConstraint):  # the row's second prompt token says how many tokens it may have
+        def should_stop(self, state: DecodingState) -> bool:
+            return len(state.new_ids) > state.prompt_ids[1] - 10
+
+    run = load_run(tiny_run)
+    generator = Generator(run.model, run.tokenizer, [StopAfter()])
+    fed: list[int] = []
+    hook = run.model.register_forward_pre_hook(lambda module, args: fed.append(args[0].size(0)))
+    bos = run.tokenizer.bos_id
+    rows = [[bos, 10 + r, 40, 41, 42] for r in range(4)]
+    settings = SamplingSettings(max_new_tokens=12, temperature=0.0)
+    try:
+        batched = generator.decode(rows, settings)
+        fed_batched, fed[:] = list(fed), []
+        alone = [generator.decode([row], settings)[0] for row in rows]
+    finally:
+        hook.remove()
+    assert fed_batched == [4, 3, 2, 1]  # the prompt, then one step per token; finished rows left
+    assert [len(r.state.new_ids) for r in batched] == [1, 2, 3, 4]
+    for b, a in zip(batched, alone, strict=True):
+        assert (b.state.new_ids, b.stop_reason) == (a.state.new_ids, a.stop_reason)
+        assert b.probabilities == pytest.approx(a.probabilities, abs=1e-6)

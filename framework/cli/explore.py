@@ -58,7 +58,7 @@ def ablate(
         typer.Option(min=1, help="Runs trained at once, one process each [default: one per core, 1 thread each]"),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder [default: ablations/<recipe name>]")] = None,
-    eval_interval: Annotated[int | None, typer.Option(min=1, help="Validate every N steps [default: ~10/run]")] = None,
+    eval_interval: Annotated[int | None, typer.Option(min=1, help="Validate every N steps [default: ~3/run]")] = None,
 ) -> None:
     """Train every variant with matched seeds, data order and budget; compare them in a table, a chart and
     a reading (val loss, held-out answers, stability)."""

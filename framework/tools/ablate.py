@@ -25,6 +25,10 @@ warmup_ratio=0.05, min_lr_ratio=0.1)``).
   a time: each run is seeded and uses the same number of threads either way).
 * Every run ends with greedy answers to ``data.val``, scored (char F1, readable share), and
   with the instability check of :mod:`gptf.train.stability`; both are columns of the table.
+* A run is a ``gptf run`` without what no comparison reads (:data:`ABLATION_EXTRAS`: periodic
+  checkpoints, ``loss.png``), validating about :data:`CURVE_POINTS` times (``--eval-interval``),
+  with the data tokenised once per process (:data:`SPLITS`). Measured with
+  ``benchmarks/ablate_overhead.py``; its training, losses and answers are those of ``gptf run``.
 
 Output folder (default ``ablations/<recipe name>/``)::
 
@@ -61,7 +65,7 @@ from gptf.build.components import registry_for
 from gptf.errors import GptfError, Interrupted, RecipeError, TrainingStopped
 from gptf.plots import read_loss_curves, warm_up
 from gptf.recipe import LoadedRecipe, load_recipe, parse_yaml, recipe_to_dict
-from gptf.run import prepare_tokenizer, run_recipe, seconds_per_step
+from gptf.run import Extras, SplitCache, prepare_tokenizer, run_recipe, seconds_per_step
 from gptf.tools.ablate_report import summarise, write_outputs
 from gptf.train.run_files import RunFiles, file_sha256, write_json
 
@@ -71,6 +75,20 @@ BUDGETS = ("steps", "seconds")
 #: machine (teacher recipe, under load): 2 processes x 1 thread gave 3-12x the steps per second of
 #: 1 process x 2 threads (README, "--jobs"). See :func:`default_jobs`.
 PARALLEL_FASTER = True
+#: What an ablation run does without (gptf.run.Extras): no resumable checkpoint every save_interval
+#: steps (an unfinished run is trained again from the start) and no loss.png per run (the ablation
+#: draws val_loss.png for the grid). The training, its losses and the val answers are unchanged.
+ABLATION_EXTRAS = Extras(checkpoints=False, loss_plot=False)
+#: Validation-loss points per curve when --eval-interval is not given (never fewer than the recipe's
+#: training.eval_interval gives). Each point is a pass over all of data.val: on the teacher recipe as much
+#: compute as ~5 training steps (1.3 s of a ~105 s, 300-step run), so the 10 points of before took 11% of a
+#: run. At 300 steps, 3 points are the teacher's own eval_interval (100): an ablation run then validates
+#: exactly when a plain gptf run does. The last point is always after the last step: the final val loss,
+#: on the whole val set. --eval-interval asks for more.
+CURVE_POINTS = 3
+#: The data this process has tokenised, for its next runs (every worker of --jobs N has its own): the
+#: variants of a grid mostly share the data and the tokenizer (0.8 s a run on the teacher recipe).
+SPLITS = SplitCache()
 
 
 # ------------------------------------------------------------------ the grid
@@ -193,7 +211,7 @@ class Settings:
     steps: int | None = None  # None: the recipe's training.max_steps
     seeds: int = 1
     out: Path | None = None
-    eval_interval: int | None = None  # None: about 10 points per curve
+    eval_interval: int | None = None  # None: about CURVE_POINTS points per curve
     tune: Swap | None = None  # --tune training.lr=6e-4,2e-3
     budget: str = "steps"  # "steps" or "seconds"
     jobs: int | None = None  # None: default_jobs()
@@ -291,7 +309,7 @@ def make_plan(settings: Settings, steps_by_variant: dict[str, int] | None = None
     variant is reported in a second, not after the first variants have trained."""
     base = load_recipe(settings.recipe, settings.overrides)
     steps = settings.steps or base.recipe.training.max_steps
-    eval_interval = settings.eval_interval or min(base.recipe.training.eval_interval, max(1, steps // 10))
+    eval_interval = settings.eval_interval or min(base.recipe.training.eval_interval, max(1, steps // CURVE_POINTS))
     out = settings.out or Path("ablations") / base.recipe.name
     variants = grid(settings.swaps)
     values, own = tune_values(settings.tune, base)
@@ -408,7 +426,9 @@ def equal_time_steps(settings: Settings, console: Console) -> tuple[dict[str, in
 
 
 def run_one(run: PlannedRun, on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train one run as ``gptf run`` would (val answers scored at the end); its log goes to ``train.log``."""
+    """Train one run as ``gptf run`` would (val answers scored at the end), without what no ablation reads
+    (:data:`ABLATION_EXTRAS`) and with the data an earlier run of this process tokenised (:data:`SPLITS`);
+    its log goes to ``train.log``."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
     (run.run_dir / RUN_RECORD).unlink(missing_ok=True)
     record: dict[str, Any] = {
@@ -422,7 +442,7 @@ def run_one(run: PlannedRun, on_step: Callable[[dict[str, Any]], None] | None = 
     with open(run.run_dir / "train.log", "w", encoding="utf-8") as log:
         console = Console(file=log, width=120, highlight=False, no_color=True)
         try:
-            result = run_recipe(run.loaded, console, on_step=on_step)
+            result = run_recipe(run.loaded, console, on_step=on_step, extras=ABLATION_EXTRAS, splits=SPLITS)
         except Interrupted:
             raise  # Ctrl+C stops the whole grid
         except TrainingStopped as exc:  # e.g. the loss diverged: a result, not a crash

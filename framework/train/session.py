@@ -8,7 +8,8 @@
   at once, keeping the previous checkpoint.
 * Every ``training.save_interval`` steps a checkpoint is saved, so even ``kill -9`` or
   a power cut loses at most that many steps (see :mod:`gptf.train.checkpoint` for why a kill
-  in the middle of a save is harmless).
+  in the middle of a save is harmless). A session made with ``periodic=False`` skips them
+  (``gptf ablate``: an unfinished ablation run is trained again from the start).
 * A NaN/inf loss stops training (the trainer raises :class:`TrainingStopped`); the last
   good checkpoint is kept and the message says where it is. Weights that are not finite
   are never saved over a good checkpoint.
@@ -137,8 +138,10 @@ class TrainingSession:
         recipe_data: dict[str, Any],
         console: Console,
         resume_from: Checkpoint | None = None,
+        periodic: bool = True,
     ) -> None:
         self.trainer = trainer
+        self.periodic = periodic  # a checkpoint every save_interval steps (off: only on a stop or a failed write)
         self.loaded = loaded
         self.files = files
         self.recipe_data = recipe_data
@@ -203,8 +206,9 @@ class TrainingSession:
 
     # -- saving --------------------------------------------------------------
     def after_step(self, inner: Callable[[dict[str, Any]], None] | None = None) -> Callable[[dict[str, Any]], None]:
-        """An ``on_step`` for :meth:`Trainer.fit` that also saves every ``save_interval`` steps."""
-        interval = self.trainer.config.save_interval
+        """An ``on_step`` for :meth:`Trainer.fit` that also saves every ``save_interval`` steps
+        (unless the session was made with ``periodic=False``)."""
+        interval = self.trainer.config.save_interval if self.periodic else 0
 
         def on_step(metrics: dict[str, Any]) -> None:
             if inner is not None:
@@ -306,6 +310,8 @@ class TrainingSession:
         remove_checkpoints(self.files.root)
 
     def _last_good_note(self) -> str:
+        if self.last_saved is None and not self.periodic:
+            return "this run keeps no periodic checkpoints (gptf ablate trains a failed run again from the start)"
         if self.last_saved is None:
             return (
                 "no checkpoint had been saved before this step (set training.save_interval to keep one every N steps)"
