@@ -97,6 +97,30 @@ def test_about_three_validation_points_per_run_unless_asked(workdir: Path) -> No
     assert make_plan(recipe_more_often).eval_interval == 40  # never less often than the recipe asks
 
 
+def test_precision_auto_is_decided_once_for_every_run(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every variant trains in the same precision (one probe), unless precision itself is varied."""
+    import gptf.tools.ablate as ablate
+    from gptf.build.speed import PrecisionChoice
+
+    probes: list[int] = []
+
+    def probe(n_embd: int, seq_len: int, micro_batch: int) -> PrecisionChoice:
+        probes.append(n_embd)
+        return PrecisionChoice("bf16", "auto: test probe")
+
+    monkeypatch.setattr(ablate, "_cached_precision", probe)
+    swaps = check_swaps_given(["model.positional=rope,learned,none"])
+    plan = make_plan(Settings(TINY_RECIPE, swaps, ["training.precision=auto"], steps=2, seeds=2))
+    assert probes == [plan.base.recipe.model.n_embd]  # one probe for six runs
+    assert {r.loaded.recipe.training.precision for r in plan.runs} == {"bf16"}
+    assert plan.precision_note == "bf16 for every run (auto: test probe)"
+    fixed = make_plan(Settings(TINY_RECIPE, swaps, ["training.precision=fp32"], steps=2))
+    assert fixed.precision_note is None and {r.loaded.recipe.training.precision for r in fixed.runs} == {"fp32"}
+    varied = make_plan(Settings(TINY_RECIPE, check_swaps_given(["training.precision=auto,fp32"]), steps=2))
+    assert [r.loaded.recipe.training.precision for r in varied.runs] == ["auto", "fp32"]
+    assert len(probes) == 1
+
+
 def test_a_bad_variant_is_reported_before_anything_trains(workdir: Path) -> None:
     result = run_gptf(["ablate", str(TINY_RECIPE), "--swap", "model.positional=rope,rotary", "--steps", "2"], workdir)
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -46,6 +46,7 @@ The tables and the reading are in :mod:`gptf.tools.ablate_report`.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import hashlib
 import itertools
 import json
@@ -58,10 +59,12 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from gptf.build.components import registry_for
+from gptf.build.speed import PrecisionChoice, choose_precision
 from gptf.errors import GptfError, Interrupted, RecipeError, TrainingStopped
 from gptf.plots import read_loss_curves, warm_up
 from gptf.recipe import LoadedRecipe, load_recipe, parse_yaml, recipe_to_dict
@@ -261,6 +264,7 @@ class Plan:
     jobs: int
     steps_by_variant: dict[str, int] = attrs.field(factory=dict)  # slug -> steps
     step_seconds: dict[str, float] = attrs.field(factory=dict)  # slug -> measured seconds per step
+    precision_note: str | None = None  # training.precision: auto, decided once for every run
 
 
 def default_jobs(runs: int, threads: int | None) -> int:
@@ -319,12 +323,13 @@ def make_plan(settings: Settings, steps_by_variant: dict[str, int] | None = None
     jobs = settings.jobs or default_jobs(len(variants) * len(values) * settings.seeds, threads)
     if threads is None and jobs > 1:  # several runs at once share the cores
         threads = max(1, (os.cpu_count() or 1) // jobs)
+    fixed, precision_note = grid_precision(settings, base, threads)
     runs, problems, labelled = [], [], []
     for variant in variants:
         variant_steps = (steps_by_variant or {}).get(variant.slug, steps)
         try:
             planned = [
-                plan_run(settings, base, out, variant, seed, value, variant_steps, eval_interval, threads)
+                plan_run(settings, base, out, variant, seed, value, variant_steps, eval_interval, threads, fixed)
                 for value in values
                 for seed in range(settings.seeds)
             ]
@@ -337,7 +342,47 @@ def make_plan(settings: Settings, steps_by_variant: dict[str, int] | None = None
     if problems:
         raise RecipeError(str(settings.recipe), problems)
     by_variant = {v.slug: (steps_by_variant or {}).get(v.slug, steps) for v in labelled}
-    return Plan(settings, base, out, steps, eval_interval, labelled, runs, values, own, threads, jobs, by_variant)
+    return Plan(
+        settings,
+        base,
+        out,
+        steps,
+        eval_interval,
+        labelled,
+        runs,
+        values,
+        own,
+        threads,
+        jobs,
+        by_variant,
+        precision_note=precision_note,
+    )
+
+
+def grid_precision(settings: Settings, base: LoadedRecipe, threads: int | None) -> tuple[list[str], str | None]:
+    """``training.precision: auto`` decided once, for every run of the grid.
+
+    Each run deciding for itself would time its probe while other runs train beside it, and
+    the variants could end up in different precisions: a difference the table would then
+    blame on the swapped component. A swapped or tuned precision is left to each run."""
+    training = base.recipe.training
+    varied = [s.key for s in settings.swaps] + ([settings.tune.key] if settings.tune else [])
+    if training.precision != "auto" or "training.precision" in varied:
+        return [], None
+    m = base.recipe.model
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)  # probe with the threads each run will have
+    try:
+        choice = _cached_precision(m.n_embd, m.seq_len, training.micro_batch)
+    finally:
+        torch.set_num_threads(before)
+    return [f"training.precision={choice.precision}"], f"{choice.precision} for every run ({choice.reason})"
+
+
+@functools.cache
+def _cached_precision(n_embd: int, seq_len: int, micro_batch: int) -> PrecisionChoice:
+    """Once per process: ``--budget seconds`` plans the grid twice, with the same answer."""
+    return choose_precision("auto", torch.device("cpu"), n_embd=n_embd, seq_len=seq_len, batch=micro_batch)
 
 
 def plan_run(
@@ -350,8 +395,10 @@ def plan_run(
     steps: int,
     eval_interval: int,
     threads: int | None,
+    fixed: Sequence[str] = (),
 ) -> PlannedRun:
-    """One run: the variant's overrides, the tuned value, the seed and the budget."""
+    """One run: the variant's overrides, the tuned value, the seed and the budget (``fixed``:
+    settings decided once for the whole grid, before the variant's own)."""
     tuned, value_slug = [], ""
     if settings.tune is not None and value is not None:
         tuned = [f"{settings.tune.key}={value}"]
@@ -359,6 +406,7 @@ def plan_run(
     run_dir = out / "runs" / f"{variant.slug}{value_slug}-seed{seed}"
     overrides = [
         *settings.overrides,
+        *fixed,
         *variant.overrides,
         *tuned,
         f"training.seed={seed}",
@@ -535,6 +583,8 @@ def _print_header(plan: Plan, skipped: int, console: Console) -> None:
         highlight=False,
         markup=False,
     )
+    if plan.precision_note:
+        console.print(f"precision: {plan.precision_note}", highlight=False, markup=False)
     console.print(f"output: {plan.out}", highlight=False, markup=False)
     if skipped:
         console.print(
