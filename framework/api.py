@@ -12,7 +12,9 @@
 
 Every function writes the same run folders, prints the same progress and raises the same
 :class:`gptf.errors.GptfError` messages as the command it mirrors; ``quiet=True`` silences the
-printing. The command line (:mod:`gptf.cli`) is a thin layer over these functions.
+printing. The command line (:mod:`gptf.cli`) and these functions are two thin layers over the
+same core functions (:func:`gptf.run.run_recipe`, :func:`gptf.run.load_run`, :mod:`gptf.evaluate`,
+:mod:`gptf.tools`): neither holds logic of its own, so the two behave the same.
 """
 
 from __future__ import annotations
