@@ -42,6 +42,18 @@ class Dataset:
     tokenizer_path: Path | None  # None: trained in memory for this run
 
 
+def recipe_tokenizer(recipe: Recipe, registry: Any, train: Sequence[Sample]) -> Tokenizer:
+    """The recipe's tokenizer file if it exists, else one trained in memory on ``train``
+    (as ``gptf run`` would, but nothing is written to the repository)."""
+    tokenizer = new_tokenizer(recipe, registry)
+    path = ROOT / recipe.tokenizer.path
+    if path.is_file():
+        tokenizer.load(path)
+    else:
+        tokenizer.train(training_texts(train))
+    return tokenizer
+
+
 def our_data(overrides: Sequence[str] = ()) -> Dataset:
     """The project's data (data/train.jsonl, data/val.jsonl) and the teacher recipe's tokenizer,
     with the recipe's prompt augmentation applied to the training samples, as ``gptf run`` does.
@@ -53,12 +65,8 @@ def our_data(overrides: Sequence[str] = ()) -> Dataset:
     registry = registry_for(loaded)
     train = read_jsonl(ROOT / recipe.data.train)
     val = read_jsonl(ROOT / (recipe.data.val or "data/val.jsonl"))
-    tokenizer = new_tokenizer(recipe, registry)
+    tokenizer = recipe_tokenizer(recipe, registry, train)
     path = ROOT / recipe.tokenizer.path
-    if path.is_file():
-        tokenizer.load(path)
-    else:
-        tokenizer.train(training_texts(train))
     copies = getattr(recipe.data, "augment_copies", 0)
     if copies:  # after the tokenizer, as in gptf run
         from gptf.data import augment_prompts

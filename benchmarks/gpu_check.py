@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_common import ROOT, emit, machine, our_data
+from bench_common import ROOT, emit, machine, our_data, recipe_tokenizer
 
-from gptf.build.components import build_model, build_optimizer, build_scheduler, new_tokenizer, registry_for
+from gptf.build.components import build_model, build_optimizer, build_scheduler, registry_for
 from gptf.build.costs import training_memory
-from gptf.data import IGNORE, augment_prompts, read_jsonl, tokenize_split, training_texts
+from gptf.data import IGNORE, augment_prompts, read_jsonl, tokenize_split
 from gptf.recipe import load_recipe
 from gptf.train.trainer import Trainer
 
@@ -51,12 +51,7 @@ def trainer_for(recipe_path: Path, device: str, overrides: list[str], tokenizer:
     recipe, registry = loaded.recipe, registry_for(loaded)
     train = read_jsonl(ROOT / recipe.data.train)
     if tokenizer is None:
-        tokenizer = new_tokenizer(recipe, registry)
-        path = ROOT / recipe.tokenizer.path
-        if path.is_file():
-            tokenizer.load(path)
-        else:
-            tokenizer.train(training_texts(train))
+        tokenizer = recipe_tokenizer(recipe, registry, train)
     if recipe.data.augment_copies:
         train = augment_prompts(train, recipe.data.augment_copies, recipe.training.seed)
     seq_len = recipe.model.seq_len
