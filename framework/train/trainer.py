@@ -93,7 +93,6 @@ class Trainer:
         # for every new shape: with each batch padded to its own length, memory grew by ~450 MB
         # in 20 steps. Widths rounded up to a multiple of 16 keep the shapes few (fp32: exact width).
         self.pad_multiple = 16 if self.precision.precision == "bf16" and self.device.type == "cpu" else 1
-        self.max_width = c.seq_len
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision.precision == "bf16":
@@ -117,7 +116,7 @@ class Trainer:
         indices = step_samples(self.lengths, cfg.seed, step, cfg.batch_size, cfg.bucket_batches)
         indices = world.share(indices, self.lengths)  # this process's part (in one process: all)
         batches = micro_batches(
-            self.train_split, indices, cfg.micro_batch, self.pad_id, self.pad_multiple, self.max_width
+            self.train_split, indices, cfg.micro_batch, self.pad_id, self.pad_multiple, self.model.config.seq_len
         )
         answer_tokens, real_tokens = world.sum_counts(  # over the whole batch, every process's part
             sum(int((y != IGNORE).sum()) for _, y in batches), sum(len(self.train_split.inputs[i]) for i in indices)
@@ -172,7 +171,7 @@ class Trainer:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             rows = [split.inputs[i] for i in chunk], [split.targets[i] for i in chunk]
-            x, y = pad_batch(*rows, self.pad_id, self.pad_multiple, self.max_width)
+            x, y = pad_batch(*rows, self.pad_id, self.pad_multiple, self.model.config.seq_len)
             total += float(self.loss_sum(x, y, forward=self.model))
             count += int((y != IGNORE).sum())
         self.model.train()
