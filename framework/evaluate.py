@@ -53,6 +53,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gptf.data import Sample, normalize_prompt, read_jsonl
+from gptf.errors import DataError
 from gptf.generate import BatchAnswer, Generator, SamplingSettings, greedy_answers
 from gptf.interfaces import CONFIDENCE_MEASURES, DECLINE_TEXT, AnswerFilter
 
@@ -648,6 +649,10 @@ def evaluate_after_training(
 #
 # Without a filter that share is just the right-concept rate; declining everything makes it the
 # wrong-concept rate. The best threshold lies in between, or nowhere: then leave the filter off.
+#
+# One limit on top: the filter may hide at most ``max_right_lost`` (default 1 in 10) of the right
+# answers. A weak model is wrong so often that declining nearly everything scores best; but then
+# it also declines most of what it was taught, and a class sees a model that forgot its lessons.
 
 
 @attrs.frozen
@@ -682,10 +687,20 @@ def threshold_rows(confidences: Sequence[float], verdicts: Sequence[str]) -> lis
     return rows
 
 
-def best_threshold(rows: Sequence[ThresholdRow], max_declined: float = 1.0) -> ThresholdRow:
-    """The most trustworthy row that declines at most ``max_declined`` of the answers; among
-    equals, the one that declines least."""
-    allowed = [r for r in rows if r.declined <= max_declined + 1e-9] or list(rows[:1])
+#: The share of the right answers the filter may decline (``gptf eval --max-right-lost``).
+MAX_RIGHT_LOST = 0.1
+
+
+def best_threshold(
+    rows: Sequence[ThresholdRow], max_declined: float = 1.0, max_right_lost: float = 1.0
+) -> ThresholdRow:
+    """The most trustworthy row that declines at most ``max_declined`` of the answers and at
+    most ``max_right_lost`` of the right ones; among equals, the one that declines least.
+    ``rows[0]`` must be the filter off (as :func:`threshold_rows` gives them)."""
+    right = 1.0 - rows[0].wrong_kept - rows[0].declined if rows else 0.0  # right without a filter
+    allowed = [
+        r for r in rows if r.declined <= max_declined + 1e-9 and r.right_declined <= max_right_lost * right + 1e-9
+    ] or list(rows[:1])
     return max(allowed, key=lambda r: (round(r.trustworthy, 9), -r.declined))
 
 
@@ -719,10 +734,37 @@ class Calibration:
     chosen: MeasureCalibration
     filter_spec: dict[str, Any] | str  # what generation.answer_filter should be ("none": leave it off)
     max_declined: float = 1.0
+    max_right_lost: float = MAX_RIGHT_LOST
 
     @property
     def helps(self) -> bool:
         return self.chosen.best.threshold > -math.inf
+
+    def describe(self) -> str:
+        """One line: what was chosen, and what it does to the val answers."""
+        b = self.chosen.best
+        if not self.helps:
+            return f"off: no threshold makes val more trustworthy than no filter ({self.right:.1%} right)"
+        return (
+            f"decline below {b.threshold:.3f} ({self.chosen.measure}), chosen on val: right or honestly declined "
+            f"{b.trustworthy:.1%} vs {self.right + self.declined:.1%} without the filter; wrong answers shown "
+            f"{self.wrong:.1%} -> {b.wrong_kept:.1%}, right answers declined {b.right_declined:.1%}"
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The choice in a few numbers (for run.json)."""
+        b = self.chosen.best
+        return {
+            "answer_filter": self.filter_spec,
+            "val_without_filter": {"right": round(self.right, 4), "wrong": round(self.wrong, 4)},
+            "val_with_filter": {
+                "trustworthy": round(b.trustworthy, 4),
+                "wrong_kept": round(b.wrong_kept, 4),
+                "right_declined": round(b.right_declined, 4),
+                "declined": round(b.declined, 4),
+            },
+            "max_right_lost": self.max_right_lost,
+        }
 
     def to_json(self) -> dict[str, Any]:
         def row(r: ThresholdRow) -> dict[str, Any]:  # JSON has no -inf: the "off" threshold is null
@@ -741,6 +783,7 @@ class Calibration:
                 for m in self.measures
             ],
             "max_declined": self.max_declined,
+            "max_right_lost": self.max_right_lost,
             "chosen": self.chosen.measure,
             "answer_filter": self.filter_spec,
         }
@@ -756,6 +799,7 @@ def calibrate(
     recipe_filter: AnswerFilter | None = None,
     recipe_filter_name: str = "",
     max_declined: float = 1.0,
+    max_right_lost: float = MAX_RIGHT_LOST,
     on_answer: Callable[[int], None] | None = None,
 ) -> Calibration:
     """Answer ``samples`` (the val questions) greedily without a filter, then find, for each
@@ -763,7 +807,8 @@ def calibrate(
 
     ``recipe_filter``: the recipe's own filter, if it is not the built-in ``confidence`` one; its
     :meth:`~gptf.interfaces.AnswerFilter.confidence` is calibrated beside the built-in measures.
-    ``max_declined``: never choose a threshold that declines more than this share of val."""
+    ``max_declined``: never choose a threshold that declines more than this share of val;
+    ``max_right_lost``: nor one that declines more than this share of the right answers."""
     unfiltered = Generator(
         generator.model, generator.tokenizer, generator.constraints, use_cache=generator.use_cache, measures=True
     )
@@ -778,7 +823,7 @@ def calibrate(
     measures = []
     for name, confidences in scored.items():
         rows = threshold_rows(confidences, verdicts)
-        best = best_threshold(rows, max_declined)
+        best = best_threshold(rows, max_declined, max_right_lost)
         measures.append(MeasureCalibration(name, separation(confidences, verdicts), best, rows))
     chosen = max(measures, key=lambda m: (round(m.best.trustworthy, 9), m.auroc or 0.0))
     n = max(len(samples), 1)
@@ -801,6 +846,7 @@ def calibrate(
         chosen,
         spec,
         max_declined,
+        max_right_lost,
     )
 
 
@@ -842,3 +888,37 @@ def calibration_tables(calibration: Calibration, curve_points: int = 10) -> list
             f"{r.trustworthy:.1%}",
         )
     return [measures, curve]
+
+
+def calibrate_on_val(
+    generator: Generator,
+    recipe: Any,
+    max_new_tokens: int,
+    *,
+    max_declined: float = 1.0,
+    max_right_lost: float = MAX_RIGHT_LOST,
+    filter_name: str = "none",
+) -> Calibration:
+    """:func:`calibrate` on the recipe's val file (``data.val``); test is never read.
+    ``filter_name``: the recipe's answer filter; one that is not the built-in ``confidence``
+    is calibrated beside the built-in measures."""
+    val = recipe.data.val
+    if not val or not Path(val).is_file():
+        raise DataError(
+            f"calibrating the answer filter needs the run's val file (data.val = {val}), and it is not here",
+            hint="run gptf eval --calibrate from the folder you trained in",
+        )
+    concepts = concepts_for(recipe.data, generator, with_test=False)  # val only: test is never read
+    own = generator.answer_filter if filter_name not in ("none", "confidence") else None
+    with one_thread():
+        return calibrate(
+            generator,
+            read_jsonl(val),
+            concepts,
+            max_new_tokens,
+            path=val,
+            recipe_filter=own,
+            recipe_filter_name=filter_name,
+            max_declined=max_declined,
+            max_right_lost=max_right_lost,
+        )

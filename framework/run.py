@@ -44,7 +44,7 @@ from gptf.build.registry import Registry
 from gptf.build.validate import validate_for_run
 from gptf.data import TokenizedSplit, augment_prompts, read_jsonl, tokenize_split, training_texts
 from gptf.errors import CheckpointError, GptfError, PluginError, RunFolderBusy
-from gptf.evaluate import evaluate_after_training
+from gptf.evaluate import Calibration, calibrate_on_val, evaluate_after_training
 from gptf.generate import Generation, Generator, SamplingSettings
 from gptf.interfaces import Tokenizer
 from gptf.model import GPT
@@ -475,6 +475,10 @@ def report_stage(
 ) -> RunResult:
     """Demo answers, scores on the val questions, and ``run.json`` (what this run was made with)."""
     recipe, registry, tokenizer = inputs.recipe, inputs.registry, inputs.tokenizer
+    calibration = None
+    if final_eval and wants_calibration(recipe.generation.answer_filter) and recipe.data.val:
+        calibration = calibrate_filter_on_val(inputs, model, console)
+        recipe = read_saved_recipe(inputs)
     generator = Generator(
         model,
         tokenizer,
@@ -485,6 +489,8 @@ def report_stage(
     answers = demo_answers(recipe, generator, console)
     record = run_record(inputs, model, state, answers)
     record["stability"] = stability
+    if calibration is not None:
+        record["answer_filter"] = calibration.summary()
     if final_eval:
         scores = evaluate_after_training(generator, recipe, console, inputs.files.root / "eval.json")
         record["val_eval"] = scores.summary() if scores else None
@@ -494,6 +500,37 @@ def report_stage(
     return RunResult(
         inputs.files.root, 0.0, state.train_loss, state.val_loss, answers, stability, record.get("val_eval")
     )
+
+
+def wants_calibration(spec: ComponentSpec) -> bool:
+    """``generation.answer_filter: {name: confidence, threshold: auto}``: choose it at the end of the run."""
+    return spec.params.get("threshold") == "auto"
+
+
+def calibrate_filter_on_val(inputs: RunInputs, model: GPT, console: Console) -> Calibration:
+    """``threshold: auto``: calibrate the answer filter on the val questions (:func:`calibrate_on_val`)
+    and write the choice into the run's ``recipe.yaml`` (a number, or ``none`` if no threshold helps),
+    so ``gptf generate/chat/serve/eval`` use it; the curve goes to ``calibration.json``."""
+    recipe, files = inputs.recipe, inputs.files
+    constraints = build_constraints(recipe.generation.constraints, inputs.registry, inputs.tokenizer)
+    generator = Generator(model, inputs.tokenizer, constraints)
+    spec = recipe.generation.answer_filter
+    with console.status("calibrating the answer filter on val...", spinner="dots"):
+        result = calibrate_on_val(generator, recipe, recipe.generation.max_new_tokens, filter_name=spec.name)
+    write_json(files.root / "calibration.json", result.to_json())
+    chosen: Any = result.filter_spec
+    if isinstance(chosen, dict) and "reply" in spec.params:
+        chosen = {**chosen, "reply": spec.params["reply"]}
+    data = read_recipe_file(files.recipe)
+    data.setdefault("generation", {})["answer_filter"] = chosen
+    write_yaml(files.recipe, data)
+    console.print(f"answer filter   {result.describe()}", highlight=False)
+    return result
+
+
+def read_saved_recipe(inputs: RunInputs) -> Recipe:
+    """The recipe as written into the run folder (after the filter was calibrated)."""
+    return recipe_from_dict(read_recipe_file(inputs.files.recipe), str(inputs.files.recipe))
 
 
 def demo_answers(recipe: Recipe, generator: Generator, console: Console) -> list[Generation]:

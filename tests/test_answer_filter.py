@@ -100,6 +100,10 @@ def test_the_recipe_key_is_checked_like_any_component(workdir: Path) -> None:
         registry_for(bad)
     text = "\n".join(error.value.problems)
     assert "generation.answer_filter.measure" in text and "did you mean 'threshold'" in text
+    loose = load_recipe(tiny, ["generation.answer_filter={name: confidence, threshold: soon}"])
+    with pytest.raises(RecipeError) as error:
+        registry_for(loose)
+    assert "expected float | 'auto', got str 'soon'" in "\n".join(error.value.problems)
 
 
 def test_threshold_rows_by_hand() -> None:
@@ -118,6 +122,43 @@ def test_threshold_rows_by_hand() -> None:
     # an answer the model declined itself stays declined at every threshold, and counts as honest
     rows = threshold_rows([-0.1, -5.0], ["right", "declined"])
     assert best_threshold(rows).threshold == -math.inf and rows[0].trustworthy == 1.0
+
+
+def test_the_filter_may_hide_at_most_a_share_of_the_right_answers() -> None:
+    # 2 right, 8 wrong: keeping only the surest answer is the most trustworthy, but hides a right one
+    confidences = [-0.1, -0.6, -0.2, -0.3, -0.4, -0.5, -0.7, -0.8, -0.9, -1.0]
+    verdicts = ["right", "right"] + ["wrong"] * 8
+    rows = threshold_rows(confidences, verdicts)
+    best = best_threshold(rows)
+    assert best.threshold == pytest.approx(-0.15) and best.trustworthy == pytest.approx(0.9)
+    assert best.right_declined == pytest.approx(0.1)
+    kept_all_right = best_threshold(rows, max_right_lost=0.0)  # may hide no right answer
+    assert kept_all_right.threshold == pytest.approx(-0.65) and kept_all_right.right_declined == 0
+    assert kept_all_right.trustworthy == pytest.approx(0.6) and kept_all_right.wrong_kept == pytest.approx(0.4)
+    assert best_threshold(rows, max_right_lost=0.5) == best  # one of the two right answers may go
+
+
+def test_threshold_auto_is_calibrated_at_the_end_of_the_run(workdir: Path) -> None:
+    from rich.console import Console
+
+    from gptf.recipe import load_recipe
+    from gptf.run import load_run, run_recipe
+
+    auto = "generation.answer_filter={name: confidence, measure: entropy, threshold: auto}"
+    loaded = load_recipe(FIXTURES / "tiny.yaml", [f"output_dir={workdir / 'run'}", auto])
+    assert ConfidenceFilter(None, threshold="auto").threshold == -math.inf  # type: ignore[arg-type]  # until then
+    console = Console(record=True, width=200)
+    result = run_recipe(loaded, console)
+    run = result.run_dir
+    calibration = json.loads((run / "calibration.json").read_text(encoding="utf-8"))
+    assert calibration["val"] == "tiny_val.jsonl" and calibration["max_right_lost"] == pytest.approx(0.1)
+    saved = yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8"))["generation"]["answer_filter"]
+    assert saved == calibration["answer_filter"]  # a number (or none), never "auto" any more
+    assert saved == "none" or isinstance(saved["threshold"], float)
+    info = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    assert info["answer_filter"]["answer_filter"] == saved
+    assert "answer filter" in console.export_text()
+    load_run(run)  # the fingerprints hold: the recipe was written before run.json
 
 
 def test_no_threshold_helps_a_model_that_is_always_right() -> None:

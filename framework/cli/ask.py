@@ -130,6 +130,10 @@ def eval_command(
         float,
         typer.Option(min=0.0, max=1.0, help="With --calibrate: decline at most this share of the val questions"),
     ] = 1.0,
+    max_right_lost: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="With --calibrate: decline at most this share of the right answers on val"),
+    ] = 0.1,
     apply: Annotated[
         bool, typer.Option(help="With --calibrate: write the chosen generation.answer_filter into CKPT/recipe.yaml")
     ] = False,
@@ -169,7 +173,9 @@ def eval_command(
                 "--calibrate chooses the threshold on the run's val file (data.val) only; drop --data",
                 hint="the test file stays for the final report, never for choosing settings",
             )
-        calibrate_run(run, settings.max_new_tokens, apply=apply, max_declined=max_declined)
+        calibrate_run(
+            run, settings.max_new_tokens, apply=apply, max_declined=max_declined, max_right_lost=max_right_lost
+        )
         return
     generator = run.generator(answer_filter=answer_filter)
     files = eval_files_for(data, recipe.data.train) if data else default_eval_files(recipe.data, recall_samples)
@@ -206,55 +212,28 @@ def _spec_text(spec: object) -> object:
     return converter.unstructure(spec)
 
 
-def calibrate_run(run: LoadedRun, max_new_tokens: int, *, apply: bool, max_declined: float = 1.0) -> None:
+def calibrate_run(
+    run: LoadedRun, max_new_tokens: int, *, apply: bool, max_declined: float = 1.0, max_right_lost: float = 0.1
+) -> None:
     """``gptf eval --calibrate``: the answer filter's threshold, chosen on the val questions."""
-    from pathlib import Path
-
-    from gptf.data import read_jsonl
-    from gptf.errors import DataError
-    from gptf.evaluate import calibrate, calibration_tables, concepts_for, one_thread
+    from gptf.evaluate import calibrate_on_val, calibration_tables
     from gptf.train.run_files import write_json, write_yaml
 
-    recipe = run.recipe
-    val = recipe.data.val
-    if not val or not Path(val).is_file():
-        raise DataError(
-            f"--calibrate needs the run's val file (data.val = {val}), and it is not here",
-            hint="run gptf eval --calibrate from the folder you trained in",
-        )
-    generator = run.generator()
-    concepts = concepts_for(recipe.data, generator, with_test=False)  # val only: test is never read
-    spec = recipe.generation.answer_filter
-    own = generator.answer_filter if spec.name not in ("none", "confidence") else None
-    samples = read_jsonl(val)
-    with one_thread(), console.status(f"answering the {len(samples)} val questions...", spinner="dots"):
-        result = calibrate(
-            generator,
-            samples,
-            concepts,
+    with console.status(f"answering the val questions ({run.recipe.data.val})...", spinner="dots"):
+        result = calibrate_on_val(
+            run.generator(),
+            run.recipe,
             max_new_tokens,
-            path=val,
-            recipe_filter=own,
-            recipe_filter_name=spec.name,
             max_declined=max_declined,
+            max_right_lost=max_right_lost,
+            filter_name=run.recipe.generation.answer_filter.name,
         )
     for table in calibration_tables(result):
         console.print(table)
     target = run.files.root / "calibration.json"
     write_json(target, result.to_json())
-    if result.helps:
-        chosen = result.filter_spec
-        console.print(
-            f"chosen: decline below {result.chosen.best.threshold:.3f} ({result.chosen.measure}): right or honestly "
-            f"declined {result.chosen.best.trustworthy:.1%} of val vs {result.right:.1%} without the filter",
-            highlight=False,
-        )
-    else:
-        chosen = "none"
-        console.print(
-            f"no threshold makes val more trustworthy than no filter ({result.right:.1%} right): leave it off",
-            highlight=False,
-        )
+    chosen = result.filter_spec
+    console.print(f"chosen: {result.describe()}", highlight=False)
     console.print(f"recipe: generation.answer_filter: {_flow(chosen)}", highlight=False, markup=False)
     console.print(f"calibration written to {target}", highlight=False)
     if apply:

@@ -45,6 +45,10 @@ def fits(value: Any, annotation: Any) -> bool:
 
 def type_name(annotation: Any) -> str:
     """``int``, ``float | None``, ``Literal['fp32', 'bf16']``: for messages."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " | ".join(type_name(arg) for arg in typing.get_args(annotation))
+    if typing.get_origin(annotation) is typing.Literal:
+        return " | ".join(repr(arg) for arg in typing.get_args(annotation))
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 

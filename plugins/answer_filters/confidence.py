@@ -12,6 +12,11 @@ answer and replaces it with ``reply`` when the measure is below ``threshold``:
 
 ``gptf eval --ckpt RUN --calibrate`` compares the measures on the val questions and picks the
 threshold there (never on test); ``--apply`` writes it into the run's recipe.
+
+``threshold: auto`` leaves the choice to the run: at the end of ``gptf run`` the threshold is
+calibrated on the val questions in the same way and the number is written into the run's
+recipe (``checkpoints/<name>/recipe.yaml``), or the filter is switched off there if no threshold
+makes val more trustworthy. A model that was never calibrated (no val file) shows every answer.
 """
 
 from __future__ import annotations
@@ -29,14 +34,16 @@ class ConfidenceFilter(AnswerFilter):
     def __init__(
         self,
         tokenizer: Tokenizer,
-        threshold: float = -1.0,
+        threshold: float | Literal["auto"] = -1.0,
         measure: Measure = "mean_logprob",
         reply: str = DECLINE_TEXT,
     ) -> None:
         if measure not in CONFIDENCE_MEASURES:
             raise ValueError(f"measure must be one of {', '.join(CONFIDENCE_MEASURES)}, got {measure!r}")
-        if math.isnan(threshold):
-            raise ValueError("threshold must be a number, not NaN")
+        if threshold == "auto":  # chosen on val at the end of gptf run; until then, show everything
+            threshold = -math.inf
+        elif isinstance(threshold, str) or math.isnan(threshold):
+            raise ValueError(f"threshold must be a number or 'auto', got {threshold!r}")
         if not reply.strip():
             raise ValueError("reply must not be empty: it is what the model says instead")
         self.threshold, self.measure, self.reply = float(threshold), measure, reply
