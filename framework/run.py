@@ -120,6 +120,9 @@ class Extras:
 
     checkpoints: bool = True  # a resumable checkpoint every training.save_interval steps
     loss_plot: bool = True  # loss.png beside metrics.jsonl
+    # answer_filter threshold: auto, calibrated on val after training; without it the filter stays
+    # off, so an ablation scores every variant's own answers (not what its filter would hide)
+    calibrate_filter: bool = True
 
 
 class SplitCache:
@@ -195,7 +198,15 @@ def run_recipe(
         stability = session.trainer.stability.report()
         try:
             quantized_note = finish_stage(inputs, model)
-            result = report_stage(inputs, model, state, console, final_eval=final_eval, stability=stability)
+            result = report_stage(
+                inputs,
+                model,
+                state,
+                console,
+                final_eval=final_eval,
+                stability=stability,
+                calibrate_filter=extras.calibrate_filter,
+            )
         except OSError as exc:  # disk full...: the training is kept as a resumable checkpoint
             session.rescue(exc, "saving the finished run")
         session.close()  # finished and saved: the resumable checkpoints are no longer needed
@@ -471,12 +482,19 @@ def saved_recipe(loaded: LoadedRecipe) -> dict[str, Any]:
 
 
 def report_stage(
-    inputs: RunInputs, model: GPT, state: TrainState, console: Console, *, final_eval: bool, stability: dict[str, Any]
+    inputs: RunInputs,
+    model: GPT,
+    state: TrainState,
+    console: Console,
+    *,
+    final_eval: bool,
+    stability: dict[str, Any],
+    calibrate_filter: bool = True,
 ) -> RunResult:
     """Demo answers, scores on the val questions, and ``run.json`` (what this run was made with)."""
     recipe, registry, tokenizer = inputs.recipe, inputs.registry, inputs.tokenizer
     calibration = None
-    if final_eval and wants_calibration(recipe.generation.answer_filter) and recipe.data.val:
+    if calibrate_filter and final_eval and wants_calibration(recipe.generation.answer_filter) and recipe.data.val:
         calibration = calibrate_filter_on_val(inputs, model, console)
         recipe = read_saved_recipe(inputs)
     generator = Generator(

@@ -244,6 +244,20 @@ def test_ablation_runs_skip_checkpoints_and_loss_pictures_but_train_as_gptf_run(
     }
 
 
+def test_ablation_runs_score_their_own_answers_without_calibrating_a_filter(workdir: Path) -> None:
+    """threshold: auto stays off in an ablation run: a variant's char F1 is that of its own answers."""
+    auto = "generation.answer_filter={name: confidence, threshold: auto}"
+    settings = Settings(TINY_RECIPE, check_swaps_given(["model.positional=rope"]), [auto], steps=2,
+                        out=Path("abl"), jobs=1)  # fmt: skip
+    (run,) = run_ablation(settings, quiet())["runs"]
+    run_dir = Path(run["run_dir"])
+    assert not (run_dir / "calibration.json").exists()
+    saved = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
+    assert saved["generation"]["answer_filter"]["threshold"] == "auto"
+    answers = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))["splits"][0]["answers"]
+    assert not any(a["declined"] and a["model_answer"] != a["answer"] for a in answers)  # nothing hidden
+
+
 def test_runs_in_one_process_tokenise_the_data_once(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import gptf.run
     import gptf.tools.ablate as ablate
