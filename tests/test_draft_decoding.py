@@ -310,3 +310,23 @@ def test_the_recipe_key_is_checked_and_switches_drafting_off(run: LoadedRun) -> 
     assert load_recipe(tiny, ["generation.draft=false"]).recipe.generation.draft is False
     with pytest.raises(RecipeError, match="draft"):
         load_recipe(tiny, ["generation.draft=sometimes"])
+
+
+def test_the_commands_draft_unless_told_not_to(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gptf generate --stats says how many guesses were kept; --no-draft gives the same answer one
+    token per call; chat and serve take --no-draft too."""
+    from conftest import invoke
+
+    from gptf.tools.serve import ChatService
+
+    monkeypatch.chdir(tiny_run.parent)  # where the run's training file is: a real bank
+    args = ["generate", "--ckpt", str(tiny_run), "--prompt", "什么是注意力机制？", "--temperature", "0", "--stats"]
+    drafted, plain = invoke(args), invoke([*args, "--no-draft"])
+    assert drafted.exit_code == 0 and plain.exit_code == 0, drafted.output + plain.output
+    assert drafted.stdout == plain.stdout
+    assert "model calls" in drafted.stderr and "model calls" in plain.stderr
+    assert "guessed tokens kept" not in plain.stderr
+    run = load_run(tiny_run)
+    assert ChatService(run, [])._generator(1.1).draft
+    assert not ChatService(run, [], draft=False)._generator(1.1).draft
+    assert "--no-draft" in invoke(["chat", "--help"]).stdout and "--no-draft" in invoke(["serve", "--help"]).stdout
