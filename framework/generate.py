@@ -534,7 +534,14 @@ def greedy_answers(
     batch_size: int = 32,
     on_progress: Callable[[int], None] | None = None,
 ) -> list[BatchAnswer]:
-    """Greedy answers in the order of ``prompts``. A prompt that leaves no room to answer gets ""."""
+    """Greedy answers in the order of ``prompts``. A prompt that leaves no room to answer gets "".
+
+    Prompts of the same token length are answered together by the batched loop (:meth:`Generator.decode`),
+    not by draft and verify, chosen by measurement: the 230 val questions took 4.5 s in batches of up to
+    32, 9.5 s by draft and verify one at a time, 17.4 s by the plain loop one at a time (``python
+    benchmarks/generation_speed.py --ckpt RUN --threads 1``). Drafting only the prompts alone in their
+    group (4 of 230) saved nothing measurable (4.53 s vs 4.46 s), so every group is batched.
+    """
     rows: list[list[int] | None] = []
     for prompt in prompts:
         try:
