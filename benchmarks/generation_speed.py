@@ -172,6 +172,7 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
         "condition": "trained model, real questions: greedy, the run's decoding constraints, natural stop at <eos>",
         "weights": args.ckpt,
         "questions": f"{path} ({len(prompts)} questions x {args.repeats or 1} round(s))",
+        "n_questions": len(prompts),
         "draft_bank": f"{len(bank)} distinct answers of {run.recipe.data.train} ({bank_s:.2f} s to build)",
         "draft_identical_to_plain": f"{identical}/{len(prompts) * (args.repeats or 1)} answers token-identical",
         "compile_s": compile_s,
