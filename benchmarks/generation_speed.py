@@ -138,6 +138,8 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
         call(prompts[0])
     answers: dict[str, list[Answer]] = {name: [] for name in [*contenders, "naive_recompute_fp32"]}
     identical = 0
+    taught: list[bool] = []  # per answer: the model repeated a taught answer word for word
+    taught_answers = {tuple(seq) for seq in bank.sequences}
     for _ in range(args.repeats or 1):
         for prompt in prompts:  # every contender answers this question, in turn
             outs = {}
@@ -149,6 +151,8 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
             reference = outs["gptf_kv_cache_fp32"]
             same = [t.token_id for t in outs["gptf_draft_verify_fp32"].tokens] == [t.token_id for t in reference.tokens]
             identical += same and outs["gptf_draft_verify_fp32"].stop_reason == reference.stop_reason
+            ids_out = [t.token_id for t in reference.tokens] + [run.tokenizer.eos_id] * (reference.stop_reason == "eos")
+            taught.append(tuple(ids_out) in taught_answers)
             if naive is not None:
                 ids = plain.prompt_ids(prompt)
                 wanted = produced(reference)
@@ -158,6 +162,16 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
     if naive is None:
         del answers["naive_recompute_fp32"]
     results = summarise(answers)
+    # where the speed comes from: answers that repeat a taught answer vs the rest (the bank cannot guess those)
+    by_kind = {}
+    for kind, wanted in (("repeats a taught answer", True), ("any other answer", False)):
+        subset = {name: [r for r, t in zip(runs, taught, strict=True) if t == wanted] for name, runs in answers.items()}
+        if subset["gptf_kv_cache_fp32"]:
+            by_kind[f"{kind} ({len(subset['gptf_kv_cache_fp32'])} answers)"] = {
+                name: {k: v for k, v in r.items() if k in ("tokens_per_s", "tokens_per_model_call", "acceptance")}
+                | ({"vs_naive": r["speedup_vs_naive_recompute_fp32"]} if "speedup_vs_naive_recompute_fp32" in r else {})
+                for name, r in summarise(subset).items()
+            }
     # gptf eval answers many questions at once (greedy_answers): batches vs one at a time
     rounds = args.repeats or 1
     batched = []
@@ -178,6 +192,7 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
         "compile_s": compile_s,
         "constraints (gptf)": [s.name for s in run.recipe.generation.constraints],
         "results": results,
+        "results_by_answer": by_kind,
         f"all {len(prompts)} questions, seconds": evaluation,
     }
 

@@ -276,7 +276,7 @@ class Generator:
                     break  # a wrong guess (or none left): ``token`` is the model's own next token
                 row.accepted += 1
             cache.truncate(fed_before + len(feed) - len(guess) + index)  # forget the fed tokens after it
-            guess = self.draft_bank.propose([*ids, *new_ids], budget - len(new_ids) - 1)
+            guess = self.draft_bank.propose([*ids, *new_ids], budget - len(new_ids) - 1, start=len(ids))
             feed = [token, *guess]
 
     def _step(
@@ -401,9 +401,10 @@ class DraftBank:
     tokens that follow it there, one at a time, by majority over the places it occurs, while at least
     ``agreement`` of the places still in the running agree (so a guess stops where the taught answers
     part ways), at most ``2**matched - 1`` tokens for an ending of ``matched`` tokens (a longer match
-    is surer) and at most ``max_draft``. Where the bank has never seen the last token, the text
-    so far itself is searched (an answer may repeat a phrase of the question or of itself); an empty
-    bank looks in the text so far only.
+    is surer) and at most ``max_draft``. An answer's first tokens count from a :attr:`START` mark that
+    begins every sequence, so they are looked up among the beginnings of the taught answers. Where
+    the bank has never seen the last token, the text so far itself is searched (an answer may repeat
+    a phrase of the question or of itself); an empty bank looks in the text so far only.
 
     A wrong guess costs time, never a different answer: the model checks every guess. Where the bank
     comes from: :func:`gptf.run.draft_bank` builds it when a run is opened, from the recipe's
@@ -411,6 +412,7 @@ class DraftBank:
     """
 
     MEMO_SIZE = 100_000  # remembered lookups (the same endings recur in every answer)
+    START = -1  # stands before every sequence (never a token id): "the answer begins here"
 
     def __init__(
         self,
@@ -424,9 +426,10 @@ class DraftBank:
             raise ValueError("max_ngram must be >= 1, max_draft >= 0 and agreement between 0 and 1")
         self.max_ngram, self.agreement, self.max_draft = max_ngram, agreement, max_draft
         self.sequences = [s for s in dict.fromkeys(tuple(s) for s in sequences) if s]  # distinct, in order
+        self._marked = [(self.START, *s) for s in self.sequences]  # what the lookups read
         # token -> every (sequence, position right after it): where a continuation can start
         self._after: dict[int, list[tuple[int, int]]] = {}
-        for number, sequence in enumerate(self.sequences):
+        for number, sequence in enumerate(self._marked):
             for position, token in enumerate(sequence[:-1]):
                 self._after.setdefault(token, []).append((number, position + 1))
         self._memo: dict[tuple[int, ...], tuple[int, ...] | None] = {}
@@ -440,12 +443,16 @@ class DraftBank:
     def __len__(self) -> int:
         return len(self.sequences)
 
-    def propose(self, context: Sequence[int], limit: int) -> list[int]:
-        """Up to ``limit`` (and ``max_draft``) guessed tokens to follow ``context`` (token ids)."""
+    def propose(self, context: Sequence[int], limit: int, start: int | None = None) -> list[int]:
+        """Up to ``limit`` (and ``max_draft``) guessed tokens to follow ``context`` (token ids), whose
+        answer begins at ``context[start]`` (None: somewhere before its last ``max_ngram`` tokens)."""
         limit = min(limit, self.max_draft)
         if limit <= 0 or not context:
             return []
-        ending = tuple(context[-self.max_ngram :])
+        if start is not None and len(context) - start < self.max_ngram:
+            ending = (self.START, *context[start:])  # the answer's first tokens
+        else:
+            ending = tuple(context[-self.max_ngram :])
         if ending in self._memo:  # depends only on the ending: worked out once
             guess = self._memo[ending]
         else:
@@ -466,21 +473,22 @@ class DraftBank:
         matched = 1  # tokens of the ending matched at every place
         while places and matched < len(ending):  # a longer ending, where the bank has one
             before = ending[-matched - 1]
-            longer = [(n, p) for n, p in places if p > matched and self.sequences[n][p - matched - 1] == before]
+            longer = [(n, p) for n, p in places if p > matched and self._marked[n][p - matched - 1] == before]
             if not longer:
                 break
             places, matched = longer, matched + 1
         guess: list[int] = []
         reach = min(self.max_draft, 2**matched - 1)  # a longer match dares a longer guess: 1, 3, 7, 15
         while places and len(guess) < reach:
-            votes = Counter(self.sequences[n][p] for n, p in places if p < len(self.sequences[n]))
+            marked = self._marked
+            votes = Counter(marked[n][p] for n, p in places if p < len(marked[n]))
             if not votes:
                 break
             token, count = votes.most_common(1)[0]
             if count < self.agreement * sum(votes.values()):
                 break  # the taught answers part ways here
             guess.append(token)
-            places = [(n, p + 1) for n, p in places if p < len(self.sequences[n]) and self.sequences[n][p] == token]
+            places = [(n, p + 1) for n, p in places if p < len(marked[n]) and marked[n][p] == token]
         return tuple(guess)
 
 

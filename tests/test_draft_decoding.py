@@ -104,6 +104,11 @@ def test_the_bank_guesses_what_followed_the_longest_ending() -> None:
     strict = DraftBank([[1, 2, 3], [1, 4, 5]], agreement=0.6)
     assert strict.propose([7, 1], 15) == []  # the taught answers part ways at once: no guess, no context search
     assert DraftBank([[1, 2, 3]], max_draft=0).propose([1], 5) == []
+    # an answer's first tokens are looked up among the answers' first tokens
+    starts = DraftBank([[5, 1, 2], [1, 9, 9]])
+    assert starts.propose([7, 8, 1], 15) == []  # 1 is followed by 2 once, by 9 once: no majority
+    assert starts.propose([7, 8, 1], 15, start=2) == [9, 9]  # the answer [1]: only [1, 9, 9] begins so
+    assert starts.propose([7, 8, 5, 1], 15, start=2) == [2]  # the answer [5, 1]
 
 
 def test_without_a_bank_the_context_is_searched() -> None:
@@ -128,7 +133,7 @@ class ScriptedBank(DraftBank):
         super().__init__()
         self.answers, self.wrong_every = answers, wrong_every
 
-    def propose(self, context: Sequence[int], limit: int) -> list[int]:
+    def propose(self, context: Sequence[int], limit: int, start: int | None = None) -> list[int]:
         for prompt, answer in self.answers.items():
             if tuple(context[: len(prompt)]) == prompt:
                 done = len(context) - len(prompt)
