@@ -164,7 +164,7 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
     results = summarise(answers)
     # where the speed comes from: answers that repeat a taught answer vs the rest (the bank cannot guess those)
     by_kind = {}
-    for kind, wanted in (("repeats a taught answer", True), ("any other answer", False)):
+    for kind, wanted in (("repeat a taught answer", True), ("are anything else", False)):
         subset = {name: [r for r, t in zip(runs, taught, strict=True) if t == wanted] for name, runs in answers.items()}
         if subset["gptf_kv_cache_fp32"]:
             by_kind[f"{kind} ({len(subset['gptf_kv_cache_fp32'])} answers)"] = {

@@ -204,6 +204,11 @@ def table(raw: dict[str, Any]) -> str:
             if "acceptance" in r:
                 speed += f"; {r['acceptance']:.0%} of guesses kept, {r['tokens_per_model_call']} tokens per model call"
             rows.append(f"| {what} | {name} | {speed} | {r['tokens_per_s'] / base:.2f}x | | |")
+        for kind, kind_results in real.get("results_by_answer", {}).items():
+            r = kind_results.get("gptf_draft_verify_fp32")
+            if r and "vs_naive" in r:
+                speed = f"{r['tokens_per_s']} tokens/s, {r['tokens_per_model_call']} tokens per model call"
+                rows.append(f"| | draft and verify, answers that {kind} | {speed} | {r['vs_naive']:.2f}x | | |")
         rows.append(f"| | draft and verify | {real['draft_identical_to_plain']}; bank: {real['draft_bank']} | | | |")
     elif real:
         rows.append(f"| generation, trained model, real questions | skipped | {real['skipped']} | | | |")
