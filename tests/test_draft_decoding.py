@@ -25,7 +25,9 @@ from conftest import FIXTURES
 from gptf.build.components import build_model, open_registry
 from gptf.data import read_jsonl
 from gptf.generate import DraftBank, Generation, Generator, SamplingSettings, lookup_in_context
+from gptf.interfaces import FinishedAnswer
 from gptf.model import KVCache
+from gptf.plugins.answer_filters.confidence import ConfidenceFilter
 from gptf.recipe import recipe_from_dict
 from gptf.run import LoadedRun, draft_bank, load_run
 
@@ -144,6 +146,13 @@ class ScriptedBank(DraftBank):
         return []
 
 
+def finished(generator: Generator, prompts: Sequence[str]) -> list[FinishedAnswer]:
+    """The plain loop's answers to ``prompts`` as an answer filter sees them."""
+    settings = SamplingSettings(max_new_tokens=20, temperature=0.0)
+    rows = [generator.decode([generator.prompt_ids(p)], settings)[0] for p in prompts]
+    return [row.finished_answer(p) for row, p in zip(rows, prompts, strict=True)]
+
+
 def tokens_of(g: Generation) -> list[int]:
     return [t.token_id for t in g.tokens]
 
@@ -190,12 +199,23 @@ def test_drafted_answers_equal_the_plain_loop(run: LoadedRun, wrong_every: int) 
         ids = tuple(plain.prompt_ids(prompt))
         answers[ids] = [*tokens_of(plain.generate(prompt, settings)), run.tokenizer.eos_id]
     drafting.draft_bank = ScriptedBank(answers, wrong_every)
-    drafting.measures = plain.measures = True
-    saved_calls = 0
+    # an answer filter that declines a quarter to three quarters of the answers, on one of its measures
+    measure = {0: "mean_logprob", 3: "min_logprob", 1: "entropy"}[wrong_every]
+    plain.measures = True
+    judge = ConfidenceFilter(run.tokenizer, measure=measure)
+    confidences = sorted(judge.confidence(a) for a in finished(plain, PROMPTS))
+    n = len(confidences)
+    low, high = max(itertools.pairwise(confidences[n // 4 : 3 * n // 4 + 1]), key=lambda pair: pair[1] - pair[0])
+    assert high - low > 1e-4  # a threshold well clear of every answer's confidence
+    for generator in (plain, drafting):
+        generator.answer_filter = ConfidenceFilter(run.tokenizer, threshold=(low + high) / 2, measure=measure)
+        generator.measures = True
+    saved_calls = declined = 0
     for prompt in PROMPTS:
         expected = plain.generate(prompt, settings)
         got = drafting.generate(prompt, settings)
         same_answer(got, expected)
+        declined += got.declined
         assert expected.drafted == 0 and expected.model_calls == len(expected.tokens) + (expected.stop_reason == "eos")
         assert got.accepted <= got.drafted
         if wrong_every == 1:
@@ -205,6 +225,7 @@ def test_drafted_answers_equal_the_plain_loop(run: LoadedRun, wrong_every: int) 
         rows = plain.decode([ids], settings)[0], drafting.decode_drafted(ids, settings)
         assert rows[1].logprobs == pytest.approx(rows[0].logprobs, abs=1e-5)  # what the answer filter reads
         assert rows[1].entropies == pytest.approx(rows[0].entropies, abs=1e-5)
+    assert 0 < declined < len(PROMPTS)
     if wrong_every == 0:
         assert saved_calls > len(PROMPTS)  # the right guesses saved model calls
     if wrong_every == 1:
