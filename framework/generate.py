@@ -238,7 +238,7 @@ class Generator:
 
         Each round, :class:`DraftBank` guesses the next few tokens; the model gets the newest token
         *and* the guesses in one call (the KV cache holds the rest; positions and the causal mask
-        continue after it), which costs about what one token does. The positions' scores are then
+        continue after it), which costs far less than a call per token. The positions' scores are then
         walked in order, exactly like the plain loop walks its steps (:meth:`_step`: every constraint
         sees the answer so far, as if the guesses before were accepted, then the pick): while the
         picked token equals the guess, the guess was right and the next position is valid too; the
@@ -385,9 +385,9 @@ def quantized_per_call(model: torch.nn.Module) -> bool:
 
 
 # ------------------------------------------------------------------ drafting
-# A model call on 1 token costs almost as much as on 8: at this size the time goes to reading the
-# weights (13.5 MB of fp32 per call) and to ~100 small PyTorch calls, not to arithmetic. So guess a
-# few next tokens cheaply and let one call check them all (Generator.decode_drafted). The guesses
+# A model call on 8 tokens costs far less than 8 calls on 1: at this size much of a call's time goes to
+# reading the weights (13.5 MB of fp32) and to ~100 small PyTorch calls, which do not grow with the
+# tokens. So guess a few next tokens cheaply and let one call check them all (Generator.decode_drafted). The guesses
 # come from text, not from a second model: "prompt lookup decoding" (transformers'
 # prompt_lookup_num_tokens) and REST (He et al., 2023, retrieval-based speculative decoding).
 
@@ -467,20 +467,19 @@ class DraftBank:
     def _lookup(self, ending: tuple[int, ...]) -> tuple[int, ...] | None:
         """The bank's guess after ``ending``: () where the taught answers disagree at once, None
         where the bank never has the last token."""
-        places = self._after.get(ending[-1])
+        places, marked = self._after.get(ending[-1]), self._marked
         if not places:
             return None
         matched = 1  # tokens of the ending matched at every place
         while places and matched < len(ending):  # a longer ending, where the bank has one
             before = ending[-matched - 1]
-            longer = [(n, p) for n, p in places if p > matched and self._marked[n][p - matched - 1] == before]
+            longer = [(n, p) for n, p in places if p > matched and marked[n][p - matched - 1] == before]
             if not longer:
                 break
             places, matched = longer, matched + 1
         guess: list[int] = []
         reach = min(self.max_draft, 2**matched - 1)  # a longer match dares a longer guess: 1, 3, 7, 15
         while places and len(guess) < reach:
-            marked = self._marked
             votes = Counter(marked[n][p] for n, p in places if p < len(marked[n]))
             if not votes:
                 break
@@ -545,10 +544,10 @@ def greedy_answers(
     """Greedy answers in the order of ``prompts``. A prompt that leaves no room to answer gets "".
 
     Prompts of the same token length are answered together by the batched loop (:meth:`Generator.decode`),
-    not by draft and verify, chosen by measurement: the 230 val questions took 4.5 s in batches of up to
-    32, 9.5 s by draft and verify one at a time, 17.4 s by the plain loop one at a time (``python
-    benchmarks/generation_speed.py --ckpt RUN --threads 1``). Drafting only the prompts alone in their
-    group (4 of 230) saved nothing measurable (4.53 s vs 4.46 s), so every group is batched.
+    not by draft and verify, chosen by measurement: the 230 val questions took 4.9 s in batches of up to
+    32, 9.2 s by draft and verify one at a time, 16.8 s by the plain loop one at a time (``python
+    benchmarks/generation_speed.py --ckpt RUN --threads 1``, a teacher run). Drafting just the prompts
+    alone in their group (4 of 230) saved nothing measurable (4.53 s vs 4.46 s), so every group is batched.
     """
     rows: list[list[int] | None] = []
     for prompt in prompts:
