@@ -162,7 +162,7 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
     if naive is None:
         del answers["naive_recompute_fp32"]
     results = summarise(answers)
-    # where the speed comes from: answers that repeat a taught answer vs the rest (the bank cannot guess those)
+    # where the speed comes from: answers that repeat a taught answer vs the rest (which the bank guesses badly)
     by_kind = {}
     for kind, wanted in (("repeat a taught answer", True), ("are anything else", False)):
         subset = {name: [r for r, t in zip(runs, taught, strict=True) if t == wanted] for name, runs in answers.items()}
