@@ -7,7 +7,8 @@
 It runs, each in its own process (contenders inside one process, side by side, interleaved):
 
 * generation_speed.py: batch-1 greedy answers, KV cache (eager and compiled) vs the original's
-  full recompute;
+  full recompute, twice: random weights at a fixed length, and a trained run (``--ckpt``, default
+  checkpoints/teacher_3m) answering the held-out val questions, where draft and verify joins in;
 * train_speed.py: one optimizer step of the teacher recipe vs the naive reference, with the
   fp32 GEMM peak measured in the same process;
 * a whole run: ``gptf run`` (start-up, data, training, checkpoints, int8, demo answers, greedy
@@ -133,6 +134,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and steps")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for every contender")
     parser.add_argument("--run-steps", type=int, default=None, help="steps of each whole run (default 60; quick 20)")
+    parser.add_argument(
+        "--ckpt",
+        default="checkpoints/teacher_3m",
+        help="a trained run for generation on real questions (skipped if it is not there)",
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["generation", "training", "run", "memory"])
     parser.add_argument("--json", action="store_true", help="also print the raw results as JSON")
     parser.add_argument("--naive-run", nargs=2, type=int, default=None, help=argparse.SUPPRESS)
@@ -145,6 +151,11 @@ def main() -> None:
     raw: dict[str, Any] = {"machine": machine()}
     if "generation" not in args.skip:
         raw["generation"] = run_json("generation_speed.py", "--repeats", "4" if args.quick else "10", *threads)
+        if (ROOT / args.ckpt / "run.json").is_file():
+            limit = ["--limit", "60"] if args.quick else []
+            raw["generation_real"] = run_json("generation_speed.py", "--ckpt", args.ckpt, *limit, *threads)
+        else:
+            raw["generation_real"] = {"skipped": f"no trained run at {args.ckpt} (gptf run recipes/teacher_3m.yaml)"}
     if "training" not in args.skip:
         steps = ["--steps", "10", "--chunk", "2"] if args.quick else ["--steps", "30", "--chunk", "5"]
         raw["training"] = run_json(
@@ -170,11 +181,37 @@ def table(raw: dict[str, Any]) -> str:
     if "generation" in raw:
         g = raw["generation"]["results"]
         base = g["naive_recompute_fp32"]["tokens_per_s"]
-        for name in ("naive_recompute_fp32", "gptf_kv_cache_fp32", "gptf_kv_cache_fp32_compiled", "gptf_kv_cache_int8"):
+        what = f"generation, batch 1, random weights, {g['gptf_kv_cache_fp32']['tokens_per_answer']} tokens per answer"
+        names = ("naive_recompute_fp32", "gptf_kv_cache_fp32", "gptf_kv_cache_fp32_compiled", "gptf_kv_cache_int8")
+        for name in (*names, "gptf_draft_verify_fp32"):
+            r = g.get(name)
+            if r is None:
+                continue
+            speed = f"{r['tokens_per_s']} tokens/s (first token {r['first_token_ms']} ms)"
+            if "acceptance" in r:  # random weights repeat no taught answer: what failing guesses cost
+                speed += f"; {r['acceptance']:.0%} of guesses kept (random weights: drafting cannot help)"
+            rows.append(f"| {what} | {name} | {speed} | {r['tokens_per_s'] / base:.2f}x | | |")
+        rows.append(f"| | compiling the decode step | {raw['generation'].get('compile_s')} s | | | |")
+    real = raw.get("generation_real", {})
+    if "results" in real:
+        g = real["results"]
+        what = f"generation, batch 1, trained model, {real['n_questions']} held-out questions"
+        base = g["naive_recompute_fp32"]["tokens_per_s"]
+        names = ("naive_recompute_fp32", "gptf_kv_cache_fp32", "gptf_kv_cache_fp32_compiled", "gptf_draft_verify_fp32")
+        for name in (n for n in names if n in g):
             r = g[name]
             speed = f"{r['tokens_per_s']} tokens/s (first token {r['first_token_ms']} ms)"
-            rows.append(f"| generation, batch 1 | {name} | {speed} | {r['tokens_per_s'] / base:.2f}x | | |")
-        rows.append(f"| | compiling the decode step | {raw['generation'].get('compile_s')} s | | | |")
+            if "acceptance" in r:
+                speed += f"; {r['acceptance']:.0%} of guesses kept, {r['tokens_per_model_call']} tokens per model call"
+            rows.append(f"| {what} | {name} | {speed} | {r['tokens_per_s'] / base:.2f}x | | |")
+        for kind, kind_results in real.get("results_by_answer", {}).items():
+            r = kind_results.get("gptf_draft_verify_fp32")
+            if r and "vs_naive" in r:
+                speed = f"{r['tokens_per_s']} tokens/s, {r['tokens_per_model_call']} tokens per model call"
+                rows.append(f"| | draft and verify, answers that {kind} | {speed} | {r['vs_naive']:.2f}x | | |")
+        rows.append(f"| | draft and verify | {real['draft_identical_to_plain']}; bank: {real['draft_bank']} | | | |")
+    elif real:
+        rows.append(f"| generation, trained model, real questions | skipped | {real['skipped']} | | | |")
     if "training" in raw:
         t = raw["training"]["results"]
         for name, r in t.items():

@@ -810,7 +810,13 @@ def calibrate(
     ``max_declined``: never choose a threshold that declines more than this share of val;
     ``max_right_lost``: nor one that declines more than this share of the right answers."""
     unfiltered = Generator(
-        generator.model, generator.tokenizer, generator.constraints, use_cache=generator.use_cache, measures=True
+        generator.model,
+        generator.tokenizer,
+        generator.constraints,
+        use_cache=generator.use_cache,
+        measures=True,
+        draft=generator.draft,
+        draft_bank=generator.draft_bank,
     )
     answers = greedy_answers(unfiltered, [s.prompt for s in samples], max_new_tokens, on_progress=on_answer)
     verdicts = [concepts.check(a.text, sample_concept(s)).verdict for s, a in zip(samples, answers, strict=True)]

@@ -99,6 +99,15 @@ class KVCache:
         """Called by the model once every layer has stored the new ``n`` positions."""
         self.length += n
 
+    def truncate(self, length: int) -> None:
+        """Forget every position from ``length`` on, as if only the first ``length`` had been fed.
+
+        Draft-and-verify decoding (gptf.generate) feeds guessed tokens and keeps only those the
+        model agreed with. Nothing is erased: the next :meth:`update` writes over the rest."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot truncate a KV cache of {self.length} positions to {length}")
+        self.length = length
+
     def keep_rows(self, rows: list[int]) -> None:
         """Keep only these sequences of the batch, in this order (their filled positions are copied;
         the rest of the buffer is written before it is read)."""

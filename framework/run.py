@@ -42,10 +42,10 @@ from gptf.build.devices import resolve_device
 from gptf.build.plugins import is_plugin_file, untrusted_plugins
 from gptf.build.registry import Registry
 from gptf.build.validate import validate_for_run
-from gptf.data import TokenizedSplit, augment_prompts, read_jsonl, tokenize_split, training_texts
+from gptf.data import TokenizedSplit, augment_prompts, parse_jsonl, read_jsonl, tokenize_split, training_texts
 from gptf.errors import CheckpointError, GptfError, PluginError, RunFolderBusy
 from gptf.evaluate import Calibration, calibrate_on_val, evaluate_after_training
-from gptf.generate import Generation, Generator, SamplingSettings
+from gptf.generate import DraftBank, Generation, Generator, SamplingSettings
 from gptf.interfaces import Tokenizer
 from gptf.model import GPT
 from gptf.plots import report_loss_plot
@@ -503,6 +503,8 @@ def report_stage(
         build_constraints(recipe.generation.constraints, registry, tokenizer),
         answer_filter=build_answer_filter(recipe.generation.answer_filter, registry, tokenizer),
         compile_decode=recipe.generation.compile,
+        draft=recipe.generation.draft,
+        draft_bank=draft_bank(recipe, tokenizer),
     )
     answers = demo_answers(recipe, generator, console)
     record = run_record(inputs, model, state, answers)
@@ -659,6 +661,7 @@ class LoadedRun:
     model: torch.nn.Module
     quantized: bool
     info: dict[str, Any]
+    _draft_bank: DraftBank | None = attrs.field(default=None, init=False, repr=False)
 
     def generator(
         self,
@@ -668,16 +671,19 @@ class LoadedRun:
         use_cache: bool = True,
         recipe_constraints: bool = True,
         answer_filter: bool = True,
+        draft: bool | None = None,
     ) -> Generator:
         """The run's generator. ``recipe_constraints=False``: ignore the recipe's
         ``generation.constraints`` (plain decoding, e.g. to compare with another library;
         ``repetition_penalty``/``stops`` still apply). ``answer_filter=False``: show every answer
-        (no ``generation.answer_filter``)."""
+        (no ``generation.answer_filter``). ``draft``: greedy answers by draft and verify (default:
+        ``generation.draft``; never with the int8 weights, where it would not be exact)."""
         recipe_specs = self.recipe.generation.constraints if recipe_constraints else []
         specs = with_decoding_overrides(recipe_specs, repetition_penalty, stops)
         constraints = build_constraints(specs, self.registry, self.tokenizer)
         filter_ = self.answer_filter() if answer_filter else None
         compile_decode = self.recipe.generation.compile and not self.quantized
+        draft = (self.recipe.generation.draft if draft is None else draft) and not self.quantized
         return Generator(
             self.model,
             self.tokenizer,
@@ -685,11 +691,45 @@ class LoadedRun:
             use_cache=use_cache,
             answer_filter=filter_,
             compile_decode=compile_decode,
+            draft=draft,
+            draft_bank=self.draft_bank() if draft else None,
         )
+
+    def draft_bank(self) -> DraftBank:
+        """The run's :func:`draft_bank`, built on first use and shared by its generators."""
+        if self._draft_bank is None:
+            self._draft_bank = draft_bank(self.recipe, self.tokenizer)
+        return self._draft_bank
 
     def answer_filter(self) -> Any:
         """The recipe's ``generation.answer_filter`` (None: ``none``)."""
         return build_answer_filter(self.recipe.generation.answer_filter, self.registry, self.tokenizer)
+
+
+DRAFT_FILE_LIMIT = 64 * 1024 * 1024  # bytes: a larger "training file" is not read for guesses
+
+
+def draft_bank(recipe: Recipe, tokenizer: Tokenizer) -> DraftBank:
+    """Where draft-and-verify decoding takes its guesses from (:class:`gptf.generate.DraftBank`):
+    the distinct answers of the recipe's ``data.train``, tokenized with the run's tokenizer.
+
+    Built when a run is opened, not stored in the run folder, so every run has one, old runs
+    included, and it is cheap (the teacher data: 382 distinct answers, ~0.1 s). The file is read
+    where ``gptf run`` read it: relative to the current folder, like ``gptf eval``'s data. It
+    never fails: a missing, unreadable or huge file (or ``generation.draft: false``) gives an empty
+    bank, which guesses from the answer so far only. Nor does it matter what the file says now: a
+    guess only makes decoding faster or slower, never different, since the model checks each one.
+    """
+    path = Path(recipe.data.train)
+    if not recipe.generation.draft:
+        return DraftBank()
+    try:
+        if not path.is_file() or path.stat().st_size > DRAFT_FILE_LIMIT:
+            return DraftBank()
+        samples = parse_jsonl(path).samples  # the good lines; a bad one only means fewer guesses
+    except (OSError, GptfError):
+        return DraftBank()
+    return DraftBank.from_texts((s.completion for s in samples), tokenizer)
 
 
 def with_decoding_overrides(

@@ -172,7 +172,7 @@ def test_greedy_answer_with_cache_equals_without(tokenizer: ByteLevelBPE, positi
             p.mul_(8.0 if p.dim() >= 2 else 1.0)
     settings = SamplingSettings(max_new_tokens=40, temperature=0.0)
     for prompt in ("什么是注意力机制？", "解释RoPE"):
-        cached = Generator(model, tokenizer, use_cache=True).generate(prompt, settings)
+        cached = Generator(model, tokenizer, use_cache=True, draft=False).generate(prompt, settings)
         recomputed = Generator(model, tokenizer, use_cache=False).generate(prompt, settings)
         assert len(cached.tokens) > 5
         assert [t.token_id for t in cached.tokens] == [t.token_id for t in recomputed.tokens]
@@ -210,9 +210,9 @@ def test_compiled_decoding_is_token_identical(tokenizer: ByteLevelBPE, positiona
     one graph serves every token (no recompiling as the answer grows)."""
     model = strong_model(positional, tokenizer.vocab_size)
     settings = SamplingSettings(max_new_tokens=30, temperature=0.0)
-    compiled = Generator(model, tokenizer, compile_decode=True)
+    compiled = Generator(model, tokenizer, compile_decode=True, draft=False)  # the plain loop, compiled
     for prompt in ("什么是注意力机制？", "解释RoPE"):
-        eager = Generator(model, tokenizer).generate(prompt, settings)
+        eager = Generator(model, tokenizer, draft=False).generate(prompt, settings)
         fast = compiled.generate(prompt, settings)
         assert len(eager.tokens) > 5
         assert [t.token_id for t in fast.tokens] == [t.token_id for t in eager.tokens]

@@ -34,6 +34,13 @@ ThreadsOption = Annotated[
         help="CPU threads (generating with a small model gains little from more, and a busy CPU slows them down)",
     ),
 ]
+NoDraftOption = Annotated[
+    bool,
+    typer.Option(
+        help="Greedy answers one token per model call, instead of draft and verify "
+        "(guesses from the training answers, checked in one call: the same answers, faster)"
+    ),
+]
 
 
 def use_threads(threads: int) -> None:
@@ -70,7 +77,10 @@ def generate(
             help="Ignore the recipe's generation.constraints (plain decoding, as transformers' generate does)"
         ),
     ] = False,
-    stats: Annotated[bool, typer.Option(help="Print tokens/s and first-token latency")] = False,
+    stats: Annotated[
+        bool, typer.Option(help="Print tokens/s, first-token latency, model calls and how many guesses were kept")
+    ] = False,
+    no_draft: NoDraftOption = False,
     device: DeviceOption = "auto",
     trust_plugins: TrustPluginsOption = False,
     no_verify: NoVerifyOption = False,
@@ -85,7 +95,11 @@ def generate(
         loaded.recipe, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens
     )
     generator = loaded.generator(
-        repetition_penalty=repetition_penalty, stops=stop, use_cache=not no_cache, recipe_constraints=not no_constraints
+        repetition_penalty=repetition_penalty,
+        stops=stop,
+        use_cache=not no_cache,
+        recipe_constraints=not no_constraints,
+        draft=False if no_draft else None,
     )
     for text in prompt:
         answer = generator.generate(text, settings, seed=seed)
@@ -98,9 +112,12 @@ def generate(
                 highlight=False,
             )
         if stats:
+            kept = f"{answer.accepted} of {answer.drafted} guessed tokens kept ({answer.acceptance:.0%})"
+            drafted = f", draft and verify: {kept}" if answer.drafted else ""
             err_console.print(
                 f"[dim]{len(answer.tokens)} tokens, {answer.tokens_per_s:,.0f} tokens/s, "
-                f"first token {answer.first_token_s * 1000:.1f} ms, stop: {answer.stop_reason}[/]"
+                f"first token {answer.first_token_s * 1000:.1f} ms, stop: {answer.stop_reason}, "
+                f"{answer.model_calls} model calls{drafted}[/]"
             )
 
 
@@ -266,6 +283,7 @@ def chat(
     max_new_tokens: Annotated[int | None, typer.Option(help="1 to the model's seq_len")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed for sampling")] = None,
     quantized: Annotated[bool, typer.Option(help="Use the int8 weights")] = False,
+    no_draft: NoDraftOption = False,
     device: DeviceOption = "auto",
     threads: ThreadsOption = 1,
     trust_plugins: TrustPluginsOption = False,
@@ -283,7 +301,7 @@ def chat(
         run.recipe, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens
     )
     console.print(f"gptf chat: {run.files.root} ({run.recipe.name}, {run.model.config.seq_len} tokens of context)")
-    chat_loop(ChatSession(run.generator(), settings, seed=seed), console)
+    chat_loop(ChatSession(run.generator(draft=False if no_draft else None), settings, seed=seed), console)
 
 
 @app.command()
@@ -295,6 +313,7 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="0 = any free port")] = 7860,
     quantized: Annotated[bool, typer.Option(help="Use the int8 weights")] = False,
+    no_draft: NoDraftOption = False,
     device: DeviceOption = "auto",
     threads: ThreadsOption = 1,
     trust_plugins: TrustPluginsOption = False,
@@ -305,7 +324,8 @@ def serve(
     from gptf.tools.serve import ChatService, example_questions, is_loopback, make_server
 
     run = open_ckpt(ckpt, quantized, device, trust_plugins, no_verify)
-    server = make_server(ChatService(run, example_questions(run)), host, port, console)
+    service = ChatService(run, example_questions(run), draft=False if no_draft else None)
+    server = make_server(service, host, port, console)
     bound_host, bound_port = server.server_address[:2]
     shown = "127.0.0.1" if bound_host in ("0.0.0.0", "::") else bound_host
     console.print(f"gptf serve: {run.files.root} at [bold]http://{shown}:{bound_port}/[/]  (Ctrl+C to stop)")

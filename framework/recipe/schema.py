@@ -93,6 +93,7 @@ class GenerationConfig:
     constraints: list[ComponentSpec] = attrs.field(factory=list)
     answer_filter: ComponentSpec = _spec("none")  # e.g. {name: confidence, threshold: -1.0}
     compile: bool = False  # the one-token step under torch.compile (gptf.build.speed): pays off only for many tokens
+    draft: bool = True  # greedy answers by draft and verify (gptf.generate.DraftBank): same tokens, fewer model calls
 
 
 @attrs.frozen

@@ -91,7 +91,9 @@ def score_run(run_dir: Path, recipe: Recipe, path: str, device: str) -> SplitRep
     from gptf.generate import Generator
 
     constraints = build_constraints(recipe.generation.constraints, run.registry, run.tokenizer)
-    generator = Generator(run.model, run.tokenizer, constraints)
+    generator = Generator(
+        run.model, run.tokenizer, constraints, draft=recipe.generation.draft, draft_bank=run.draft_bank()
+    )
     settings = sampling_settings(recipe, temperature=0.0, top_k=0, top_p=1.0)
     return evaluate_file(generator, path, settings, name="val", kind="generalisation")
 

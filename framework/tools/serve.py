@@ -181,7 +181,7 @@ def default_repetition_penalty(run: LoadedRun) -> float:
 class ChatService:
     """Answers questions with one loaded run; safe to call from many threads."""
 
-    def __init__(self, run: LoadedRun, examples: list[str]) -> None:
+    def __init__(self, run: LoadedRun, examples: list[str], *, draft: bool | None = None) -> None:
         self.run = run
         self.examples = examples
         self.defaults = SamplingSettings(
@@ -192,7 +192,7 @@ class ChatService:
         )
         self.max_tokens = run.model.config.seq_len
         self.lock = threading.Lock()
-        self._generator = lru_cache(maxsize=8)(lambda penalty: run.generator(repetition_penalty=penalty))
+        self._generator = lru_cache(maxsize=8)(lambda penalty: run.generator(repetition_penalty=penalty, draft=draft))
 
     def info(self) -> dict[str, Any]:
         recipe = self.run.recipe
