@@ -103,8 +103,14 @@ class Generator:
         compile_decode: bool = False,
         draft: bool = True,
         draft_bank: DraftBank | None = None,
+        answered: dict[tuple[tuple[int, ...], int], FinishedAnswer] | None = None,
     ) -> None:
         self.model = model.eval()
+        # greedy answers already computed (by greedy_answers) with the same model and constraints,
+        # by prompt ids and max_new_tokens: share one dict between two generators that differ only
+        # in their answer filter, and the second reviews the first one's answers instead of
+        # answering again (gptf run: calibrating the filter on val, then scoring val with it)
+        self.answered = answered
         # log-probabilities and entropies of each token, for an answer filter (or calibrating one):
         # a log_softmax and two reductions per token, skipped when nobody reads them
         self.measures = answer_filter is not None if measures is None else measures
@@ -556,15 +562,27 @@ def greedy_answers(
         except GptfError:
             rows.append(None)
     answers = [BatchAnswer("", 0)] * len(prompts)
-    done = rows.count(None)
+    memo = generator.answered
+
+    def keep(index: int, finished: FinishedAnswer) -> None:
+        v = generator.review(finished)
+        answers[index] = BatchAnswer(v.text, len(finished.token_ids), v.confidence, v.declined, v.model_text, finished)
+
+    if memo is not None:  # answered before (same model and constraints): only the filter is applied again
+        for index, ids in enumerate(rows):
+            earlier = memo.get((tuple(ids), max_new_tokens)) if ids is not None else None
+            if earlier is not None and earlier.prompt == prompts[index]:
+                keep(index, earlier)
+                rows[index] = None
+    done = sum(r is None for r in rows)
     settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0)
     for group in group_by_length(rows, batch_size):
         decoded = generator.decode([rows[i] for i in group], settings)  # type: ignore[misc]
         for index, row in zip(group, decoded, strict=True):
             finished = row.finished_answer(prompts[index])
-            v = generator.review(finished)
-            tokens = len(finished.token_ids)
-            answers[index] = BatchAnswer(v.text, tokens, v.confidence, v.declined, v.model_text, finished)
+            if memo is not None:
+                memo[(tuple(rows[index]), max_new_tokens)] = finished  # type: ignore[arg-type]
+            keep(index, finished)
         done += len(group)
         if on_progress is not None:
             on_progress(done)

@@ -494,8 +494,9 @@ def report_stage(
     """Demo answers, scores on the val questions, and ``run.json`` (what this run was made with)."""
     recipe, registry, tokenizer = inputs.recipe, inputs.registry, inputs.tokenizer
     calibration = None
+    answered: dict = {}  # the val answers of the calibration, reviewed again (not recomputed) by the final eval
     if calibrate_filter and final_eval and wants_calibration(recipe.generation.answer_filter) and recipe.data.val:
-        calibration = calibrate_filter_on_val(inputs, model, console)
+        calibration = calibrate_filter_on_val(inputs, model, console, answered)
         recipe = read_saved_recipe(inputs)
     generator = Generator(
         model,
@@ -505,6 +506,7 @@ def report_stage(
         compile_decode=recipe.generation.compile,
         draft=recipe.generation.draft,
         draft_bank=draft_bank(recipe, tokenizer),
+        answered=answered,
     )
     answers = demo_answers(recipe, generator, console)
     record = run_record(inputs, model, state, answers)
@@ -527,13 +529,15 @@ def wants_calibration(spec: ComponentSpec) -> bool:
     return spec.params.get("threshold") == "auto"
 
 
-def calibrate_filter_on_val(inputs: RunInputs, model: GPT, console: Console) -> Calibration:
+def calibrate_filter_on_val(
+    inputs: RunInputs, model: GPT, console: Console, answered: dict | None = None
+) -> Calibration:
     """``threshold: auto``: calibrate the answer filter on the val questions (:func:`calibrate_on_val`)
     and write the choice into the run's ``recipe.yaml`` (a number, or ``none`` if no threshold helps),
     so ``gptf generate/chat/serve/eval`` use it; the curve goes to ``calibration.json``."""
     recipe, files = inputs.recipe, inputs.files
     constraints = build_constraints(recipe.generation.constraints, inputs.registry, inputs.tokenizer)
-    generator = Generator(model, inputs.tokenizer, constraints)
+    generator = Generator(model, inputs.tokenizer, constraints, answered=answered)
     spec = recipe.generation.answer_filter
     with console.status("calibrating the answer filter on val...", spinner="dots"):
         result = calibrate_on_val(generator, recipe, recipe.generation.max_new_tokens, filter_name=spec.name)

@@ -158,7 +158,36 @@ def test_threshold_auto_is_calibrated_at_the_end_of_the_run(workdir: Path) -> No
     info = json.loads((run / "run.json").read_text(encoding="utf-8"))
     assert info["answer_filter"]["answer_filter"] == saved
     assert "answer filter" in console.export_text()
-    load_run(run)  # the fingerprints hold: the recipe was written before run.json
+    loaded_run = load_run(run)  # the fingerprints hold: the recipe was written before run.json
+
+    # the run scored val by reviewing the calibration's answers again: the same as answering anew
+    def val_answers(path: Path) -> list:
+        answers = json.loads(path.read_text(encoding="utf-8"))["splits"][0]["answers"]
+        return [{k: v for k, v in a.items() if k != "seconds"} for a in answers]
+
+    samples = read_jsonl("tiny_val.jsonl")
+    fresh = greedy_answers(
+        loaded_run.generator(), [s.prompt for s in samples], loaded_run.recipe.generation.max_new_tokens
+    )
+    saved = val_answers(run / "eval.json")
+    assert [a["answer"] for a in saved] == [a.text for a in fresh]
+    assert [a["declined"] for a in saved] == [a.declined for a in fresh]
+
+
+def test_answers_given_before_are_reviewed_not_recomputed(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gptf.run import load_run
+
+    run = load_run(tiny_run)
+    prompts = [s.prompt for s in read_jsonl(tiny_run.parent / "tiny_val.jsonl")]
+    answered: dict = {}
+    plain = Generator(run.model, run.tokenizer, run.generator().constraints, answered=answered, measures=True)
+    first = greedy_answers(plain, prompts, 12)
+    assert len(answered) == len(prompts)
+    strict = ConfidenceFilter(run.tokenizer, threshold=1.0)  # declines everything
+    again = Generator(run.model, run.tokenizer, plain.constraints, answer_filter=strict, answered=answered)
+    monkeypatch.setattr(Generator, "decode", lambda *a, **k: pytest.fail("answered again"))
+    second = greedy_answers(again, prompts, 12)
+    assert [a.model_text for a in second] == [a.text for a in first] and all(a.declined for a in second)
 
 
 def test_no_threshold_helps_a_model_that_is_always_right() -> None:
