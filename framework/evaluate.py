@@ -817,6 +817,7 @@ def calibrate(
         measures=True,
         draft=generator.draft,
         draft_bank=generator.draft_bank,
+        answered=generator.answered,
     )
     answers = greedy_answers(unfiltered, [s.prompt for s in samples], max_new_tokens, on_progress=on_answer)
     verdicts = [concepts.check(a.text, sample_concept(s)).verdict for s, a in zip(samples, answers, strict=True)]

@@ -138,7 +138,7 @@ def test_the_filter_may_hide_at_most_a_share_of_the_right_answers() -> None:
     assert best_threshold(rows, max_right_lost=0.5) == best  # one of the two right answers may go
 
 
-def test_threshold_auto_is_calibrated_at_the_end_of_the_run(workdir: Path) -> None:
+def test_threshold_auto_is_calibrated_at_the_end_of_the_run(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 
     from gptf.recipe import load_recipe
@@ -148,7 +148,14 @@ def test_threshold_auto_is_calibrated_at_the_end_of_the_run(workdir: Path) -> No
     loaded = load_recipe(FIXTURES / "tiny.yaml", [f"output_dir={workdir / 'run'}", auto])
     assert ConfidenceFilter(None, threshold="auto").threshold == -math.inf  # type: ignore[arg-type]  # until then
     console = Console(record=True, width=200)
+    decoded: list[int] = []  # prompts answered by the batched loop: val once (calibration), not twice
+    plain_decode = Generator.decode
+    monkeypatch.setattr(
+        Generator, "decode", lambda self, rows, *a, **k: decoded.append(len(rows)) or plain_decode(self, rows, *a, **k)
+    )
     result = run_recipe(loaded, console)
+    assert 0 < sum(decoded) <= len(read_jsonl("tiny_val.jsonl")) + len(loaded.recipe.demo_prompts)
+    monkeypatch.setattr(Generator, "decode", plain_decode)
     run = result.run_dir
     calibration = json.loads((run / "calibration.json").read_text(encoding="utf-8"))
     assert calibration["val"] == "tiny_val.jsonl" and calibration["max_right_lost"] == pytest.approx(0.1)
