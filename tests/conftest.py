@@ -75,3 +75,15 @@ def run_gptf(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.Com
         timeout=timeout,
         env={**__import__("os").environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "160"},
     )
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread() -> object:
+    """Tiny tensors: one thread is fastest, and it keeps the shared test machine free
+    (a module asks for it with ``pytestmark = pytest.mark.usefixtures("torch_one_thread")``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

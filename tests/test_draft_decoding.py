@@ -36,12 +36,7 @@ PROMPTS = [s.prompt for s in read_jsonl(FIXTURES / "tiny_train.jsonl") + read_js
 PROMPTS += ["你好", "什么是注意力机制？请详细说明", "RoPE RoPE RoPE", "为什么", "解释一下量化和蒸馏的区别"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # (conftest.py)
 
 
 def tiny_model(positional: str, attention: str, vocab_size: int = 50) -> torch.nn.Module:

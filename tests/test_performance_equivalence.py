@@ -34,13 +34,7 @@ SAMPLES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> object:
-    """Tiny tensors: one thread is fastest, and it keeps the shared test machine free."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # (conftest.py)
 
 
 @pytest.fixture(scope="module")
