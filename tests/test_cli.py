@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import TINY_RECIPE, invoke, run_gptf
 
 
@@ -41,6 +42,20 @@ def test_generate_with_sampling_options(tiny_run: Path, tmp_path: Path) -> None:
     b = run_gptf(args, tmp_path)
     assert a.returncode == 0, a.stderr
     assert a.stdout == b.stdout  # same seed, same sample
+
+
+def test_generate_threads_option(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
+    calls: list[int] = []
+    base = ["generate", "--ckpt", str(tiny_run), "--prompt", "你是谁？", "--max-new-tokens", "4"]
+    assert invoke(base).exit_code == 0 and calls == [1]  # one thread by default, as chat and eval
+    assert invoke([*base, "--threads", "2"]).exit_code == 0 and calls == [1, 2]
+    result = invoke([*base, "--threads", "0"])
+    assert result.exit_code != 0 and "--threads" in result.output
+    assert torch.get_num_threads() == before
 
 
 def test_generate_no_constraints_is_plain_greedy(tiny_run: Path) -> None:

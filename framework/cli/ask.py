@@ -82,10 +82,12 @@ def generate(
     ] = False,
     no_draft: NoDraftOption = False,
     device: DeviceOption = "auto",
+    threads: ThreadsOption = 1,
     trust_plugins: TrustPluginsOption = False,
     no_verify: NoVerifyOption = False,
 ) -> None:
     """Answer prompts with a trained run."""
+    use_threads(threads)
     from gptf.run import check_sampling_options, sampling_settings
 
     options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "max_new_tokens": max_new_tokens}
