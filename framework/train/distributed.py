@@ -56,7 +56,7 @@ import torch.distributed as dist
 from torch import nn
 
 from gptf.build.devices import resolve_device
-from gptf.errors import GptfError, TrainingStopped
+from gptf.errors import GptfError, SaveFailed, TrainingStopped
 
 #: How long a rank waits for the others in one collective before giving up (a dead peer).
 TIMEOUT = datetime.timedelta(minutes=30)
@@ -221,7 +221,12 @@ def launched_world(device: str = "auto") -> Iterator[World]:
     dist.init_process_group(backend, timeout=TIMEOUT)
     try:
         yield attrs.evolve(world, backend=backend)
-    except TrainingStopped:
+    except TrainingStopped as stop:
+        if not isinstance(stop, SaveFailed):  # (a failed write is rank 0's alone: nobody to wait for)
+            # every rank stopped at the same step (Ctrl+C, NaN): wait for each other before closing
+            # the group, so no rank tears its connections down while another still has collective
+            # work in flight (that rank would abort at exit: "terminate called without an active exception")
+            dist.barrier()
         if world.is_main:
             raise
     finally:
