@@ -800,6 +800,7 @@ def calibrate(
     recipe_filter_name: str = "",
     max_declined: float = 1.0,
     max_right_lost: float = MAX_RIGHT_LOST,
+    reply: str | None = None,
     on_answer: Callable[[int], None] | None = None,
 ) -> Calibration:
     """Answer ``samples`` (the val questions) greedily without a filter, then find, for each
@@ -808,7 +809,8 @@ def calibrate(
     ``recipe_filter``: the recipe's own filter, if it is not the built-in ``confidence`` one; its
     :meth:`~gptf.interfaces.AnswerFilter.confidence` is calibrated beside the built-in measures.
     ``max_declined``: never choose a threshold that declines more than this share of val;
-    ``max_right_lost``: nor one that declines more than this share of the right answers."""
+    ``max_right_lost``: nor one that declines more than this share of the right answers.
+    ``reply``: what the chosen filter says (default: ``recipe_filter``'s, else :data:`DECLINE_TEXT`)."""
     unfiltered = Generator(
         generator.model,
         generator.tokenizer,
@@ -834,7 +836,8 @@ def calibrate(
         measures.append(MeasureCalibration(name, separation(confidences, verdicts), best, rows))
     chosen = max(measures, key=lambda m: (round(m.best.trustworthy, 9), m.auroc or 0.0))
     n = max(len(samples), 1)
-    reply = recipe_filter.reply if recipe_filter is not None else DECLINE_TEXT
+    if reply is None:
+        reply = recipe_filter.reply if recipe_filter is not None else DECLINE_TEXT
     spec: dict[str, Any] | str = "none"
     if chosen.best.threshold > -math.inf:
         if chosen.measure == "<filter>":
@@ -904,11 +907,10 @@ def calibrate_on_val(
     *,
     max_declined: float = 1.0,
     max_right_lost: float = MAX_RIGHT_LOST,
-    filter_name: str = "none",
 ) -> Calibration:
-    """:func:`calibrate` on the recipe's val file (``data.val``); test is never read.
-    ``filter_name``: the recipe's answer filter; one that is not the built-in ``confidence``
-    is calibrated beside the built-in measures."""
+    """:func:`calibrate` on the recipe's val file (``data.val``); test is never read. The recipe's
+    answer filter, if it is not the built-in ``confidence`` one, is calibrated beside the built-in
+    measures (``generator`` must then have it); the chosen filter keeps the recipe's ``reply``."""
     val = recipe.data.val
     if not val or not Path(val).is_file():
         raise DataError(
@@ -916,7 +918,8 @@ def calibrate_on_val(
             hint="run gptf eval --calibrate from the folder you trained in",
         )
     concepts = concepts_for(recipe.data, generator, with_test=False)  # val only: test is never read
-    own = generator.answer_filter if filter_name not in ("none", "confidence") else None
+    spec = recipe.generation.answer_filter
+    own = generator.answer_filter if spec.name not in ("none", "confidence") else None
     with one_thread():
         return calibrate(
             generator,
@@ -925,7 +928,8 @@ def calibrate_on_val(
             max_new_tokens,
             path=val,
             recipe_filter=own,
-            recipe_filter_name=filter_name,
+            recipe_filter_name=spec.name,
             max_declined=max_declined,
             max_right_lost=max_right_lost,
+            reply=spec.params.get("reply"),
         )

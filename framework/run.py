@@ -493,15 +493,17 @@ def report_stage(
 ) -> RunResult:
     """Demo answers, scores on the val questions, and ``run.json`` (what this run was made with)."""
     recipe, registry, tokenizer = inputs.recipe, inputs.registry, inputs.tokenizer
+    constraints = build_constraints(recipe.generation.constraints, registry, tokenizer)
     calibration = None
     answered: dict = {}  # the val answers of the calibration, reviewed again (not recomputed) by the final eval
     if calibrate_filter and final_eval and wants_calibration(recipe.generation.answer_filter) and recipe.data.val:
-        calibration = calibrate_filter_on_val(inputs, model, console, answered)
-        recipe = read_saved_recipe(inputs)
+        unfiltered = Generator(model, tokenizer, constraints, answered=answered)
+        calibration = calibrate_filter_on_val(inputs, unfiltered, console)
+        recipe = read_saved_recipe(inputs)  # now with the chosen filter
     generator = Generator(
         model,
         tokenizer,
-        build_constraints(recipe.generation.constraints, registry, tokenizer),
+        constraints,
         answer_filter=build_answer_filter(recipe.generation.answer_filter, registry, tokenizer),
         compile_decode=recipe.generation.compile,
         draft=recipe.generation.draft,
@@ -529,24 +531,17 @@ def wants_calibration(spec: ComponentSpec) -> bool:
     return spec.params.get("threshold") == "auto"
 
 
-def calibrate_filter_on_val(
-    inputs: RunInputs, model: GPT, console: Console, answered: dict | None = None
-) -> Calibration:
-    """``threshold: auto``: calibrate the answer filter on the val questions (:func:`calibrate_on_val`)
-    and write the choice into the run's ``recipe.yaml`` (a number, or ``none`` if no threshold helps),
-    so ``gptf generate/chat/serve/eval`` use it; the curve goes to ``calibration.json``."""
+def calibrate_filter_on_val(inputs: RunInputs, generator: Generator, console: Console) -> Calibration:
+    """``threshold: auto``: calibrate the answer filter on the val questions (:func:`calibrate_on_val`,
+    with ``generator``: the run's model and constraints, no filter) and write the choice into the run's
+    ``recipe.yaml`` (a number, or ``none`` if no threshold helps), so ``gptf generate/chat/serve/eval``
+    use it; the curve goes to ``calibration.json``."""
     recipe, files = inputs.recipe, inputs.files
-    constraints = build_constraints(recipe.generation.constraints, inputs.registry, inputs.tokenizer)
-    generator = Generator(model, inputs.tokenizer, constraints, answered=answered)
-    spec = recipe.generation.answer_filter
     with console.status("calibrating the answer filter on val...", spinner="dots"):
-        result = calibrate_on_val(generator, recipe, recipe.generation.max_new_tokens, filter_name=spec.name)
+        result = calibrate_on_val(generator, recipe, recipe.generation.max_new_tokens)
     write_json(files.root / "calibration.json", result.to_json())
-    chosen: Any = result.filter_spec
-    if isinstance(chosen, dict) and "reply" in spec.params:
-        chosen = {**chosen, "reply": spec.params["reply"]}
     data = read_recipe_file(files.recipe)
-    data.setdefault("generation", {})["answer_filter"] = chosen
+    data.setdefault("generation", {})["answer_filter"] = result.filter_spec
     write_yaml(files.recipe, data)
     console.print(f"answer filter   {result.describe()}", highlight=False)
     return result

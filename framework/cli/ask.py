@@ -245,7 +245,6 @@ def calibrate_run(
             max_new_tokens,
             max_declined=max_declined,
             max_right_lost=max_right_lost,
-            filter_name=run.recipe.generation.answer_filter.name,
         )
     for table in calibration_tables(result):
         console.print(table)
