@@ -406,8 +406,11 @@ class DraftBank:
     ending (up to ``max_ngram`` tokens) of the text so far that occurs in the bank, then takes the
     tokens that follow it there, one at a time, by majority over the places it occurs, while at least
     ``agreement`` of the places still in the running agree (so a guess stops where the taught answers
-    part ways), at most ``2**matched - 1`` tokens for an ending of ``matched`` tokens (a longer match
-    is surer) and at most ``max_draft``. An answer's first tokens count from a :attr:`START` mark that
+    part ways), at most ``max_draft`` tokens. A long guess is cheap: one call on 32 tokens cost 2.3x
+    one call on 1 token here (5.0 vs 2.2 ms), so where the taught answers agree the guess runs to
+    their end. (Measured on 80 val answers: capping a guess at ``2**matched - 1`` tokens for an
+    ending of ``matched`` tokens took 8.8 model calls per answer, no cap 6.6 calls, 1.3x the tokens/s;
+    shrinking the guess after a miss gained nothing beyond noise.) An answer's first tokens count from a :attr:`START` mark that
     begins every sequence, so they are looked up among the beginnings of the taught answers. Where
     the bank has never seen the last token, the text so far itself is searched (an answer may repeat
     a phrase of the question or of itself); an empty bank looks in the text so far only.
@@ -426,7 +429,7 @@ class DraftBank:
         *,
         max_ngram: int = 4,
         agreement: float = 0.6,
-        max_draft: int = 15,
+        max_draft: int = 64,
     ) -> None:
         if max_ngram < 1 or max_draft < 0 or not 0.0 <= agreement <= 1.0:
             raise ValueError("max_ngram must be >= 1, max_draft >= 0 and agreement between 0 and 1")
@@ -484,8 +487,7 @@ class DraftBank:
                 break
             places, matched = longer, matched + 1
         guess: list[int] = []
-        reach = min(self.max_draft, 2**matched - 1)  # a longer match dares a longer guess: 1, 3, 7, 15
-        while places and len(guess) < reach:
+        while places and len(guess) < self.max_draft:
             votes = Counter(marked[n][p] for n, p in places if p < len(marked[n]))
             if not votes:
                 break

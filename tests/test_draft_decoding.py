@@ -90,14 +90,15 @@ def test_truncating_the_kv_cache() -> None:
 def test_the_bank_guesses_what_followed_the_longest_ending() -> None:
     bank = DraftBank([[1, 2, 3, 4, 5], [9, 2, 3, 6, 7], [8, 2, 3, 6, 7], [1, 2]], max_ngram=4, agreement=0.6)
     assert len(bank) == 4
-    # ending (2, 3): three places, 6 follows two of them (2/3 >= 0.6), then 7 follows both (reach 3)
+    # ending (2, 3): three places, 6 follows two of them (2/3 >= 0.6), then 7 follows both
     assert bank.propose([0, 2, 3], 15) == [6, 7]
-    # ending (1, 2, 3) matches one place only: its continuation, up to 2**3 - 1 tokens
+    # ending (1, 2, 3) matches one place only: its whole continuation
     assert bank.propose([1, 2, 3], 15) == [4, 5]
+    assert DraftBank([[1, 2, 3, 4, 5]], max_draft=2).propose([1, 2], 15) == [3, 4]  # never beyond max_draft
     assert bank.propose([1, 2, 3], 1) == [4]  # never beyond the limit
     assert bank.propose([1, 2, 3], 0) == []
-    # ending (2,): 4 places, 3 after three of them (3/4), then 4/6/6: 6 has 2 of 3 votes -> reach 1 only
-    assert bank.propose([5, 2], 15) == [3]
+    # ending (2,): 4 places, 3 after three of them (3/3 that go on), then 4/6/6: 6 has 2 of 3 votes, then 7
+    assert bank.propose([5, 2], 15) == [3, 6, 7]
     strict = DraftBank([[1, 2, 3], [1, 4, 5]], agreement=0.6)
     assert strict.propose([7, 1], 15) == []  # the taught answers part ways at once: no guess, no context search
     assert DraftBank([[1, 2, 3]], max_draft=0).propose([1], 5) == []
