@@ -12,6 +12,10 @@ take turns, ``--chunk`` steps at a time, so a busy neighbour slows all of them a
 Useful work is counted as 6 · parameters · real (non-padding) tokens, the FLOPs of the
 forward and backward pass a perfect implementation would do, and compared with the GEMM
 peak measured at the start of the same run.
+
+gptf's trainer asks glibc to keep freed memory for reuse (gptf.build.allocator), which is a
+setting of the whole process: the naive contender, in the same process, gets it too, so the
+ratios here leave that gain out (the whole-run comparison in suite.py, separate processes, has it).
 """
 
 from __future__ import annotations

@@ -410,10 +410,11 @@ class DraftBank:
     one call on 1 token here (5.0 vs 2.2 ms), so where the taught answers agree the guess runs to
     their end. (Measured on 80 val answers: capping a guess at ``2**matched - 1`` tokens for an
     ending of ``matched`` tokens took 8.8 model calls per answer, no cap 6.6 calls, 1.3x the tokens/s;
-    shrinking the guess after a miss gained nothing beyond noise.) An answer's first tokens count from a :attr:`START` mark that
-    begins every sequence, so they are looked up among the beginnings of the taught answers. Where
-    the bank has never seen the last token, the text so far itself is searched (an answer may repeat
-    a phrase of the question or of itself); an empty bank looks in the text so far only.
+    shrinking the guess after a miss gained nothing beyond noise.) An answer's first tokens count
+    from a :attr:`START` mark that begins every sequence, so they are looked up among the beginnings
+    of the taught answers. Where the bank has never seen the last token, the text so far itself is
+    searched (an answer may repeat a phrase of the question or of itself); an empty bank looks in the
+    text so far only.
 
     A wrong guess costs time, never a different answer: the model checks every guess. Where the bank
     comes from: :func:`gptf.run.draft_bank` builds it when a run is opened, from the recipe's

@@ -394,6 +394,7 @@ def train_stage(
     choice = trainer.precision
     inputs.precision.update(choice.as_record())
     console.print(f"precision: {choice.precision} ({choice.reason})", highlight=False)
+    console.print(f"memory: {trainer.allocator}", highlight=False)
     session = TrainingSession(
         trainer=trainer,
         loaded=inputs.loaded,

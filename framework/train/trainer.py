@@ -27,6 +27,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 
+from gptf.build.allocator import keep_freed_memory
 from gptf.build.devices import model_device
 from gptf.build.speed import choose_precision
 from gptf.data import IGNORE, TokenizedSplit, micro_batches, pad_batch, step_samples
@@ -84,6 +85,8 @@ class Trainer:
         self._forward = torch.compile(self._wrapped) if config.compile else self._wrapped
         self.stability = StabilityMonitor(config.lr)  # loss spikes, divergence, NaN (gptf.train.stability)
         self.device = model_device(model)  # batches are built on the CPU and moved here
+        # every step frees and reallocates the same memory: keep it instead of returning it (gptf.build.allocator)
+        self.allocator = keep_freed_memory() if self.device.type == "cpu" else "the device's own"
         # fp32 or bf16 as the recipe says; "auto" looks at the hardware and times both (about 1 s)
         c = model.config
         self.precision = choose_precision(
