@@ -12,8 +12,11 @@ gradient norm (before clipping), a few float operations per step. It flags:
   run trailed its lr-6e-4 twin for all 300 steps; the stable runs had none;
 * **divergence**: the train loss is more than ``DIVERGE_RISE`` (25%) above the loss of the
   first step (an untrained model's, about ln(vocabulary)): the updates made it worse than
-  random; or the mean train loss of the last ``LOSS_WINDOW`` steps is 25% above the lowest such
-  mean so far: it is going the wrong way;
+  random; or the mean train loss of the last ``LOSS_WINDOW`` steps is 25% *and*
+  ``DIVERGE_MIN_RISE`` (0.1) above the lowest such mean so far, and stays there for another
+  ``LOSS_WINDOW`` steps: it is going the wrong way. (Late in a run the loss is small and a batch of
+  16 moves it a lot: the teacher run's 10-step mean once went from 0.31 to 0.39 for a few steps
+  and fell again; neither the absolute rise nor the persistence lets that count.)
 * **not finite**: the loss or the gradient norm is NaN or infinite (training then stops).
 
 :meth:`StabilityMonitor.report` says, in plain words, which step, at what learning rate and
@@ -35,7 +38,8 @@ GRAD_WINDOW = 20  # steps: the usual size of the gradient norm
 MIN_HISTORY = 5  # steps before anything is judged
 SPIKE_LOSS_RISE = 0.05  # a spike: loss this far above its recent median ...
 SPIKE_GRAD_FACTOR = 4.0  # ... and the gradient norm this many times its median
-DIVERGE_RISE = 0.25  # divergence: the windowed loss this far above its lowest
+DIVERGE_RISE = 0.25  # divergence: the windowed loss this far above its lowest ...
+DIVERGE_MIN_RISE = 0.1  # ... and at least this much (nats), for LOSS_WINDOW more steps
 MAX_EVENTS = 20  # kept in run.json; the count is kept beyond that
 
 
@@ -62,6 +66,7 @@ class StabilityMonitor:
         self.first_loss: float | None = None
         self.lowest_mean: float | None = None
         self.diverging = False  # flagged once per stretch of rising loss
+        self.rising_since: int | None = None  # first step of the current stretch above the limit
         self.above_first = False
         self.events: list[Event] = []
         self.count = 0
@@ -105,9 +110,15 @@ class StabilityMonitor:
             return None
         mean = statistics.fmean(self.losses)
         if self.lowest_mean is None or mean < self.lowest_mean:
-            self.lowest_mean, self.diverging = mean, False
+            self.lowest_mean, self.diverging, self.rising_since = mean, False, None
             return None
-        if self.diverging or mean <= self.lowest_mean * (1 + DIVERGE_RISE):
+        limit = max(self.lowest_mean * (1 + DIVERGE_RISE), self.lowest_mean + DIVERGE_MIN_RISE)
+        if mean <= limit:
+            self.rising_since = None  # back under the limit: that was noise
+            return None
+        if self.rising_since is None:
+            self.rising_since = step
+        if self.diverging or step - self.rising_since < LOSS_WINDOW:
             return None
         self.diverging = True
         detail = f"mean loss of the last {LOSS_WINDOW} steps {mean:.2f}, up from its lowest {self.lowest_mean:.2f}"
