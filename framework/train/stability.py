@@ -121,7 +121,10 @@ class StabilityMonitor:
         if self.diverging or step - self.rising_since < LOSS_WINDOW:
             return None
         self.diverging = True
-        detail = f"mean loss of the last {LOSS_WINDOW} steps {mean:.2f}, up from its lowest {self.lowest_mean:.2f}"
+        detail = (
+            f"mean loss of the last {LOSS_WINDOW} steps {mean:.2f}, up from its lowest {self.lowest_mean:.2f} "
+            f"(above {limit:.2f} since step {self.rising_since})"
+        )
         return self._flag("divergence", step, lr, detail)
 
     def _flag(self, kind: str, step: int, lr: float, detail: str) -> Event:
