@@ -37,6 +37,7 @@ ThreadsOption = Annotated[
 NoDraftOption = Annotated[
     bool,
     typer.Option(
+        "--no-draft",
         help="Greedy answers one token per model call, instead of draft and verify "
         "(guesses from the training answers, checked in one call: the same answers, faster)"
     ),
@@ -70,11 +71,12 @@ def generate(
     quantized: Annotated[bool, typer.Option(help="Use the int8 weights")] = False,
     show_label: Annotated[bool, typer.Option(help="Print 回答: before the answer")] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed for sampling")] = None,
-    no_cache: Annotated[bool, typer.Option(help="Recompute the whole sequence each token")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute the whole sequence each token")] = False,
     no_constraints: Annotated[
         bool,
         typer.Option(
-            help="Ignore the recipe's generation.constraints (plain decoding, as transformers' generate does)"
+            "--no-constraints",
+            help="Ignore the recipe's generation.constraints (plain decoding, as transformers' generate does)",
         ),
     ] = False,
     stats: Annotated[
