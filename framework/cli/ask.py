@@ -39,7 +39,7 @@ NoDraftOption = Annotated[
     typer.Option(
         "--no-draft",
         help="Greedy answers one token per model call, instead of draft and verify "
-        "(guesses from the training answers, checked in one call: the same answers, faster)"
+        "(guesses from the training answers, checked in one call: the same answers, faster)",
     ),
 ]
 
