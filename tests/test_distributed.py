@@ -1,7 +1,7 @@
 """Training in several processes (DDP, gptf.train.distributed) gives the model one process gives.
 
 Two processes on the CPU (gloo, one thread each, on 127.0.0.1) train the tiny recipe with the
-same global batch as one process; the final weights must agree within 1e-5 (the same sums, in
+same global batch as one process; the final weights must agree within 3e-5 (the same sums, in
 another order). Processes are started two ways: by real ``torchrun`` (what the README says), and
 directly with the environment torchrun would give them (RANK, WORLD_SIZE, ... : faster, and it
 lets a test send a signal to one rank only). Every process has a timeout: a hang fails the test.
@@ -27,7 +27,9 @@ from gptf.train.checkpoint import latest_checkpoint
 from gptf.train.distributed import World, oversubscription_note, world_from_environment
 
 TIMEOUT = 180  # seconds for one launch; a run takes a few
-TOLERANCE = 1e-5
+# The same sums in another order differ by rounding only (measured: 1.1e-5 with the teacher's weighted
+# answer start, training.answer_start_weight); a loss divided by one process's weights only: 2.7e-2.
+TOLERANCE = 3e-5
 
 
 # ------------------------------------------------------------------------------ helpers

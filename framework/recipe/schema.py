@@ -68,6 +68,8 @@ class TrainingConfig:
     batch_size: int = 16
     micro_batch: int = 16
     bucket_batches: int = 1  # >1: group each window of this many batches by sample length (less padding)
+    answer_start_tokens: int = 0  # each answer's first N tokens (they name the concept) ...
+    answer_start_weight: float = 1.0  # ... count this many times in the loss (gptf.train.answer_weights)
     lr: float = 1e-3
     weight_decay: float = 0.01
     grad_clip: float = 1.0

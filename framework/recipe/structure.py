@@ -148,6 +148,16 @@ def check_shapes(recipe: Recipe) -> list[str]:
         problems.append(f"model.dropout: must be in [0, 1), got {m.dropout}")
     if t.lr <= 0:
         problems.append(f"training.lr: must be > 0, got {t.lr}")
+    if t.answer_start_tokens < 0:
+        problems.append(
+            f"training.answer_start_tokens: must be >= 0 (0 = every answer token counts the same), "
+            f"got {t.answer_start_tokens}"
+        )
+    if not 0 < t.answer_start_weight <= 1000:
+        problems.append(
+            f"training.answer_start_weight: must be above 0 and at most 1000 (1 = the same as the other "
+            f"answer tokens), got {t.answer_start_weight}"
+        )
     if t.grad_clip < 0:
         problems.append(f"training.grad_clip: must be >= 0 (0 turns clipping off), got {t.grad_clip}")
     if recipe.data.augment_copies < 0:

@@ -8,7 +8,9 @@ One optimizer step =
     3. clip the gradient norm, set the learning rate from the schedule, update.
 
 The loss of every micro-batch is divided by the answer-token count of the *whole*
-batch, so the accumulated gradient is exactly the gradient of the full batch.
+batch, so the accumulated gradient is exactly the gradient of the full batch. (With
+``training.answer_start_tokens`` the first answer tokens weigh more: then it is a weighted
+mean, divided by the batch's sum of weights; see :mod:`gptf.train.answer_weights`.)
 
 Under torchrun every process takes its share of each step's samples and the gradients are
 added up across processes once per step: see :mod:`gptf.train.distributed` (``self.world``;
@@ -35,6 +37,7 @@ from gptf.errors import TrainingStopped
 from gptf.interfaces import Callback
 from gptf.model import GPT
 from gptf.recipe import TrainingConfig
+from gptf.train.answer_weights import answer_token_weights
 from gptf.train.distributed import World
 from gptf.train.stability import StabilityMonitor, hint
 
@@ -102,12 +105,30 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def loss_sum(self, x: torch.Tensor, y: torch.Tensor, forward: Callable | None = None) -> torch.Tensor:
-        """Summed cross-entropy over the answer tokens of one padded batch."""
+    def loss_weights(self, y: torch.Tensor) -> torch.Tensor | None:
+        """Each target's weight in the training loss, or None where every answer token counts
+        once (``training.answer_start_tokens`` / ``answer_start_weight``: gptf.train.answer_weights)."""
+        cfg = self.config
+        if cfg.answer_start_tokens == 0 or cfg.answer_start_weight == 1.0:
+            return None
+        return answer_token_weights(y, cfg.answer_start_tokens, cfg.answer_start_weight)
+
+    def loss_sum(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        forward: Callable | None = None,
+        weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Summed cross-entropy over the answer tokens of one padded batch (``weights``: each
+        token's loss times its weight, see :meth:`loss_weights`)."""
         x, y = x.to(self.device), y.to(self.device)
         with self.autocast():
             logits = (forward or self._forward)(x)  # (B, T, V)
-        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
+        if weights is None:
+            return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
+        losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="none")
+        return (losses * weights.to(self.device).flatten()).sum()
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step; returns its metrics."""
@@ -124,12 +145,14 @@ class Trainer:
         answer_tokens, real_tokens = world.sum_counts(  # over the whole batch, every process's part
             sum(int((y != IGNORE).sum()) for _, y in batches), sum(len(self.train_split.inputs[i]) for i in indices)
         )
+        weights = [self.loss_weights(y) for _, y in batches]  # None: every answer token counts once
+        divisor = answer_tokens if weights[0] is None else world.sum(float(sum(float(w.sum()) for w in weights)))
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for number, (x, y) in enumerate(batches, start=1):
+        for number, ((x, y), w) in enumerate(zip(batches, weights, strict=True), start=1):
             with world.no_sync(self._wrapped, last=number == len(batches)):  # share gradients once per step
-                loss = self.loss_sum(x, y) / answer_tokens
+                loss = self.loss_sum(x, y, weights=w) / divisor
                 loss.backward()
             total += loss.item()
         total = world.sum(total)  # the whole batch's loss, the same in every process
