@@ -51,6 +51,7 @@ GPTF_VARIANTS: dict[str, list[str]] = {
     "gptf_bf16_mb16": ["training.precision=bf16", "training.micro_batch=16"],
     "gptf_bucketed_bf16_mb16": ["training.precision=bf16", "training.micro_batch=16", "training.bucket_batches=8"],
     "gptf_bucketed": ["training.bucket_batches=8"],
+    "gptf_unweighted": ["training.answer_start_tokens=0"],  # every answer token counts once (before the weighting)
     "gptf_compile": ["training.compile=true"],
     "gptf_compile_bf16_mb16": ["training.compile=true", "training.precision=bf16", "training.micro_batch=16"],
     "gptf_explicit_attention": ["model.attention=explicit"],
