@@ -103,7 +103,9 @@ def _save(figure: Any, out: Path) -> Path:
     return out
 
 
-def save_loss_plot(metrics: Path, out: Path | None = None, title: str = "") -> Path | None:
+def save_loss_plot(
+    metrics: Path, out: Path | None = None, title: str = "", train_label: str = "train loss"
+) -> Path | None:
     """Draw train and validation loss against the step; ``None`` without matplotlib."""
     if not plots_available():
         return None
@@ -113,7 +115,7 @@ def save_loss_plot(metrics: Path, out: Path | None = None, title: str = "") -> P
     if curves.train:
         steps, losses = zip(*curves.train, strict=True)
         marker = "." if len(steps) < 40 else None  # a few points: show each one
-        axes.plot(steps, losses, label="train loss", marker=marker, linewidth=1.2, alpha=0.8)
+        axes.plot(steps, losses, label=train_label, marker=marker, linewidth=1.2, alpha=0.8)
     if curves.val:
         steps, losses = zip(*curves.val, strict=True)
         axes.plot(steps, losses, label="val loss", marker="o", markersize=3, linewidth=1.6)
@@ -125,10 +127,10 @@ def save_loss_plot(metrics: Path, out: Path | None = None, title: str = "") -> P
     return _save(figure, out or metrics.with_name(LOSS_PLOT))
 
 
-def report_loss_plot(metrics: Path, console: Console, title: str = "") -> Path | None:
+def report_loss_plot(metrics: Path, console: Console, title: str = "", train_label: str = "train loss") -> Path | None:
     """Save the run's loss curve and say where it is, or say how to get pictures (or why not)."""
     try:
-        path = save_loss_plot(metrics, title=title)
+        path = save_loss_plot(metrics, title=title, train_label=train_label)
     except OSError as exc:  # the picture is a convenience: a full disk is reported, the run stands
         reason = (exc.strerror or str(exc)).lower()
         console.print(f"loss curve      (not written: {exc.filename or metrics.parent}: {reason})", markup=False)

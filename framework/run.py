@@ -49,7 +49,15 @@ from gptf.generate import DraftBank, Generation, Generator, SamplingSettings
 from gptf.interfaces import Tokenizer
 from gptf.model import GPT
 from gptf.plots import report_loss_plot
-from gptf.recipe import ComponentSpec, LoadedRecipe, Recipe, read_recipe_file, recipe_from_dict, recipe_to_dict
+from gptf.recipe import (
+    ComponentSpec,
+    LoadedRecipe,
+    Recipe,
+    TrainingConfig,
+    read_recipe_file,
+    recipe_from_dict,
+    recipe_to_dict,
+)
 from gptf.recipe.limits import sampling_problems
 from gptf.train.checkpoint import Checkpoint
 from gptf.train.distributed import World, oversubscription_note
@@ -353,6 +361,12 @@ def build_stage(inputs: RunInputs, console: Console, device: str, world: World |
         + (", activation checkpointing" if t.activation_checkpointing else ""),
         highlight=False,
     )
+    weighting = loss_weighting(t)
+    if weighting:
+        console.print(
+            f"loss: {weighting} (the train loss is that weighted mean; the val loss weighs every answer token alike)",
+            highlight=False,
+        )
     if world.distributed:
         console.print(
             f"distributed: {world.size} processes ({world.backend}, {target.type}), each {t.batch_size // world.size} "
@@ -567,6 +581,13 @@ def demo_answers(recipe: Recipe, generator: Generator, console: Console) -> list
     return answers
 
 
+def loss_weighting(training: TrainingConfig) -> str | None:
+    """How the training loss weighs the answer tokens, in words; None where every one counts once."""
+    if not training.answer_start_tokens or training.answer_start_weight == 1.0:
+        return None
+    return f"first {training.answer_start_tokens} answer tokens x{training.answer_start_weight:g}"
+
+
 def print_summary(
     inputs: RunInputs, state: TrainState, result: RunResult, quantized: str, console: Console, *, loss_plot: bool = True
 ) -> None:
@@ -588,7 +609,9 @@ def print_summary(
     if result.stability.get("hint"):
         console.print(f"hint: {result.stability['hint']}", style="yellow", highlight=False, markup=False)
     if loss_plot:
-        report_loss_plot(files.metrics, console, title=recipe.name)  # loss.png beside metrics.jsonl
+        weighting = loss_weighting(recipe.training)
+        label = f"train loss ({weighting})" if weighting else "train loss"
+        report_loss_plot(files.metrics, console, title=recipe.name, train_label=label)  # loss.png beside metrics.jsonl
     else:
         console.print("loss curve      not drawn for this run (the numbers are in metrics.jsonl)", highlight=False)
 

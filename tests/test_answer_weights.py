@@ -10,6 +10,7 @@ from test_performance_equivalence import make_trainer, small_recipe, tokenizer  
 from gptf.data import IGNORE, micro_batches, step_samples
 from gptf.errors import RecipeError
 from gptf.plugins.tokenization.byte_bpe import ByteLevelBPE
+from gptf.run import loss_weighting
 from gptf.train.answer_weights import answer_token_weights
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")  # (conftest.py)
@@ -86,3 +87,11 @@ def test_val_loss_stays_the_plain_mean(tokenizer: ByteLevelBPE) -> None:  # noqa
 def test_bad_weights_are_refused_by_name(key: str, value: float, message: str) -> None:
     with pytest.raises(RecipeError, match=message):
         small_recipe(**{key: value})
+
+
+def test_the_run_says_how_the_loss_is_weighted() -> None:
+    assert loss_weighting(small_recipe(answer_start_tokens=3, answer_start_weight=3.0).training) == (
+        "first 3 answer tokens x3"
+    )
+    assert loss_weighting(small_recipe(answer_start_tokens=3).training) is None  # weight 1: nothing to say
+    assert loss_weighting(small_recipe(answer_start_weight=2.5).training) is None  # no tokens: nothing to say
