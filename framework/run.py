@@ -49,16 +49,9 @@ from gptf.generate import DraftBank, Generation, Generator, SamplingSettings
 from gptf.interfaces import Tokenizer
 from gptf.model import GPT
 from gptf.plots import report_loss_plot
-from gptf.recipe import (
-    ComponentSpec,
-    LoadedRecipe,
-    Recipe,
-    TrainingConfig,
-    read_recipe_file,
-    recipe_from_dict,
-    recipe_to_dict,
-)
+from gptf.recipe import ComponentSpec, LoadedRecipe, Recipe, read_recipe_file, recipe_from_dict, recipe_to_dict
 from gptf.recipe.limits import sampling_problems
+from gptf.train.answer_weights import loss_weighting
 from gptf.train.checkpoint import Checkpoint
 from gptf.train.distributed import World, oversubscription_note
 from gptf.train.fingerprints import (
@@ -579,13 +572,6 @@ def demo_answers(recipe: Recipe, generator: Generator, console: Console) -> list
         answers.append(answer)
         console.print(f"[bold]用户:[/] {prompt}\n[bold]回答:[/] {answer.text}")
     return answers
-
-
-def loss_weighting(training: TrainingConfig) -> str | None:
-    """How the training loss weighs the answer tokens, in words; None where every one counts once."""
-    if not training.answer_start_tokens or training.answer_start_weight == 1.0:
-        return None
-    return f"first {training.answer_start_tokens} answer tokens x{training.answer_start_weight:g}"
 
 
 def print_summary(

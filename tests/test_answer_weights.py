@@ -10,8 +10,7 @@ from test_performance_equivalence import make_trainer, small_recipe, tokenizer  
 from gptf.data import IGNORE, micro_batches, step_samples
 from gptf.errors import RecipeError
 from gptf.plugins.tokenization.byte_bpe import ByteLevelBPE
-from gptf.run import loss_weighting
-from gptf.train.answer_weights import answer_token_weights
+from gptf.train.answer_weights import answer_token_weights, loss_weighting
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")  # (conftest.py)
 

@@ -37,7 +37,7 @@ from gptf.errors import TrainingStopped
 from gptf.interfaces import Callback
 from gptf.model import GPT
 from gptf.recipe import TrainingConfig
-from gptf.train.answer_weights import answer_token_weights
+from gptf.train.answer_weights import answer_token_weights, loss_weighting
 from gptf.train.distributed import World
 from gptf.train.stability import StabilityMonitor, hint
 
@@ -109,7 +109,7 @@ class Trainer:
         """Each target's weight in the training loss, or None where every answer token counts
         once (``training.answer_start_tokens`` / ``answer_start_weight``: gptf.train.answer_weights)."""
         cfg = self.config
-        if cfg.answer_start_tokens == 0 or cfg.answer_start_weight == 1.0:
+        if loss_weighting(cfg) is None:
             return None
         return answer_token_weights(y, cfg.answer_start_tokens, cfg.answer_start_weight)
 
