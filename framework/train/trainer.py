@@ -125,9 +125,10 @@ class Trainer:
         x, y = x.to(self.device), y.to(self.device)
         with self.autocast():
             logits = (forward or self._forward)(x)  # (B, T, V)
+        scores, targets = logits.float().flatten(0, 1), y.flatten()
         if weights is None:
-            return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
-        losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="none")
+            return F.cross_entropy(scores, targets, ignore_index=IGNORE, reduction="sum")
+        losses = F.cross_entropy(scores, targets, ignore_index=IGNORE, reduction="none")  # one per position
         return (losses * weights.to(self.device).flatten()).sum()
 
     def train_step(self) -> dict[str, Any]:
@@ -146,7 +147,7 @@ class Trainer:
             sum(int((y != IGNORE).sum()) for _, y in batches), sum(len(self.train_split.inputs[i]) for i in indices)
         )
         weights = [self.loss_weights(y) for _, y in batches]  # None: every answer token counts once
-        divisor = answer_tokens if weights[0] is None else world.sum(float(sum(float(w.sum()) for w in weights)))
+        divisor = answer_tokens if weights[0] is None else world.sum(sum(float(w.sum()) for w in weights))
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
