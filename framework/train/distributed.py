@@ -229,6 +229,13 @@ def launched_world(device: str = "auto") -> Iterator[World]:
             dist.barrier()
         if world.is_main:
             raise
+    else:
+        # the same on a normal end: the other ranks finish while rank 0 still evaluates and saves;
+        # a rank that closed its connections first was seen to abort at exit, now and then (so
+        # torchrun called a finished run FAILED). If rank 0 failed meanwhile, its group is gone and
+        # the barrier fails at once: nothing left to wait for.
+        with contextlib.suppress(RuntimeError):  # (DistBackendError is a RuntimeError)
+            dist.barrier()
     finally:
         dist.destroy_process_group()
 
