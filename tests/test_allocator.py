@@ -41,5 +41,6 @@ def test_freed_blocks_are_reused_without_page_faults() -> None:
     if "glibc" not in note or "keeps" not in note:
         pytest.skip(f"nothing to tune here: {note}")
     # 20 x 4 MB handed over afresh: thousands of page faults (5,120 here); kept, the block is reused
-    assert int(plain) > 1_000, plain
+    if int(plain) < 1_000:  # glibc raised its own (adaptive) mmap limit first: seen once in a full run
+        pytest.skip(f"glibc already reused the block before the call ({plain} page faults): nothing to compare")
     assert int(kept) < int(plain) / 10, (plain, kept)
