@@ -37,7 +37,7 @@ from gptf.evaluate import (
 from gptf.generate import Generation, Generator, greedy_answers
 from gptf.plots import LossCurves, read_loss_curves
 from gptf.recipe import LoadedRecipe, load_recipe
-from gptf.run import LoadedRun, RunResult, load_run, run_recipe, sampling_settings
+from gptf.run import LoadedRun, RunResult, check_sampling_options, load_run, run_recipe, sampling_settings
 from gptf.tools.ablate import Settings, check_budget, check_swaps_given, parse_swap, run_ablation
 from gptf.tools.export import FORMATS, ExportReport, export_hf
 from gptf.tools.insight import AttentionMaps, attention_maps
@@ -85,9 +85,9 @@ def train(
 class Model:
     """A trained run, opened for questions: the object behind ``--ckpt``."""
 
-    def __init__(self, run: LoadedRun) -> None:
+    def __init__(self, run: LoadedRun, *, beams: int | None = None) -> None:
         self.run = run
-        self._generator = run.generator()
+        self._generator = run.generator(beams=beams)  # beams: as --beams (default: the recipe's)
 
     @property
     def path(self) -> Path:
@@ -153,9 +153,13 @@ class Model:
         return self._generator
 
 
-def open_run(path: str | Path, *, quantized: bool = False, device: str = "cpu") -> Model:
-    """Open a finished run folder (``checkpoints/<name>``) for questions."""
-    return Model(load_run(Path(path), quantized=quantized, device=device))
+def open_run(path: str | Path, *, quantized: bool = False, device: str = "cpu", beams: int | None = None) -> Model:
+    """Open a finished run folder (``checkpoints/<name>``) for questions. ``beams``: answers at
+    temperature 0 by beam search over this many candidates, as ``--beams`` (default: the recipe's
+    ``generation.beams``; 1 = plain greedy)."""
+    if beams is not None:
+        check_sampling_options({"beams": beams})
+    return Model(load_run(Path(path), quantized=quantized, device=device), beams=beams)
 
 
 def ablate(

@@ -589,6 +589,11 @@ def evaluate_files(
     return reports
 
 
+def decoding_name(generator: Generator) -> str:
+    """How answers at temperature 0 are chosen, for reports: "greedy" or "beam search, 4 beams"."""
+    return "greedy" if generator.beams == 1 else f"beam search, {generator.beams} beams"
+
+
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
     """Decode with one CPU thread, then restore the previous setting.
@@ -627,7 +632,8 @@ def evaluate_after_training(
         return None
     g = recipe.generation
     settings = SamplingSettings(max_new_tokens=g.max_new_tokens, temperature=0.0)
-    console.rule("evaluation on val (held-out prompts, greedy)")
+    decoding = decoding_name(generator)
+    console.rule(f"evaluation on val (held-out prompts, {decoding})")
     files = [EvalFile("val", "generalisation", recipe.data.val, limit)]
     concepts = concepts_for(recipe.data, generator)
     with one_thread():
@@ -635,7 +641,7 @@ def evaluate_after_training(
     print_report(console, reports, worst=3)
     from gptf.train.run_files import write_json
 
-    write_json(out, report_json(reports, decoding="greedy", max_new_tokens=settings.max_new_tokens))
+    write_json(out, report_json(reports, decoding=decoding, max_new_tokens=settings.max_new_tokens))
     return reports[0]
 
 
@@ -820,6 +826,7 @@ def calibrate(
         draft=generator.draft,
         draft_bank=generator.draft_bank,
         answered=generator.answered,
+        beams=generator.beams,
     )
     answers = greedy_answers(unfiltered, [s.prompt for s in samples], max_new_tokens, on_progress=on_answer)
     verdicts = [concepts.check(a.text, sample_concept(s)).verdict for s, a in zip(samples, answers, strict=True)]

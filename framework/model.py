@@ -108,6 +108,17 @@ class KVCache:
             raise ValueError(f"cannot truncate a KV cache of {self.length} positions to {length}")
         self.length = length
 
+    def copy_rows(self, sources: list[int], targets: list[int]) -> None:
+        """Overwrite the filled positions of rows ``targets`` with those of rows ``sources``
+        (beam search: a candidate continues another one's past). All sources are read first."""
+        if not sources:
+            return
+        source = torch.tensor(sources, dtype=torch.long, device=self.keys.device)
+        target = torch.tensor(targets, dtype=torch.long, device=self.keys.device)
+        for buffer in (self.keys, self.values):
+            filled = buffer.narrow(3, 0, self.length)
+            filled.index_copy_(1, target, filled.index_select(1, source))
+
     def keep_rows(self, rows: list[int]) -> None:
         """Keep only these sequences of the batch, in this order (their filled positions are copied;
         the rest of the buffer is written before it is read)."""

@@ -505,7 +505,7 @@ def report_stage(
     calibration = None
     answered: dict = {}  # the val answers of the calibration, reviewed again (not recomputed) by the final eval
     if calibrate_filter and final_eval and wants_calibration(recipe.generation.answer_filter) and recipe.data.val:
-        unfiltered = Generator(model, tokenizer, constraints, answered=answered)
+        unfiltered = Generator(model, tokenizer, constraints, answered=answered, beams=recipe.generation.beams)
         calibration = calibrate_filter_on_val(inputs, unfiltered, console)
         recipe = read_saved_recipe(inputs)  # now with the chosen filter
     generator = Generator(
@@ -517,6 +517,7 @@ def report_stage(
         draft=recipe.generation.draft,
         draft_bank=draft_bank(recipe, tokenizer),
         answered=answered,
+        beams=recipe.generation.beams,
     )
     answers = demo_answers(recipe, generator, console)
     record = run_record(inputs, model, state, answers)
@@ -566,6 +567,11 @@ def demo_answers(recipe: Recipe, generator: Generator, console: Console) -> list
         return []
     settings = sampling_settings(recipe)
     console.rule("demo answers")
+    if generator.beams > 1 and settings.temperature == 0:
+        console.print(
+            f"[dim]greedy answers by beam search: the most likely of {generator.beams} candidate answers "
+            "(generation.beams; these and the scores below)[/]"
+        )
     answers = []
     for prompt in recipe.demo_prompts:
         answer = generator.generate(prompt, settings, seed=recipe.training.seed)
@@ -681,12 +687,14 @@ class LoadedRun:
         recipe_constraints: bool = True,
         answer_filter: bool = True,
         draft: bool | None = None,
+        beams: int | None = None,
     ) -> Generator:
         """The run's generator. ``recipe_constraints=False``: ignore the recipe's
         ``generation.constraints`` (plain decoding, e.g. to compare with another library;
         ``repetition_penalty``/``stops`` still apply). ``answer_filter=False``: show every answer
         (no ``generation.answer_filter``). ``draft``: greedy answers by draft and verify (default:
-        ``generation.draft``; never with the int8 weights, where it would not be exact)."""
+        ``generation.draft``; never with the int8 weights, where it would not be exact). ``beams``:
+        greedy answers by beam search over this many candidates (default: ``generation.beams``)."""
         recipe_specs = self.recipe.generation.constraints if recipe_constraints else []
         specs = with_decoding_overrides(recipe_specs, repetition_penalty, stops)
         constraints = build_constraints(specs, self.registry, self.tokenizer)
@@ -702,6 +710,7 @@ class LoadedRun:
             compile_decode=compile_decode,
             draft=draft,
             draft_bank=self.draft_bank() if draft else None,
+            beams=self.recipe.generation.beams if beams is None else beams,
         )
 
     def draft_bank(self) -> DraftBank:

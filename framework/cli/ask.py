@@ -42,6 +42,13 @@ NoDraftOption = Annotated[
         "(guesses from the training answers, checked in one call: the same answers, faster)",
     ),
 ]
+BeamsOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Greedy answers by beam search over this many candidate answers, 1 to 32 "
+        "(1 = plain greedy; default: the recipe's generation.beams)",
+    ),
+]
 
 
 def use_threads(threads: int) -> None:
@@ -83,6 +90,7 @@ def generate(
         bool, typer.Option(help="Print tokens/s, first-token latency, model calls and how many guesses were kept")
     ] = False,
     no_draft: NoDraftOption = False,
+    beams: BeamsOption = None,
     device: DeviceOption = "auto",
     threads: ThreadsOption = 1,
     trust_plugins: TrustPluginsOption = False,
@@ -93,7 +101,7 @@ def generate(
     from gptf.run import check_sampling_options, sampling_settings
 
     options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "max_new_tokens": max_new_tokens}
-    check_sampling_options({**options, "repetition_penalty": repetition_penalty, "seed": seed})
+    check_sampling_options({**options, "repetition_penalty": repetition_penalty, "seed": seed, "beams": beams})
     loaded = open_ckpt(ckpt, quantized, device, trust_plugins, no_verify)
     settings = sampling_settings(
         loaded.recipe, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens
@@ -104,6 +112,7 @@ def generate(
         use_cache=not no_cache,
         recipe_constraints=not no_constraints,
         draft=False if no_draft else None,
+        beams=beams,
     )
     for text in prompt:
         answer = generator.generate(text, settings, seed=seed)
@@ -118,6 +127,8 @@ def generate(
         if stats:
             kept = f"{answer.accepted} of {answer.drafted} guessed tokens kept ({answer.acceptance:.0%})"
             drafted = f", draft and verify: {kept}" if answer.drafted else ""
+            if generator.beams > 1 and settings.temperature == 0:
+                drafted += f", beam search over {generator.beams} candidates"
             err_console.print(
                 f"[dim]{len(answer.tokens)} tokens, {answer.tokens_per_s:,.0f} tokens/s, "
                 f"first token {answer.first_token_s * 1000:.1f} ms, stop: {answer.stop_reason}, "
@@ -161,6 +172,7 @@ def eval_command(
     answer_filter: Annotated[
         bool, typer.Option(help="Apply the run's generation.answer_filter (--no-answer-filter: score every answer)")
     ] = True,
+    beams: BeamsOption = None,
     device: DeviceOption = "auto",
     threads: ThreadsOption = 1,
     trust_plugins: TrustPluginsOption = False,
@@ -170,15 +182,17 @@ def eval_command(
     use_threads(threads)
     from gptf.evaluate import (
         concepts_for,
+        decoding_name,
         default_eval_files,
         eval_files_for,
         evaluate_files,
         print_report,
         report_json,
     )
-    from gptf.run import sampling_settings
+    from gptf.run import check_sampling_options, sampling_settings
     from gptf.train.run_files import write_json
 
+    check_sampling_options({"beams": beams})
     run = open_ckpt(ckpt, quantized, device, trust_plugins, no_verify)
     recipe = run.recipe
     settings = sampling_settings(recipe, max_new_tokens=max_new_tokens, temperature=0.0, top_k=0, top_p=1.0)
@@ -195,10 +209,15 @@ def eval_command(
                 hint="the test file stays for the final report, never for choosing settings",
             )
         calibrate_run(
-            run, settings.max_new_tokens, apply=apply, max_declined=max_declined, max_right_lost=max_right_lost
+            run,
+            settings.max_new_tokens,
+            apply=apply,
+            max_declined=max_declined,
+            max_right_lost=max_right_lost,
+            beams=beams,
         )
         return
-    generator = run.generator(answer_filter=answer_filter)
+    generator = run.generator(answer_filter=answer_filter, beams=beams)
     files = eval_files_for(data, recipe.data.train) if data else default_eval_files(recipe.data, recall_samples)
     concepts = concepts_for(recipe.data, generator, [str(p) for p in data or []])
     reports = evaluate_files(generator, files, settings, console, train_path=recipe.data.train, concepts=concepts)
@@ -217,7 +236,7 @@ def eval_command(
             reports,
             run=str(run.files.root),
             quantized=quantized,
-            decoding="greedy",
+            decoding=decoding_name(generator),
             max_new_tokens=settings.max_new_tokens,
             constraints=[s.name for s in recipe.generation.constraints],
             answer_filter=_spec_text(recipe.generation.answer_filter) if answer_filter else "none",
@@ -234,7 +253,13 @@ def _spec_text(spec: object) -> object:
 
 
 def calibrate_run(
-    run: LoadedRun, max_new_tokens: int, *, apply: bool, max_declined: float = 1.0, max_right_lost: float = 0.1
+    run: LoadedRun,
+    max_new_tokens: int,
+    *,
+    apply: bool,
+    max_declined: float = 1.0,
+    max_right_lost: float = 0.1,
+    beams: int | None = None,
 ) -> None:
     """``gptf eval --calibrate``: the answer filter's threshold, chosen on the val questions."""
     from gptf.evaluate import calibrate_on_val, calibration_tables
@@ -242,7 +267,7 @@ def calibrate_run(
 
     with console.status(f"answering the val questions ({run.recipe.data.val})...", spinner="dots"):
         result = calibrate_on_val(
-            run.generator(),
+            run.generator(beams=beams),
             run.recipe,
             max_new_tokens,
             max_declined=max_declined,
@@ -287,6 +312,7 @@ def chat(
     seed: Annotated[int | None, typer.Option(help="Random seed for sampling")] = None,
     quantized: Annotated[bool, typer.Option(help="Use the int8 weights")] = False,
     no_draft: NoDraftOption = False,
+    beams: BeamsOption = None,
     device: DeviceOption = "auto",
     threads: ThreadsOption = 1,
     trust_plugins: TrustPluginsOption = False,
@@ -298,13 +324,14 @@ def chat(
     from gptf.tools.chat import ChatSession, chat_loop
 
     options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "max_new_tokens": max_new_tokens}
-    check_sampling_options({**options, "seed": seed})
+    check_sampling_options({**options, "seed": seed, "beams": beams})
     run = open_ckpt(ckpt, quantized, device, trust_plugins, no_verify)
     settings = sampling_settings(
         run.recipe, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens
     )
     console.print(f"gptf chat: {run.files.root} ({run.recipe.name}, {run.model.config.seq_len} tokens of context)")
-    chat_loop(ChatSession(run.generator(draft=False if no_draft else None), settings, seed=seed), console)
+    generator = run.generator(draft=False if no_draft else None, beams=beams)
+    chat_loop(ChatSession(generator, settings, seed=seed), console)
 
 
 @app.command()
@@ -317,6 +344,7 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="0 = any free port")] = 7860,
     quantized: Annotated[bool, typer.Option(help="Use the int8 weights")] = False,
     no_draft: NoDraftOption = False,
+    beams: BeamsOption = None,
     device: DeviceOption = "auto",
     threads: ThreadsOption = 1,
     trust_plugins: TrustPluginsOption = False,
@@ -324,10 +352,12 @@ def serve(
 ) -> None:
     """A web page for the class: chat, sampling sliders, every token with its probability."""
     use_threads(threads)
+    from gptf.run import check_sampling_options
     from gptf.tools.serve import ChatService, example_questions, is_loopback, make_server
 
+    check_sampling_options({"beams": beams})
     run = open_ckpt(ckpt, quantized, device, trust_plugins, no_verify)
-    service = ChatService(run, example_questions(run), draft=False if no_draft else None)
+    service = ChatService(run, example_questions(run), draft=False if no_draft else None, beams=beams)
     server = make_server(service, host, port, console)
     bound_host, bound_port = server.server_address[:2]
     shown = "127.0.0.1" if bound_host in ("0.0.0.0", "::") else bound_host

@@ -30,7 +30,9 @@ THREADS_MAX = 1024
 LAYERS_MAX = 1024
 
 #: The sampling settings :func:`sampling_problems` knows, in the order they are reported.
-SAMPLING_KEYS = ("temperature", "top_k", "top_p", "max_new_tokens", "repetition_penalty", "seed")
+SAMPLING_KEYS = ("temperature", "top_k", "top_p", "max_new_tokens", "repetition_penalty", "seed", "beams")
+#: Beam search keeps this many candidate answers at most: each one costs a row of every model call.
+BEAMS_MAX = 32
 
 
 def is_number(value: Any) -> bool:
@@ -70,6 +72,7 @@ def sampling_problems(values: Mapping[str, Any], *, seq_len: int | None = None) 
             f"must be above 0 and at most {REPETITION_PENALTY_MAX:g} (1 = off)",
         ),
         "seed": (lambda v: _whole_in(v, *SEED_RANGE), f"must be a whole number from 0 to {SEED_RANGE[1]}"),
+        "beams": (lambda v: _whole_in(v, 1, BEAMS_MAX), f"must be a whole number from 1 (greedy) to {BEAMS_MAX}"),
     }
     for key, value in given.items():
         ok, rule = checks[key]

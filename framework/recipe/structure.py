@@ -168,7 +168,13 @@ def check_shapes(recipe: Recipe) -> list[str]:
         problems.append(f"training.threads: must be from 1 to {THREADS_MAX}, got {shown(t.threads)}")
     if recipe.tokenizer.vocab_size < 260 and recipe.tokenizer.type.name == "byte_bpe":
         problems.append("tokenizer.vocab_size: byte-level BPE needs at least 256 bytes + 4 specials = 260")
-    sampling = {"temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p, "max_new_tokens": g.max_new_tokens}
+    sampling = {
+        "temperature": g.temperature,
+        "top_k": g.top_k,
+        "top_p": g.top_p,
+        "max_new_tokens": g.max_new_tokens,
+        "beams": g.beams,
+    }
     # (no seq_len bound here: a recipe's default of 64 new tokens is simply cut to what fits a
     # small model; a number typed for one answer, --max-new-tokens, is held to seq_len)
     wrong = sampling_problems(sampling)

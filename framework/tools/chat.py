@@ -25,6 +25,7 @@ commands (命令):
   /temp 0.7    temperature 温度: 0 = greedy (always the most likely token), higher = more varied
   /topk 20     top-k: sample only among the 20 most likely tokens (0 = off)
   /topp 0.9    top-p: sample only among the most likely tokens that together reach 90% (1 = off)
+  /beams 4     beam search 束搜索: with temperature 0, the most likely of 4 candidate answers (1 = plain greedy)
   /reset       forget the conversation so far (清空对话)
   /settings    show the current settings
   /help        this help
@@ -87,6 +88,13 @@ class ChatSession:
             return "conversation cleared (对话已清空)"
         if name == "/settings":
             return self.describe()
+        if name == "/beams":
+            value = parse_number(name, argument, int)
+            problem = sampling_problems({"beams": value}).get("beams")
+            if problem:
+                raise CommandError(f"{name}: {problem}")
+            self.generator.beams = int(value)
+            return self.describe()
         setting = SETTINGS.get(name)
         if setting is None:
             raise CommandError(f"unknown command {shown(name, 40)}; type /help for the list")
@@ -100,7 +108,8 @@ class ChatSession:
 
     def describe(self) -> str:
         s = self.settings
-        mode = "greedy" if s.temperature == 0 else "sampling"
+        beams = self.generator.beams
+        mode = "sampling" if s.temperature else "greedy" if beams == 1 else f"greedy, beam search: {beams} candidates"
         return (
             f"temperature {s.temperature:g} ({mode}), top-k {s.top_k or 'off'}, top-p {s.top_p:g}, "
             f"max {s.max_new_tokens} new tokens, {len(self.history)} turn(s) of history"

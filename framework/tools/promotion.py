@@ -92,7 +92,12 @@ def score_run(run_dir: Path, recipe: Recipe, path: str, device: str) -> SplitRep
 
     constraints = build_constraints(recipe.generation.constraints, run.registry, run.tokenizer)
     generator = Generator(
-        run.model, run.tokenizer, constraints, draft=recipe.generation.draft, draft_bank=run.draft_bank()
+        run.model,
+        run.tokenizer,
+        constraints,
+        draft=recipe.generation.draft,
+        draft_bank=run.draft_bank(),
+        beams=recipe.generation.beams,
     )
     settings = sampling_settings(recipe, temperature=0.0, top_k=0, top_p=1.0)
     return evaluate_file(generator, path, settings, name="val", kind="generalisation")

@@ -181,7 +181,9 @@ def default_repetition_penalty(run: LoadedRun) -> float:
 class ChatService:
     """Answers questions with one loaded run; safe to call from many threads."""
 
-    def __init__(self, run: LoadedRun, examples: list[str], *, draft: bool | None = None) -> None:
+    def __init__(
+        self, run: LoadedRun, examples: list[str], *, draft: bool | None = None, beams: int | None = None
+    ) -> None:
         self.run = run
         self.examples = examples
         self.defaults = SamplingSettings(
@@ -192,7 +194,10 @@ class ChatService:
         )
         self.max_tokens = run.model.config.seq_len
         self.lock = threading.Lock()
-        self._generator = lru_cache(maxsize=8)(lambda penalty: run.generator(repetition_penalty=penalty, draft=draft))
+        self._generator = lru_cache(maxsize=8)(
+            lambda penalty: run.generator(repetition_penalty=penalty, draft=draft, beams=beams)
+        )
+        self.beams = self._generator(None).beams  # greedy answers by beam search over this many candidates
 
     def info(self) -> dict[str, Any]:
         recipe = self.run.recipe
@@ -205,6 +210,7 @@ class ChatService:
             "defaults": {**attrs.asdict(self.defaults), "repetition_penalty": default_repetition_penalty(self.run)},
             "limits": {"question_chars": MAX_QUESTION_CHARS, "max_new_tokens": self.max_tokens},
             "answer_filter": filter_info(self.run),
+            "beams": self.beams,
         }
 
     def answer(self, request: ChatRequest) -> dict[str, Any]:
