@@ -12,7 +12,9 @@ Two conditions:
   in one call: same tokens, fewer calls; its acceptance rate and tokens per model call are
   reported, and every answer is checked to be token-identical to the plain loop's), the compiled
   one-token step, and the original release's full recompute producing the same number of tokens
-  per question. ``--fixed-length`` gives the other condition with the trained weights instead.
+  per question; and beam search (``--beams``, default the recipe's ``generation.beams``, at least 2),
+  which gives other answers (the most likely of several candidates), so its tokens/s counts its own
+  tokens. ``--fixed-length`` gives the other condition with the trained weights instead.
 * **Fixed length (no ``--ckpt``: random, seeded weights).** The teacher recipe's demo prompts,
   exactly ``--new-tokens`` (64) new tokens each (<eos> banned), fp32 and int8, KV cache and
   recompute. Speed does not depend on what the weights say when the length is fixed, but draft
@@ -77,6 +79,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's choice)")
     parser.add_argument("--no-naive", action="store_true", help="skip the original-style recompute contenders")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled-step contender")
+    parser.add_argument(
+        "--beams",
+        type=int,
+        default=None,
+        help="trained run: the beam search contender's beams (default: the recipe's, at least 2; 1 = none)",
+    )
     args = parser.parse_args()
     threads = set_threads(args.threads)
     if args.ckpt and not args.fixed_length:
@@ -109,12 +117,16 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     bank = run.draft_bank()
     bank_s = time.perf_counter() - started
-    plain = run.generator(draft=False)  # the run's constraints and answer filter, as gptf generate
-    draft = run.generator(draft=True)
+    plain = run.generator(draft=False, beams=1)  # the run's constraints and answer filter, as gptf generate
+    draft = run.generator(draft=True, beams=1)
+    beams = max(run.recipe.generation.beams, 2) if args.beams is None else args.beams
+    searching = run.generator(beams=beams)  # other answers (the most likely of `beams` candidates): own tokens/s
     contenders: dict[str, Callable[[str], Generation]] = {
         "gptf_kv_cache_fp32": lambda p: plain.generate(p, settings),
         "gptf_draft_verify_fp32": lambda p: draft.generate(p, settings),
     }
+    if beams > 1:
+        contenders[f"gptf_beam_search_{beams}_fp32"] = lambda p: searching.generate(p, settings)
     compile_s = None
     if not args.no_compile:
         compiled = Generator(

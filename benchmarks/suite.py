@@ -198,7 +198,8 @@ def table(raw: dict[str, Any]) -> str:
         what = f"generation, batch 1, trained model, {real['n_questions']} held-out questions"
         base = g["naive_recompute_fp32"]["tokens_per_s"]
         names = ("naive_recompute_fp32", "gptf_kv_cache_fp32", "gptf_kv_cache_fp32_compiled", "gptf_draft_verify_fp32")
-        for name in (n for n in names if n in g):
+        beam = [n for n in g if n.startswith("gptf_beam_search_")]  # other answers: its own tokens per second
+        for name in (n for n in (*names, *beam) if n in g):
             r = g[name]
             speed = f"{r['tokens_per_s']} tokens/s (first token {r['first_token_ms']} ms)"
             if "acceptance" in r:
