@@ -216,3 +216,13 @@ def test_the_python_api_takes_beams_like_the_command_line(tiny_run: Path) -> Non
     assert model.ask_many(PROMPTS[:3]) == [model.ask(p) for p in PROMPTS[:3]]
     with pytest.raises(GptfError, match="--beams"):
         gptf.open_run(tiny_run, beams=0)
+
+
+def test_the_web_page_is_told_the_beams(run: LoadedRun) -> None:
+    from gptf.tools.serve import ChatService
+
+    assert ChatService(run, []).info()["beams"] == 1
+    service = ChatService(run, [], beams=3)
+    assert service.info()["beams"] == 3 and service._generator(1.1).beams == 3
+    page = (Path(__import__("gptf").__file__).parent / "tools" / "web" / "index.html").read_text(encoding="utf-8")
+    assert "info.beams" in page
