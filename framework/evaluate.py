@@ -41,7 +41,6 @@ import math
 import random
 import re
 import time
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -55,7 +54,7 @@ from rich.table import Table
 from gptf.data import Sample, normalize_prompt, read_jsonl
 from gptf.errors import DataError
 from gptf.generate import BatchAnswer, Generator, SamplingSettings, greedy_answers
-from gptf.interfaces import CONFIDENCE_MEASURES, DECLINE_TEXT, AnswerFilter
+from gptf.interfaces import CONFIDENCE_MEASURES, DECLINE_TEXT, AnswerFilter, content_chars
 
 FINAL_PUNCTUATION = "。．.！!？?，,；;：:…~～"
 REPLACEMENT_CHAR = "\ufffd"
@@ -76,11 +75,6 @@ MIN_CONCEPT_F1 = 0.4
 def normalize_answer(text: str) -> str:
     """Trim whitespace and the final punctuation, for exact match."""
     return text.strip().rstrip(FINAL_PUNCTUATION + " \t\r\n\u3000")
-
-
-def content_chars(text: str) -> str:
-    """The characters that carry meaning: no punctuation (P*), spaces (Z*) or control (C*)."""
-    return "".join(ch for ch in text if unicodedata.category(ch)[0] not in "PZC")
 
 
 def exact_match(answer: str, reference: str) -> bool:
@@ -741,6 +735,7 @@ class Calibration:
     filter_spec: dict[str, Any] | str  # what generation.answer_filter should be ("none": leave it off)
     max_declined: float = 1.0
     max_right_lost: float = MAX_RIGHT_LOST
+    decoding: str = "greedy"  # how the val answers were chosen (decoding_name)
 
     @property
     def helps(self) -> bool:
@@ -864,6 +859,7 @@ def calibrate(
         spec,
         max_declined,
         max_right_lost,
+        decoding_name(generator),
     )
 
 
@@ -871,7 +867,7 @@ def calibration_tables(calibration: Calibration, curve_points: int = 10) -> list
     """The measures side by side, then the chosen measure's curve (about ``curve_points`` rows)."""
     c = calibration
     measures = Table(
-        title=f"answer filter calibration on {c.path} ({c.answers} val questions, greedy; without a filter: "
+        title=f"answer filter calibration on {c.path} ({c.answers} val questions, {c.decoding}; without a filter: "
         f"right {c.right:.1%}, declined {c.declined:.1%}, wrong {c.wrong:.1%})",
         title_justify="left",
     )

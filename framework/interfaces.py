@@ -12,6 +12,8 @@ only ``gptf`` (for ``hookimpl``), this module, :mod:`gptf.errors` and :mod:`gptf
 from __future__ import annotations
 
 import math
+import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -254,8 +256,34 @@ class DecodingConstraint:
 #: Built-in ways to measure how sure the model was of a finished answer (higher = surer):
 #: ``mean_logprob``: mean log-probability of the chosen tokens (the log of their geometric mean
 #: probability); ``min_logprob``: the log-probability of the least likely chosen token;
-#: ``entropy``: minus the mean entropy (nats) of the next-token distributions along the answer.
-CONFIDENCE_MEASURES = ("mean_logprob", "min_logprob", "entropy")
+#: ``entropy``: minus the mean entropy (nats) of the next-token distributions along the answer;
+#: ``question_overlap``: the share of the question's characters (punctuation and spaces aside) that
+#: the answer uses too: does it talk about what was asked?; ``min_logprob_overlap``: ``min_logprob``
+#: plus :data:`OVERLAP_WEIGHT` times ``question_overlap``: sure of every token *and* on the question.
+CONFIDENCE_MEASURES = ("mean_logprob", "min_logprob", "entropy", "question_overlap", "min_logprob_overlap")
+#: In ``min_logprob_overlap``, all of the question's characters found in the answer count like 4 nats
+#: of log-probability. Chosen on the teacher run's answers by beam search among 1, 2, 4, 8, 16: 4 made
+#: the most val answers right or honestly declined and separated right from wrong best on 200 training
+#: questions (AUROC 0.874; 8 did slightly better on val alone, 0.813 vs 0.806).
+OVERLAP_WEIGHT = 4.0
+
+
+def content_chars(text: str) -> str:
+    """The characters that carry meaning: no punctuation (P*), spaces (Z*) or control (C*)."""
+    return "".join(ch for ch in text if unicodedata.category(ch)[0] not in "PZC")
+
+
+def question_overlap(question: str, answer: str) -> float:
+    """The share of the question's content characters that the answer has too (0 to 1; each
+    character counted as often as it occurs). A right answer usually names what was asked
+    (高压锅为什么煮得快 -> 高压锅密封后…); an answer about another concept usually does not.
+
+    >>> question_overlap("高压锅怎么用？", "高压锅密封后锅内气压升高")
+    0.5
+    """
+    asked, said = Counter(content_chars(question)), Counter(content_chars(answer))
+    total = sum(asked.values())
+    return sum((asked & said).values()) / total if total else 0.0
 
 
 @attrs.frozen
@@ -285,7 +313,10 @@ class FinishedAnswer:
             return sum(self.logprobs) / len(self.logprobs)
         if name == "min_logprob":
             return min(self.logprobs)
-        return -sum(self.entropies) / len(self.entropies)
+        if name == "entropy":
+            return -sum(self.entropies) / len(self.entropies)
+        overlap = question_overlap(self.prompt, self.text)
+        return overlap if name == "question_overlap" else min(self.logprobs) + OVERLAP_WEIGHT * overlap
 
 
 class AnswerFilter:

@@ -14,7 +14,7 @@ from conftest import FIXTURES, invoke, run_gptf
 from gptf.data import read_jsonl
 from gptf.evaluate import best_threshold, separation, threshold_rows
 from gptf.generate import Generator, greedy_answers
-from gptf.interfaces import DECLINE_TEXT, FinishedAnswer
+from gptf.interfaces import CONFIDENCE_MEASURES, DECLINE_TEXT, OVERLAP_WEIGHT, FinishedAnswer
 from gptf.plugins.answer_filters.confidence import ConfidenceFilter
 from gptf.train.fingerprints import refresh_fingerprint
 from gptf.train.run_files import RunFiles
@@ -49,6 +49,25 @@ def test_confidence_measures_by_hand() -> None:
     assert FinishedAnswer("q", "", (), (), ()).measure("mean_logprob") == -math.inf  # no answer: no confidence
     with pytest.raises(ValueError, match="unknown confidence measure"):
         SURE.measure("vibes")
+
+
+def test_question_overlap_measures_whether_the_answer_talks_about_the_question() -> None:
+    """The share of the question's characters (punctuation and spaces aside) the answer uses too,
+    and min_logprob plus 4 times that."""
+    question, sure = "压力锅为什么煮得快？", (-0.5, -1.0)
+    on_topic = FinishedAnswer(question, "高压锅密封后气压升高，水的沸点更高，煮得快。", (1, 2), sure, (0, 0))
+    off_topic = FinishedAnswer(question, "点积是两个向量对应位置相乘再求和。", (1, 2), sure, (0, 0))
+    # 压力锅为什么煮得快: 9 characters; the first answer has 压, 锅, 煮, 得, 快 (5), the second none
+    assert on_topic.measure("question_overlap") == pytest.approx(5 / 9)
+    assert off_topic.measure("question_overlap") == 0.0
+    assert on_topic.measure("min_logprob_overlap") == pytest.approx(-1.0 + OVERLAP_WEIGHT * 5 / 9)
+    assert off_topic.measure("min_logprob_overlap") == pytest.approx(-1.0)
+    assert FinishedAnswer("？？", "好的", (1,), (-0.1,), (0,)).measure("question_overlap") == 0.0  # nothing asked
+    assert FinishedAnswer("q", "", (), (), ()).measure("question_overlap") == -math.inf  # no answer
+    repeated = FinishedAnswer("锅锅锅锅", "锅", (1,), (-0.1,), (0,))
+    assert repeated.measure("question_overlap") == pytest.approx(1 / 4)  # counted as often as asked
+    f = ConfidenceFilter(tokenizer=None, threshold=0.5, measure="min_logprob_overlap")  # type: ignore[arg-type]
+    assert f.keep(f.confidence(on_topic)) and not f.keep(f.confidence(off_topic))
 
 
 def test_filter_fires_below_the_threshold_and_not_above() -> None:
@@ -219,7 +238,8 @@ def test_calibrate_reads_val_only_and_apply_writes_the_recipe(
     assert "answer filter calibration" in result.output and "mean_logprob" in result.output
     calibration = json.loads((run / "calibration.json").read_text(encoding="utf-8"))
     assert calibration["val"] == "tiny_val.jsonl" and calibration["answers"] == 4
-    assert {m["measure"] for m in calibration["measures"]} == {"mean_logprob", "min_logprob", "entropy"}
+    assert {m["measure"] for m in calibration["measures"]} == set(CONFIDENCE_MEASURES)
+    assert {"question_overlap", "min_logprob_overlap"} < set(CONFIDENCE_MEASURES)
     recipe = yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8"))
     assert recipe["generation"]["answer_filter"] == calibration["answer_filter"]
     from gptf.run import load_run

@@ -9,14 +9,15 @@ committed to a wrong first token, every later token follows from it.
 Beam search keeps ``beams`` candidate answers (the "beam"). Each step it extends every
 candidate by each of its ``beams`` best next tokens and keeps the ``beams`` best extensions of
 all, by their summed token log-probability. A candidate that ends (``<eos>``, or a stop
-constraint) is set aside as finished. When ``beams`` candidates have finished (or the answer
-budget is spent), the finished candidate with the highest **mean** token log-probability wins:
-the mean, not the sum, because every token lowers a sum, so a sum would prefer short answers.
+constraint) is set aside as finished. Once ``beams`` candidates have finished and no growing one
+is doing better (or the answer budget is spent), the finished candidate with the highest **mean**
+token log-probability wins: the mean, not the sum, because every token lowers a sum, so a sum
+would prefer short answers.
 
 So the model answers with the whole answer it finds most likely, not the answer that begins
-with the most likely token. Measured on the teacher run (README, "beam search"): the right
-concept on held-out questions rose by several points, at about ``beams`` times the compute
-per answer token (all candidates go through the model together, as one batch).
+with the most likely token. Measured on the teacher run (README, "beam search"): 4 beams raised
+the right concept on the held-out val questions from 27.0% to 33.9%, for about 3 times the
+computing of a greedy answer (all candidates go through the model together, as one batch).
 
 Everything else is as in greedy decoding: the decoding constraints adjust every candidate's
 scores with that candidate's own answer so far, and the winner's per-token log-probabilities

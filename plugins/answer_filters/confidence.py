@@ -8,7 +8,14 @@ answer and replaces it with ``reply`` when the measure is below ``threshold``:
 * ``mean_logprob`` (default): the mean log-probability of the chosen tokens. exp() of it is
   their geometric-mean probability: -0.1 = 90% per token, -0.7 = 50%;
 * ``min_logprob``: the log-probability of the least likely token (one shaky step);
-* ``entropy``: minus the mean entropy of the next-token distributions (how spread out they were).
+* ``entropy``: minus the mean entropy of the next-token distributions (how spread out they were);
+* ``question_overlap``: the share of the question's characters the answer uses too. Not the
+  model's own doubt but a sign of it: a right answer usually names what was asked, a confident
+  answer about another concept usually does not;
+* ``min_logprob_overlap``: both: ``min_logprob`` + 4 x ``question_overlap``. On the teacher run
+  answered by beam search it separated right from wrong val answers best (AUROC 0.81, against
+  0.68 for ``min_logprob`` alone: beam search picks the answer the model is surest of, so a wrong
+  answer is often a confident taught sentence about another concept).
 
 ``gptf eval --ckpt RUN --calibrate`` compares the measures on the val questions and picks the
 threshold there (never on test); ``--apply`` writes it into the run's recipe.
@@ -27,7 +34,9 @@ from typing import Literal
 from gptf import hookimpl
 from gptf.interfaces import CONFIDENCE_MEASURES, DECLINE_TEXT, AnswerFilter, FinishedAnswer, Tokenizer
 
-Measure = Literal["mean_logprob", "min_logprob", "entropy"]  # gptf.interfaces.CONFIDENCE_MEASURES
+Measure = Literal[  # gptf.interfaces.CONFIDENCE_MEASURES
+    "mean_logprob", "min_logprob", "entropy", "question_overlap", "min_logprob_overlap"
+]
 
 
 class ConfidenceFilter(AnswerFilter):
