@@ -583,9 +583,9 @@ def evaluate_files(
     return reports
 
 
-def decoding_name(generator: Generator) -> str:
+def decoding_name(beams: int) -> str:
     """How answers at temperature 0 are chosen, for reports: "greedy" or "beam search, 4 beams"."""
-    return "greedy" if generator.beams == 1 else f"beam search, {generator.beams} beams"
+    return "greedy" if beams == 1 else f"beam search, {beams} beams"
 
 
 @contextlib.contextmanager
@@ -626,7 +626,7 @@ def evaluate_after_training(
         return None
     g = recipe.generation
     settings = SamplingSettings(max_new_tokens=g.max_new_tokens, temperature=0.0)
-    decoding = decoding_name(generator)
+    decoding = decoding_name(generator.beams)
     console.rule(f"evaluation on val (held-out prompts, {decoding})")
     files = [EvalFile("val", "generalisation", recipe.data.val, limit)]
     concepts = concepts_for(recipe.data, generator)
@@ -859,7 +859,7 @@ def calibrate(
         spec,
         max_declined,
         max_right_lost,
-        decoding_name(generator),
+        decoding_name(generator.beams),
     )
 
 

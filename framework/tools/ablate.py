@@ -23,7 +23,8 @@ warmup_ratio=0.05, min_lr_ratio=0.1)``).
   the first variant gets ``--steps`` steps and every other one as many as fit in the same time.
 * ``--jobs N`` trains N runs at once, each in its own process (results are identical to one at
   a time: each run is seeded and uses the same number of threads either way).
-* Every run ends with greedy answers to ``data.val``, scored (char F1, readable share), and
+* Every run ends with answers to ``data.val`` (greedy, or by beam search: ``generation.beams``),
+  scored (char F1, readable share), and
   with the instability check of :mod:`gptf.train.stability`; both are columns of the table.
 * A run is a ``gptf run`` without what no comparison reads (:data:`ABLATION_EXTRAS`: periodic
   checkpoints, ``loss.png``), validating about :data:`CURVE_POINTS` times (``--eval-interval``),

@@ -33,6 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gptf import __version__
+from gptf.evaluate import decoding_name
 from gptf.plots import PLOTS_HINT, Band, save_val_curves
 from gptf.train.run_files import write_json, write_text
 
@@ -168,6 +169,7 @@ def summarise(plan: Any, records: dict[str, dict[str, Any]], seconds: float, tra
         "budget": plan.settings.budget,
         "seeds": plan.settings.seeds,
         "eval_interval": plan.eval_interval,
+        "decoding": decoding_name(plan.base.recipe.generation.beams),  # how the runs answered data.val
         "swaps": [{"key": s.key, "values": s.values} for s in plan.settings.swaps],
         "tune": None
         if tune is None
@@ -358,7 +360,8 @@ def _answers(summary: dict[str, Any], ranked: list[dict[str, Any]]) -> list[str]
     where = f" at each variant's best {summary['tune']['short']}" if summary["tune"] is not None else ""
     same = [r["variant"] for r in by_f1] == [r["variant"] for r in scored]
     verdict = "the same order as the val loss" if same else "not the order of the val loss"
-    return [f"Held-out char F1 of the greedy answers to data.val{where}: {listed}; {verdict}."]
+    decoding = summary.get("decoding", "greedy")
+    return [f"Held-out char F1 of the answers to data.val ({decoding}){where}: {listed}; {verdict}."]
 
 
 def _time_budget(summary: dict[str, Any]) -> str:
@@ -467,7 +470,8 @@ def footnote(summary: dict[str, Any]) -> str:
     return (
         f"Compared at {budget}, {seeds} seed(s) per variant (training.seed 0..{seeds - 1}), same data order and "
         f"initial seed for every variant; {tuned}{spread}losses are cross-entropy per answer token after the last "
-        f"step; char F1 and readable: greedy answers to every data.val prompt (mean over seeds); stability: loss "
+        f"step; char F1 and readable: answers ({summary.get('decoding', 'greedy')}) to every data.val prompt (mean "
+        f"over seeds); stability: loss "
         f"spikes, divergence or NaN (gptf.train.stability); s/run = the whole run (training, validation, saving, "
         f"answers); gptf {summary['gptf_version']}, torch {summary['torch_version']}, {summary['threads']} "
         f"thread(s) per run, {summary['jobs']} run(s) at a time; "
