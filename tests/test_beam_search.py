@@ -226,3 +226,13 @@ def test_the_web_page_is_told_the_beams(run: LoadedRun) -> None:
     assert service.info()["beams"] == 3 and service._generator(1.1).beams == 3
     page = (Path(__import__("gptf").__file__).parent / "tools" / "web" / "index.html").read_text(encoding="utf-8")
     assert "info.beams" in page
+
+
+def test_ablation_readings_say_how_the_answers_were_chosen() -> None:
+    from gptf.evaluate import decoding_name
+    from gptf.tools.ablate_report import _answers
+
+    rows = [{"variant": "positional=rope", "char_f1": 0.3, "readable": 1.0}]
+    for beams, words in ((1, "(greedy)"), (4, "(beam search, 4 beams)")):
+        summary = {"tune": None, "decoding": decoding_name(beams)}
+        assert words in _answers(summary, rows)[0]
