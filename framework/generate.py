@@ -109,7 +109,7 @@ class Generator:
     ) -> None:
         self.model = model.eval()
         # greedy answers (temperature 0) by beam search over this many candidate answers
-        # (gptf.beam_search); 1: plain greedy decoding, one token at a time
+        # (gptf.decoding.beam_search); 1: plain greedy decoding, one token at a time
         self.beams = beams
         # greedy answers already computed (by greedy_answers) with the same model and constraints,
         # by prompt ids and max_new_tokens: share one dict between two generators that differ only

@@ -96,7 +96,7 @@ class GenerationConfig:
     answer_filter: ComponentSpec = _spec("none")  # e.g. {name: confidence, threshold: -1.0}
     compile: bool = False  # the one-token step under torch.compile (gptf.build.speed): pays off only for many tokens
     draft: bool = True  # greedy answers by draft and verify (gptf.generate.DraftBank): same tokens, fewer model calls
-    beams: int = 1  # >1: greedy answers by beam search over this many candidate answers (gptf.beam_search)
+    beams: int = 1  # >1: greedy answers by beam search over this many candidate answers (gptf.decoding.beam_search)
 
 
 @attrs.frozen

@@ -197,7 +197,8 @@ class ChatService:
         self._generator = lru_cache(maxsize=8)(
             lambda penalty: run.generator(repetition_penalty=penalty, draft=draft, beams=beams)
         )
-        self.beams = self._generator(None).beams  # greedy answers by beam search over this many candidates
+        # answers at temperature 0 by beam search over this many candidates (1: greedy)
+        self.beams = run.recipe.generation.beams if beams is None else beams
 
     def info(self) -> dict[str, Any]:
         recipe = self.run.recipe
