@@ -253,7 +253,7 @@ class DecodingConstraint:
         return False
 
 
-#: Built-in ways to measure how sure the model was of a finished answer (higher = surer):
+#: Built-in ways to measure how far to trust a finished answer (higher = more trustworthy):
 #: ``mean_logprob``: mean log-probability of the chosen tokens (the log of their geometric mean
 #: probability); ``min_logprob``: the log-probability of the least likely chosen token;
 #: ``entropy``: minus the mean entropy (nats) of the next-token distributions along the answer;
