@@ -120,12 +120,12 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
     plain = run.generator(draft=False, beams=1)  # the run's constraints and answer filter, as gptf generate
     draft = run.generator(draft=True, beams=1)
     beams = max(run.recipe.generation.beams, 2) if args.beams is None else args.beams
-    searching = run.generator(beams=beams)  # other answers (the most likely of `beams` candidates): own tokens/s
     contenders: dict[str, Callable[[str], Generation]] = {
         "gptf_kv_cache_fp32": lambda p: plain.generate(p, settings),
         "gptf_draft_verify_fp32": lambda p: draft.generate(p, settings),
     }
-    if beams > 1:
+    if beams > 1:  # other answers (the most likely of `beams` candidates): its own tokens per second
+        searching = run.generator(beams=beams)
         contenders[f"gptf_beam_search_{beams}_fp32"] = lambda p: searching.generate(p, settings)
     compile_s = None
     if not args.no_compile:

@@ -107,6 +107,8 @@ class Generator:
         answered: dict[tuple[tuple[int, ...], int], FinishedAnswer] | None = None,
         beams: int = 1,
     ) -> None:
+        if beams < 1:
+            raise ValueError(f"beams must be 1 (greedy) or more, got {beams}")
         self.model = model.eval()
         # greedy answers (temperature 0) by beam search over this many candidate answers
         # (gptf.decoding.beam_search); 1: plain greedy decoding, one token at a time

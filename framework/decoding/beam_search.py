@@ -143,7 +143,7 @@ def beam_decode(
     sequences = [list(r) for r in rows]  # without a cache: each batch row's whole sequence
     feed = torch.tensor(sequences, device=device)
     batch = [(p, searches[p].live[0]) for p in range(len(rows))]  # batch row -> (prompt, candidate)
-    for _ in range(budget if budget > 0 else 0):
+    for _ in range(budget):
         logits = model(feed, cache)[:, -1].float().cpu()  # (rows in the batch, V)
         first_token_at = first_token_at or time.perf_counter()
         proposals: dict[int, list[tuple[float, int, int, float, float]]] = {p: [] for p, _ in batch}
