@@ -97,8 +97,10 @@ def test_the_bank_guesses_what_followed_the_longest_ending() -> None:
     assert DraftBank([[1, 2, 3, 4, 5]], max_draft=2).propose([1, 2], 15) == [3, 4]  # never beyond max_draft
     assert bank.propose([1, 2, 3], 1) == [4]  # never beyond the limit
     assert bank.propose([1, 2, 3], 0) == []
-    # ending (2,): 4 places, 3 after three of them (3/3 that go on), then 4/6/6: 6 has 2 of 3 votes, then 7
-    assert bank.propose([5, 2], 15) == [3, 6, 7]
+    # ending (2,): 4 places, 3 after three of them (3/3 that go on), then 4/6/6: 6 has 2 of 3 votes, then 7;
+    # but (5, 2) was found only in part (its last token), so the guess stops at 2**1 - 1 = 1 token
+    assert bank.propose([5, 2], 15) == [3]
+    assert bank.propose([2], 15) == [3, 6, 7]  # the whole ending found: as far as the answers agree
     strict = DraftBank([[1, 2, 3], [1, 4, 5]], agreement=0.6)
     assert strict.propose([7, 1], 15) == []  # the taught answers part ways at once: no guess, no context search
     assert DraftBank([[1, 2, 3]], max_draft=0).propose([1], 5) == []
@@ -107,6 +109,16 @@ def test_the_bank_guesses_what_followed_the_longest_ending() -> None:
     assert starts.propose([7, 8, 1], 15) == []  # 1 is followed by 2 once, by 9 once: no majority
     assert starts.propose([7, 8, 1], 15, start=2) == [9, 9]  # the answer [1]: only [1, 9, 9] begins so
     assert starts.propose([7, 8, 5, 1], 15, start=2) == [2]  # the answer [5, 1]
+
+
+def test_a_guess_after_a_partly_matched_ending_stays_short() -> None:
+    """Only an ending found whole says the answer retells a taught one (see DraftBank._lookup)."""
+    bank = DraftBank([list(range(1, 20))], max_ngram=4)
+    assert bank.propose([2, 3, 4, 5], 30) == list(range(6, 20))  # the last 4 tokens are taught: all of it
+    assert bank.propose([0, 0, 4, 5], 30) == [6, 7, 8]  # only (4, 5) is: 2**2 - 1 tokens
+    assert bank.propose([0, 0, 0, 5], 30) == [6]  # only (5,): 1 token
+    beginning = DraftBank([[4, 5, *range(6, 20)]])  # the answer so far is a taught answer's beginning: all of it
+    assert beginning.propose([7, 8, 4, 5], 30, start=2) == list(range(6, 20))
 
 
 def test_without_a_bank_the_context_is_searched() -> None:

@@ -42,13 +42,13 @@ class RepetitionPenalty(DecodingConstraint):
         self.tokenizer = tokenizer
         self.penalty = penalty
         self.skip_digits_and_punctuation = skip_digits_and_punctuation
-        self._exempt: dict[int, bool] = {}  # token id -> never penalised (filled as tokens appear)
+        self._exempt: list[bool] | None = None  # by token id: never penalised (worked out on first use)
 
     def exempt(self, token_id: int) -> bool:
-        if not self.skip_digits_and_punctuation:
-            return False
-        if token_id not in self._exempt:
-            self._exempt[token_id] = is_digits_or_punctuation(self.tokenizer.token_bytes(token_id))
+        """True for a token that is never penalised (digits, punctuation, whitespace)."""
+        if self._exempt is None:
+            pieces = (self.tokenizer.token_bytes(i) for i in range(self.tokenizer.vocab_size))
+            self._exempt = [self.skip_digits_and_punctuation and is_digits_or_punctuation(p) for p in pieces]
         return self._exempt[token_id]
 
     def repeats(self, ids: list[int]) -> set[int]:
@@ -69,8 +69,8 @@ class RepetitionPenalty(DecodingConstraint):
         if not penalised:
             return logits
         seen = torch.tensor(penalised, dtype=torch.long)
-        scores = logits[seen]
-        return logits.index_put_((seen,), torch.where(scores > 0, scores / self.penalty, scores * self.penalty))
+        scores = logits.index_select(0, seen)
+        return logits.index_copy_(0, seen, torch.where(scores > 0, scores / self.penalty, scores * self.penalty))
 
 
 @hookimpl

@@ -87,20 +87,27 @@ class Utf8Only(DecodingConstraint):
         self.eos_id = tokenizer.eos_id
         vocab_size = tokenizer.vocab_size
         self.pieces = [tokenizer.token_bytes(i) for i in range(vocab_size)]  # b"" for special tokens
+        # the tokens that begin with a continuation byte (80-bf): the only ones that can go on
+        # with an unfinished character; every other token breaks it, no need to ask a decoder
+        self._continuing = [i for i, p in enumerate(self.pieces) if p and utf8_length(p[0]) == 0]
         self._needed: dict[bytes, torch.Tensor] = {}  # pending bytes -> (V,) bytes still needed
-        self._allowed: dict[bytes, torch.Tensor] = {}  # pending bytes -> (V,) bool, no budget limit
+        self._blocked: dict[bytes, torch.Tensor | None] = {}  # pending bytes -> (V,) True: not allowed
 
     def needed_table(self, pending: bytes) -> torch.Tensor:
         """For every token: bytes still needed after it, INVALID if it breaks UTF-8."""
         table = self._needed.get(pending)
         if table is None:
-            values = [
-                bytes_still_needed(pending, piece) if piece else (0 if not pending else INVALID)
-                for piece in self.pieces
-            ]
+            if pending:  # an unfinished character: only tokens that begin by continuing it can fit
+                values = [INVALID] * len(self.pieces)
+                for i in self._continuing:
+                    values[i] = bytes_still_needed(pending, self.pieces[i])
+            else:  # at a character boundary: special tokens (no bytes) fit too
+                values = [bytes_still_needed(b"", piece) if piece else 0 for piece in self.pieces]
             table = torch.tensor(values, dtype=torch.int8)
             self._needed[pending] = table
-            self._allowed[pending] = table >= 0
+            allowed = table >= 0
+            # None: no token fits (a tokenizer without single-byte tokens): nothing to offer
+            self._blocked[pending] = ~allowed if bool(allowed.any()) else None
         return table
 
     def pending_bytes(self, new_ids: list[int]) -> bytes:
@@ -115,16 +122,16 @@ class Utf8Only(DecodingConstraint):
     def adjust_logits(self, logits: torch.Tensor, state: DecodingState) -> torch.Tensor:
         pending = self.pending_bytes(state.new_ids)
         needed = self.needed_table(pending)
-        allowed = self._allowed[pending]
+        blocked = self._blocked[pending]
+        if blocked is None:  # a tokenizer without single-byte tokens: nothing valid to offer
+            return logits
         if state.budget is not None:
             left_after = state.budget - len(state.new_ids) - 1  # tokens left after this one
             if left_after < 3:  # only then can the budget cut a character in half
-                finishable = allowed & (needed <= left_after)
-                if bool(finishable.any()):
-                    allowed = finishable
-        if not bool(allowed.any()):  # a tokenizer without single-byte tokens: nothing valid to offer
-            return logits
-        return logits.masked_fill(~allowed, float("-inf"))
+                unfinishable = blocked | (needed > left_after)
+                if not bool(unfinishable.all()):
+                    blocked = unfinishable
+        return logits.masked_fill(blocked, float("-inf"))
 
 
 @hookimpl

@@ -24,11 +24,26 @@ class RotaryPositions(PositionalEncoding):
         # One row per position, laid out for :func:`_rotate`: [cos, cos] and [-sin, sin].
         self.register_buffer("cos", torch.cat((angles.cos(), angles.cos()), dim=-1), persistent=False)  # (T, D)
         self.register_buffer("sin_signed", torch.cat((-angles.sin(), angles.sin()), dim=-1), persistent=False)
+        # the rows looked up last: (positions, dtype, cos, sin), see rows()
+        self._looked_up: tuple[torch.Tensor, torch.dtype, torch.Tensor, torch.Tensor] | None = None
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cos = self.cos.index_select(0, positions).to(q.dtype)  # (T, D)
-        sin = self.sin_signed.index_select(0, positions).to(q.dtype)
+        cos, sin = self.rows(positions, q.dtype)  # (T, D) each
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+    def rows(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cos and sin rows of ``positions``. Every layer of one forward pass asks for the same
+        ``positions`` tensor, so they are looked up once per pass, not once per layer: while
+        generating, a token's pass is ~100 small operations and these were 16 of them."""
+        if torch.compiler.is_compiling():  # a compiled graph does its own bookkeeping (and must not guard on ours)
+            return self.cos.index_select(0, positions).to(dtype), self.sin_signed.index_select(0, positions).to(dtype)
+        last = self._looked_up
+        if last is not None and last[0] is positions and last[1] == dtype:
+            return last[2], last[3]
+        cos = self.cos.index_select(0, positions).to(dtype)
+        sin = self.sin_signed.index_select(0, positions).to(dtype)
+        self._looked_up = (positions, dtype, cos, sin)
+        return cos, sin
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
