@@ -163,6 +163,28 @@ def test_copy_rows_overwrites_only_the_target_rows() -> None:
     assert torch.equal(cache.keys[:, :2], before[:, :2])
     assert torch.equal(cache.keys[:, 3, :, 5:], before[:, 3, :, 5:])  # positions not filled: untouched
     assert torch.equal(cache.values, -cache.keys)
+    cache.copy_rows([1, 0], [3, 2])  # no row both read and written: copied row by row
+    assert torch.equal(cache.keys[:, 3, :, :5], before[:, 1, :, :5])
+    assert torch.equal(cache.keys[:, 2, :, :5], before[:, 0, :, :5])
+    assert torch.equal(cache.keys[:, :2], before[:, :2])
+    assert torch.equal(cache.values, -cache.keys)
+
+
+@pytest.mark.parametrize("rows", [[0, 2, 3], [1, 3], [], [3, 3, 0, 1, 1], [2, 0]])
+def test_keep_rows_keeps_those_rows_in_that_order(rows: list[int]) -> None:
+    """In place (rows in increasing order: finished answers leave) or into a new buffer (reordered or
+    repeated rows: beam search), the kept rows' filled positions are those of the old rows."""
+    cache = KVCache(n_layer=2, batch=4, n_kv_head=2, max_len=8, head_dim=3)
+    cache.keys.copy_(torch.arange(cache.keys.numel(), dtype=torch.float32).view_as(cache.keys))
+    cache.values.copy_(-cache.keys)
+    cache.length = 5
+    before = cache.keys.clone()
+    cache.keep_rows(rows)
+    assert cache.keys.shape == (2, len(rows), 2, 8, 3)
+    for i, row in enumerate(rows):
+        assert torch.equal(cache.keys[:, i, :, :5], before[:, row, :, :5])
+    assert torch.equal(cache.values[..., :5, :], -cache.keys[..., :5, :])
+    assert all(torch.equal(a, b) for a, b in zip(cache.layer_keys, cache.keys.unbind(0), strict=True))
 
 
 def test_the_recipe_key_and_the_options_refuse_bad_beam_counts(tiny_run: Path) -> None:
