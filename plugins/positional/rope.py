@@ -34,7 +34,8 @@ class RotaryPositions(PositionalEncoding):
     def rows(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The cos and sin rows of ``positions``. Every layer of one forward pass asks for the same
         ``positions`` tensor, so they are looked up once per pass, not once per layer: while
-        generating, a token's pass is ~100 small operations and these were 16 of them."""
+        generating, a token's pass is ~100 small operations and these were 16 of them. (The model makes
+        a new ``positions`` tensor for every pass and never changes one in place.)"""
         if torch.compiler.is_compiling():  # a compiled graph does its own bookkeeping (and must not guard on ours)
             return self.cos.index_select(0, positions).to(dtype), self.sin_signed.index_select(0, positions).to(dtype)
         last = self._looked_up
