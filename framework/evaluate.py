@@ -54,7 +54,7 @@ from rich.table import Table
 from gptf.data import Sample, normalize_prompt, read_jsonl
 from gptf.errors import DataError
 from gptf.generate import BatchAnswer, Generator, SamplingSettings, greedy_answers
-from gptf.interfaces import CONFIDENCE_MEASURES, DECLINE_TEXT, AnswerFilter, content_chars
+from gptf.interfaces import CONFIDENCE_MEASURES, DECLINE_TEXT, AnswerFilter, content_chars, f1_from_overlap
 
 FINAL_PUNCTUATION = "。．.！!？?，,；;：:…~～"
 REPLACEMENT_CHAR = "\ufffd"
@@ -79,15 +79,6 @@ def normalize_answer(text: str) -> str:
 
 def exact_match(answer: str, reference: str) -> bool:
     return normalize_answer(answer) == normalize_answer(reference)
-
-
-def f1_from_overlap(overlap: int, answer_len: int, reference_len: int) -> float:
-    if answer_len == 0 and reference_len == 0:
-        return 1.0
-    if overlap == 0:
-        return 0.0
-    precision, recall = overlap / answer_len, overlap / reference_len
-    return 2 * precision * recall / (precision + recall)
 
 
 def char_f1(answer: str, reference: str) -> float:
@@ -822,6 +813,7 @@ def calibrate(
         draft_bank=generator.draft_bank,
         answered=generator.answered,
         beams=generator.beams,
+        taught=generator.taught,
     )
     answers = greedy_answers(unfiltered, [s.prompt for s in samples], max_new_tokens, on_progress=on_answer)
     verdicts = [concepts.check(a.text, sample_concept(s)).verdict for s, a in zip(samples, answers, strict=True)]

@@ -37,6 +37,7 @@ from gptf.errors import GptfError
 from gptf.interfaces import DecodingState, FinishedAnswer
 
 if TYPE_CHECKING:
+    from gptf.decoding.taught_questions import TaughtQuestions
     from gptf.interfaces import AnswerFilter, DecodingConstraint, Tokenizer
     from gptf.model import GPT
 
@@ -106,6 +107,7 @@ class Generator:
         draft_bank: DraftBank | None = None,
         answered: dict[tuple[tuple[int, ...], int], FinishedAnswer] | None = None,
         beams: int = 1,
+        taught: TaughtQuestions | None = None,
     ) -> None:
         if beams < 1:
             raise ValueError(f"beams must be 1 (greedy) or more, got {beams}")
@@ -136,6 +138,9 @@ class Generator:
         # of tokens is computed like one token at a time, which dynamically quantized layers break
         self.draft = draft and use_cache and not quantized_per_call(model)
         self.draft_bank = draft_bank if draft_bank is not None else DraftBank()  # empty: the context only
+        # the questions each answer was taught for, for the answer filter's taught_question measures
+        # (gptf.decoding.taught_questions); None: those measures are -inf
+        self.taught = taught
 
     def drafts(self, settings: SamplingSettings) -> bool:
         """Whether :meth:`generate` uses draft and verify for these settings: greedy only, where it
@@ -172,7 +177,7 @@ class Generator:
         tokens = [TokenChoice(t, self.tokenizer.decode([t]), p) for t, p in pieces]
         raw = row.state.text
         first_token_s = (row.first_token_at - start) if row.first_token_at else 0.0
-        verdict = self.review(row.finished_answer(prompt))
+        verdict = self.review(self.finished_answer(row, prompt))
         return Generation(
             prompt,
             verdict.text,
@@ -188,6 +193,14 @@ class Generator:
             drafted=row.drafted,
             accepted=row.accepted,
         )
+
+    def finished_answer(self, row: DecodedRow, prompt: str) -> FinishedAnswer:
+        """A decoded row as the answer filter sees it, with how much ``prompt`` looks like the
+        questions its answer was taught for (when the filter may ask and the generator knows them)."""
+        answer = row.finished_answer(prompt)
+        if self.taught is None or not self.measures:
+            return answer
+        return attrs.evolve(answer, taught_similarity=self.taught.similarity(prompt, answer.text))
 
     def review(self, answer: FinishedAnswer) -> Verdict:
         """Apply the answer filter: keep the answer, or the filter's reply if the model was unsure."""
@@ -629,7 +642,7 @@ def greedy_answers(
     for group in group_by_length(rows, max(1, batch_size // generator.beams)):
         decoded = generator.decode([rows[i] for i in group], settings)  # type: ignore[misc]
         for index, row in zip(group, decoded, strict=True):
-            finished = row.finished_answer(prompts[index])
+            finished = generator.finished_answer(row, prompts[index])
             if memo is not None:
                 memo[(tuple(rows[index]), max_new_tokens)] = finished  # type: ignore[arg-type]
             keep(index, finished)

@@ -260,12 +260,41 @@ class DecodingConstraint:
 #: ``question_overlap``: the share of the question's characters (punctuation and spaces aside) that
 #: the answer uses too: does it talk about what was asked?; ``min_logprob_overlap``: ``min_logprob``
 #: plus :data:`OVERLAP_WEIGHT` times ``question_overlap``: sure of every token *and* on the question.
-CONFIDENCE_MEASURES = ("mean_logprob", "min_logprob", "entropy", "question_overlap", "min_logprob_overlap")
+#: ``taught_question``: how much the question looks like the questions the answer was taught for (the
+#: char F1 of the question and the closest of them; see :class:`gptf.decoding.taught_questions.TaughtQuestions`):
+#: was the model taught to give this answer to a question like this one?; ``min_logprob_taught``:
+#: ``min_logprob`` plus :data:`TAUGHT_WEIGHT` times ``taught_question``. Both need the run's training
+#: questions (-inf where the generator has none).
+CONFIDENCE_MEASURES = (
+    "mean_logprob",
+    "min_logprob",
+    "entropy",
+    "question_overlap",
+    "min_logprob_overlap",
+    "taught_question",
+    "min_logprob_taught",
+)
+TAUGHT_MEASURES = ("taught_question", "min_logprob_taught")
 #: In ``min_logprob_overlap``, all of the question's characters found in the answer count like 4 nats
 #: of log-probability. Chosen on the teacher run's answers by beam search among 1, 2, 4, 8, 16: 4 made
 #: the most val answers right or honestly declined and separated right from wrong best on 200 training
 #: questions (AUROC 0.874; 8 did slightly better on val alone, 0.813 vs 0.806).
 OVERLAP_WEIGHT = 4.0
+#: In ``min_logprob_taught``, a question exactly like a taught one counts like 8 nats of log-probability.
+#: Chosen on the teacher run's val answers by beam search among 2, 4 and 8 (AUROC 0.851 / 0.867 / 0.890 with
+#: min_logprob_overlap's overlap; 0.811 / 0.867 / 0.890 with min_logprob); the training questions themselves
+#: cannot choose it, since each of them is its own closest taught question.
+TAUGHT_WEIGHT = 8.0
+
+
+def f1_from_overlap(overlap: int, answer_len: int, reference_len: int) -> float:
+    """F1 of two bags of characters from their common count and their sizes."""
+    if answer_len == 0 and reference_len == 0:
+        return 1.0
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / answer_len, overlap / reference_len
+    return 2 * precision * recall / (precision + recall)
 
 
 def content_chars(text: str) -> str:
@@ -302,13 +331,20 @@ class FinishedAnswer:
     logprobs: tuple[float, ...]
     entropies: tuple[float, ...]
     stop_reason: str = "eos"
+    # how much the question looks like the questions this answer was taught for (0 to 1); None where
+    # the generator has no training questions (gptf.decoding.taught_questions)
+    taught_similarity: float | None = None
 
     def measure(self, name: str) -> float:
         """One of :data:`CONFIDENCE_MEASURES`; an answer with no tokens is infinitely unsure."""
         if name not in CONFIDENCE_MEASURES:
             raise ValueError(f"unknown confidence measure {name!r}; choose from {', '.join(CONFIDENCE_MEASURES)}")
-        if not self.logprobs:
+        if not self.logprobs or (name in TAUGHT_MEASURES and self.taught_similarity is None):
             return -math.inf
+        if name == "taught_question":
+            return self.taught_similarity  # type: ignore[return-value]
+        if name == "min_logprob_taught":
+            return min(self.logprobs) + TAUGHT_WEIGHT * self.taught_similarity  # type: ignore[operator]
         if name == "mean_logprob":
             return sum(self.logprobs) / len(self.logprobs)
         if name == "min_logprob":

@@ -43,10 +43,11 @@ from gptf.build.plugins import is_plugin_file, untrusted_plugins
 from gptf.build.registry import Registry
 from gptf.build.validate import validate_for_run
 from gptf.data import TokenizedSplit, augment_prompts, parse_jsonl, read_jsonl, tokenize_split, training_texts
+from gptf.decoding.taught_questions import TaughtQuestions
 from gptf.errors import CheckpointError, GptfError, PluginError, RunFolderBusy
 from gptf.evaluate import Calibration, calibrate_on_val, evaluate_after_training
 from gptf.generate import DraftBank, Generation, Generator, SamplingSettings
-from gptf.interfaces import Tokenizer
+from gptf.interfaces import TAUGHT_MEASURES, Tokenizer
 from gptf.model import GPT
 from gptf.plots import report_loss_plot
 from gptf.recipe import ComponentSpec, LoadedRecipe, Recipe, read_recipe_file, recipe_from_dict, recipe_to_dict
@@ -504,8 +505,12 @@ def report_stage(
     constraints = build_constraints(recipe.generation.constraints, registry, tokenizer)
     calibration = None
     answered: dict = {}  # the val answers of the calibration, reviewed again (not recomputed) by the final eval
+    taught = None  # the training questions, for the filter's taught_question measures
     if calibrate_filter and final_eval and wants_calibration(recipe.generation.answer_filter) and recipe.data.val:
-        unfiltered = Generator(model, tokenizer, constraints, answered=answered, beams=recipe.generation.beams)
+        taught = taught_questions(recipe)
+        unfiltered = Generator(
+            model, tokenizer, constraints, answered=answered, beams=recipe.generation.beams, taught=taught
+        )
         calibration = calibrate_filter_on_val(inputs, unfiltered, console)
         recipe = read_saved_recipe(inputs)  # now with the chosen filter
     generator = Generator(
@@ -518,6 +523,7 @@ def report_stage(
         draft_bank=draft_bank(recipe, tokenizer),
         answered=answered,
         beams=recipe.generation.beams,
+        taught=(taught or taught_questions(recipe, required=True)) if uses_taught(recipe) else None,
     )
     answers = demo_answers(recipe, generator, console)
     record = run_record(inputs, model, state, answers)
@@ -677,6 +683,7 @@ class LoadedRun:
     quantized: bool
     info: dict[str, Any]
     _draft_bank: DraftBank | None = attrs.field(default=None, init=False, repr=False)
+    _taught: TaughtQuestions | None = attrs.field(default=None, init=False, repr=False)
 
     def generator(
         self,
@@ -688,19 +695,24 @@ class LoadedRun:
         answer_filter: bool = True,
         draft: bool | None = None,
         beams: int | None = None,
+        taught: bool | None = None,
     ) -> Generator:
         """The run's generator. ``recipe_constraints=False``: ignore the recipe's
         ``generation.constraints`` (plain decoding, e.g. to compare with another library;
         ``repetition_penalty``/``stops`` still apply). ``answer_filter=False``: show every answer
         (no ``generation.answer_filter``). ``draft``: greedy answers by draft and verify (default:
         ``generation.draft``; never with the int8 weights, where it would not be exact). ``beams``:
-        greedy answers by beam search over this many candidates (default: ``generation.beams``)."""
+        greedy answers by beam search over this many candidates (default: ``generation.beams``).
+        ``taught``: give it the questions of the run's training file, for the answer filter's
+        ``taught_question`` measures (default: only if the filter uses one; ``gptf eval --calibrate``
+        asks for them to compare every measure)."""
         recipe_specs = self.recipe.generation.constraints if recipe_constraints else []
         specs = with_decoding_overrides(recipe_specs, repetition_penalty, stops)
         constraints = build_constraints(specs, self.registry, self.tokenizer)
         filter_ = self.answer_filter() if answer_filter else None
         compile_decode = self.recipe.generation.compile and not self.quantized
         draft = (self.recipe.generation.draft if draft is None else draft) and not self.quantized
+        needed = needs_taught(filter_)  # the filter measures with the training questions
         return Generator(
             self.model,
             self.tokenizer,
@@ -711,7 +723,15 @@ class LoadedRun:
             draft=draft,
             draft_bank=self.draft_bank() if draft else None,
             beams=self.recipe.generation.beams if beams is None else beams,
+            taught=self.taught_questions(required=needed) if taught or needed else None,
         )
+
+    def taught_questions(self, *, required: bool = False) -> TaughtQuestions | None:
+        """The questions of the run's ``data.train``, if that file is the one the run was trained on
+        (its sha256 as ``run.json`` recorded it); None if not, or an error if ``required``."""
+        if self._taught is None:
+            self._taught = taught_questions(self.recipe, self.info.get("data", {}), required=required)
+        return self._taught
 
     def draft_bank(self) -> DraftBank:
         """The run's :func:`draft_bank`, built on first use and shared by its generators."""
@@ -748,6 +768,46 @@ def draft_bank(recipe: Recipe, tokenizer: Tokenizer) -> DraftBank:
     except (OSError, GptfError):
         return DraftBank()
     return DraftBank.from_texts((s.completion for s in samples), tokenizer)
+
+
+def needs_taught(answer_filter: Any) -> bool:
+    """Whether ``answer_filter`` measures how much a question looks like the taught ones."""
+    return getattr(answer_filter, "measure", None) in TAUGHT_MEASURES
+
+
+def uses_taught(recipe: Recipe) -> bool:
+    """Whether the recipe's answer filter (as configured) measures with the training questions."""
+    return recipe.generation.answer_filter.params.get("measure") in TAUGHT_MEASURES
+
+
+def taught_questions(
+    recipe: Recipe, recorded: dict[str, str] | None = None, *, required: bool = False
+) -> TaughtQuestions | None:
+    """The (question, answer) pairs of the recipe's ``data.train``, for the answer filter's
+    ``taught_question`` measures (:class:`gptf.decoding.taught_questions.TaughtQuestions`).
+
+    Read from the file, relative to the current folder, as ``gptf run`` read it. ``recorded``: the
+    data hashes of ``run.json``; the file must still be the one the run was trained on, since what
+    it says decides which answers are shown. None when the file is missing, unreadable or changed;
+    with ``required`` (the recipe's filter measures with it) that is an error saying which."""
+    path = recipe.data.train
+    problem = ""
+    try:
+        if not Path(path).is_file():
+            problem = "is not here"
+        elif recorded is not None and recorded.get(path) not in (None, file_sha256(Path(path))):
+            problem = "has changed since the run was trained (its sha256 differs from run.json's)"
+        else:
+            samples = parse_jsonl(path).samples
+            return TaughtQuestions((s.prompt, s.completion) for s in samples)
+    except (OSError, GptfError) as exc:
+        problem = f"cannot be read ({exc})"
+    if required:
+        raise GptfError(
+            f"the answer filter's measure compares questions with the training questions of {path}, which {problem}",
+            hint="run from the folder the run was trained in, or choose another measure with gptf eval --calibrate",
+        )
+    return None
 
 
 def with_decoding_overrides(

@@ -267,7 +267,7 @@ def calibrate_run(
 
     with console.status(f"answering the val questions ({run.recipe.data.val})...", spinner="dots"):
         result = calibrate_on_val(
-            run.generator(beams=beams),
+            run.generator(beams=beams, taught=True),  # every measure, the taught_question ones too
             run.recipe,
             max_new_tokens,
             max_declined=max_declined,

@@ -1,0 +1,102 @@
+"""The answer filter's taught_question measures: does the question look like the questions the
+answer was taught for? (gptf.decoding.taught_questions)"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import invoke
+
+from gptf.decoding.taught_questions import TaughtQuestions
+from gptf.errors import GptfError
+from gptf.generate import Generator, SamplingSettings, greedy_answers
+from gptf.interfaces import TAUGHT_WEIGHT, FinishedAnswer
+from gptf.run import load_run
+from gptf.train.fingerprints import refresh_fingerprint
+from gptf.train.run_files import RunFiles
+
+PRESSURE = "高压锅密封后气压升高，水的沸点升高，煮得快。"
+SKY = "阳光里的蓝光被空气散射得最多，所以天空是蓝的。"
+TAUGHT = TaughtQuestions(
+    [
+        ("高压锅为什么煮东西快", PRESSURE),
+        ("压力锅煮饭为啥快", PRESSURE),
+        ("天空为什么是蓝色的", SKY),
+    ]
+)
+
+
+def test_similarity_is_to_the_closest_question_of_the_closest_taught_answer() -> None:
+    assert len(TAUGHT) == 2
+    assert TAUGHT.closest_answer("高压锅密封后气压升高") == 0  # part of the first answer: that one
+    assert TAUGHT.closest_answer("！？") == -1  # nothing in common with anything taught
+    # 压力锅为什么快 (7 characters) vs 压力锅煮饭为啥快 (8): 压力锅, 为, 快 in common: F1 = 2*5/(7+8) = 2/3;
+    # vs 高压锅为什么煮东西快 (10): 压锅为什么快 in common: 2*6/17 = 0.706, the closest
+    assert TAUGHT.similarity("压力锅为什么快", "高压锅密封后气压升高") == pytest.approx(12 / 17)
+    # the same question, but the model answered about the sky: it looks nothing like the sky's questions
+    assert TAUGHT.similarity("压力锅为什么快", SKY) == pytest.approx(2 * 3 / (7 + 9))  # 为什么 only
+    assert TAUGHT.similarity("天空为什么是蓝色的", SKY) == 1.0  # a taught question itself
+    assert TAUGHT.similarity("压力锅为什么快", "！？") == 0.0
+    assert TaughtQuestions([]).similarity("压力锅为什么快", PRESSURE) == 0.0
+
+
+def test_the_taught_measures_by_hand() -> None:
+    answer = FinishedAnswer("q", "a", (1, 2), (-0.5, -1.5), (0.1, 0.2), taught_similarity=0.25)
+    assert answer.measure("taught_question") == 0.25
+    assert answer.measure("min_logprob_taught") == pytest.approx(-1.5 + TAUGHT_WEIGHT * 0.25)
+    unknown = FinishedAnswer("q", "a", (1, 2), (-0.5, -1.5), (0.1, 0.2))  # no training questions known
+    assert unknown.measure("taught_question") == -math.inf
+    assert unknown.measure("min_logprob_taught") == -math.inf
+    assert unknown.measure("min_logprob") == -1.5  # the others do not need them
+
+
+def test_the_generator_measures_each_answer_against_the_taught_questions(tiny_run: Path) -> None:
+    run = load_run(tiny_run)
+    plain = run.generator(answer_filter=False)
+    assert plain.taught is None  # nobody asks: not read at all
+    taught = TaughtQuestions([("你好吗", "我很好。")])
+    measuring = Generator(run.model, run.tokenizer, plain.constraints, measures=True, taught=taught)
+    (answer,) = greedy_answers(measuring, ["你好"], 8)
+    assert answer.answer is not None
+    assert answer.answer.taught_similarity == pytest.approx(taught.similarity("你好", answer.answer.text))
+    single = measuring.generate("你好", SamplingSettings(max_new_tokens=8))
+    assert single.text == answer.text
+    unmeasured = Generator(run.model, run.tokenizer, plain.constraints, measures=False, taught=taught)
+    (bare,) = greedy_answers(unmeasured, ["你好"], 8)
+    assert bare.answer is not None and bare.answer.taught_similarity is None  # no filter reads it: not worked out
+
+
+def with_filter(run: Path, folder: Path, measure: str) -> Path:
+    copy = folder / f"run_{measure}"
+    shutil.copytree(run, copy)
+    recipe = yaml.safe_load((copy / "recipe.yaml").read_text(encoding="utf-8"))
+    recipe["generation"]["answer_filter"] = {"name": "confidence", "measure": measure, "threshold": 0.5}
+    (copy / "recipe.yaml").write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
+    refresh_fingerprint(RunFiles(copy), copy / "recipe.yaml")
+    return copy
+
+
+def test_a_filter_on_taught_questions_reads_the_training_file_it_was_trained_on(tiny_run: Path, workdir: Path) -> None:
+    run_dir = with_filter(tiny_run, workdir, "taught_question")
+    generator = load_run(run_dir).generator()
+    assert generator.taught is not None and len(generator.taught) > 0
+    out = generator.generate("你好", SamplingSettings(max_new_tokens=8))
+    assert out.confidence is not None and 0.0 <= out.confidence <= 1.0
+
+
+def test_a_changed_or_missing_training_file_is_an_error_naming_it(tiny_run: Path, workdir: Path) -> None:
+    run_dir = with_filter(tiny_run, workdir, "min_logprob_taught")
+    train = workdir / "tiny_train.jsonl"
+    train.write_text(train.read_text(encoding="utf-8") + json.dumps({"prompt": "新", "completion": "新的。"}) + "\n")
+    with pytest.raises(GptfError, match=r"tiny_train\.jsonl.*has changed since the run was trained"):
+        load_run(run_dir).generator()
+    assert load_run(run_dir).generator(answer_filter=False).taught is None  # without that filter: no need
+    train.unlink()
+    result = invoke(["generate", "--ckpt", str(run_dir), "--prompt", "你好"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "tiny_train.jsonl" in result.output and "is not here" in result.output
