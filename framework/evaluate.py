@@ -54,7 +54,14 @@ from rich.table import Table
 from gptf.data import Sample, normalize_prompt, read_jsonl
 from gptf.errors import DataError
 from gptf.generate import BatchAnswer, Generator, SamplingSettings, greedy_answers
-from gptf.interfaces import CONFIDENCE_MEASURES, DECLINE_TEXT, AnswerFilter, content_chars, f1_from_overlap
+from gptf.interfaces import (
+    CONFIDENCE_MEASURES,
+    DECLINE_TEXT,
+    TAUGHT_MEASURES,
+    AnswerFilter,
+    content_chars,
+    f1_from_overlap,
+)
 
 FINAL_PUNCTUATION = "。．.！!？?，,；;：:…~～"
 REPLACEMENT_CHAR = "\ufffd"
@@ -796,7 +803,8 @@ def calibrate(
     on_answer: Callable[[int], None] | None = None,
 ) -> Calibration:
     """Answer ``samples`` (the val questions) greedily without a filter, then find, for each
-    confidence measure, the threshold that makes the answers most trustworthy.
+    confidence measure, the threshold that makes the answers most trustworthy (the taught_question
+    measures only if ``generator.taught`` knows the training questions).
 
     ``recipe_filter``: the recipe's own filter, if it is not the built-in ``confidence`` one; its
     :meth:`~gptf.interfaces.AnswerFilter.confidence` is calibrated beside the built-in measures.
@@ -818,8 +826,10 @@ def calibrate(
     answers = greedy_answers(unfiltered, [s.prompt for s in samples], max_new_tokens, on_progress=on_answer)
     verdicts = [concepts.check(a.text, sample_concept(s)).verdict for s, a in zip(samples, answers, strict=True)]
     finished = [a.answer for a in answers]
+    # the taught_question measures only where the generator knows the training questions
+    available = [m for m in CONFIDENCE_MEASURES if unfiltered.taught is not None or m not in TAUGHT_MEASURES]
     scored: dict[str, list[float]] = {
-        m: [f.measure(m) if f is not None else -math.inf for f in finished] for m in CONFIDENCE_MEASURES
+        m: [f.measure(m) if f is not None else -math.inf for f in finished] for m in available
     }
     if recipe_filter is not None:
         scored["<filter>"] = [float(recipe_filter.confidence(f)) if f is not None else -math.inf for f in finished]

@@ -100,3 +100,18 @@ def test_a_changed_or_missing_training_file_is_an_error_naming_it(tiny_run: Path
     result = invoke(["generate", "--ckpt", str(run_dir), "--prompt", "你好"])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "tiny_train.jsonl" in result.output and "is not here" in result.output
+
+
+def test_calibration_compares_the_taught_measures_only_where_the_training_file_is_the_trained_one(
+    tiny_run: Path, workdir: Path
+) -> None:
+    run_dir = workdir / "run"
+    shutil.copytree(tiny_run, run_dir)
+    assert invoke(["eval", "--ckpt", str(run_dir), "--calibrate"]).exit_code == 0
+    measures = {m["measure"] for m in json.loads((run_dir / "calibration.json").read_text())["measures"]}
+    assert {"taught_question", "min_logprob_taught"} <= measures
+    (workdir / "tiny_train.jsonl").write_text(json.dumps({"prompt": "别的", "completion": "别的。"}) + "\n")
+    result = invoke(["eval", "--ckpt", str(run_dir), "--calibrate"])
+    assert result.exit_code == 0, result.output
+    measures = {m["measure"] for m in json.loads((run_dir / "calibration.json").read_text())["measures"]}
+    assert measures and not measures & {"taught_question", "min_logprob_taught"}  # not compared on a changed file
