@@ -40,15 +40,8 @@ from typing import Literal
 from gptf import hookimpl
 from gptf.interfaces import CONFIDENCE_MEASURES, DECLINE_TEXT, AnswerFilter, FinishedAnswer, Tokenizer
 
-Measure = Literal[  # gptf.interfaces.CONFIDENCE_MEASURES
-    "mean_logprob",
-    "min_logprob",
-    "entropy",
-    "question_overlap",
-    "min_logprob_overlap",
-    "taught_question",
-    "min_logprob_taught",
-]
+# the names of gptf.interfaces.CONFIDENCE_MEASURES, as the type the recipe checker reads the choices from
+Measure = Literal[CONFIDENCE_MEASURES]  # type: ignore[valid-type]
 
 
 class ConfidenceFilter(AnswerFilter):
