@@ -231,6 +231,8 @@ class TokenizedSplit:
 
     @property
     def answer_tokens(self) -> int:
+        if isinstance(self.targets, PackedRows):  # one operation on all rows at once
+            return int((self.targets.ids != IGNORE).sum())
         return sum(int((t != IGNORE).sum()) for t in self.targets)
 
 
