@@ -581,9 +581,13 @@ def evaluate_files(
     return reports
 
 
-def decoding_name(beams: int) -> str:
-    """How answers at temperature 0 are chosen, for reports: "greedy" or "beam search, 4 beams"."""
-    return "greedy" if beams == 1 else f"beam search, {beams} beams"
+def decoding_name(beams: int, beam_choice: str = "likelihood") -> str:
+    """How answers at temperature 0 are chosen, for reports: "greedy", "beam search, 4 beams", or
+    "beam search, 4 beams, chosen by taught questions"."""
+    if beams == 1:
+        return "greedy"
+    chosen = ", chosen by taught questions" if beam_choice == "taught_question" else ""
+    return f"beam search, {beams} beams{chosen}"
 
 
 @contextlib.contextmanager
@@ -624,7 +628,7 @@ def evaluate_after_training(
         return None
     g = recipe.generation
     settings = SamplingSettings(max_new_tokens=g.max_new_tokens, temperature=0.0)
-    decoding = decoding_name(generator.beams)
+    decoding = decoding_name(generator.beams, generator.beam_choice)
     console.rule(f"evaluation on val (held-out prompts, {decoding})")
     files = [EvalFile("val", "generalisation", recipe.data.val, limit)]
     concepts = concepts_for(recipe.data, generator)
@@ -822,6 +826,7 @@ def calibrate(
         answered=generator.answered,
         beams=generator.beams,
         taught=generator.taught,
+        beam_choice=generator.beam_choice,
     )
     answers = greedy_answers(unfiltered, [s.prompt for s in samples], max_new_tokens, on_progress=on_answer)
     verdicts = [concepts.check(a.text, sample_concept(s)).verdict for s, a in zip(samples, answers, strict=True)]
@@ -861,7 +866,7 @@ def calibrate(
         spec,
         max_declined,
         max_right_lost,
-        decoding_name(generator.beams),
+        decoding_name(generator.beams, generator.beam_choice),
     )
 
 

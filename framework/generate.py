@@ -32,7 +32,7 @@ import torch
 from gptf.build.devices import model_device
 from gptf.build.speed import CompiledDecodeStep
 from gptf.data import BROKEN_TEXT_HINT, format_prompt, has_broken_character
-from gptf.decoding.beam_search import beam_decode
+from gptf.decoding.beam_search import Candidate, beam_decode
 from gptf.errors import GptfError
 from gptf.interfaces import DecodingState, FinishedAnswer
 
@@ -108,9 +108,14 @@ class Generator:
         answered: dict[tuple[tuple[int, ...], int], FinishedAnswer] | None = None,
         beams: int = 1,
         taught: TaughtQuestions | None = None,
+        beam_choice: str = "likelihood",
     ) -> None:
         if beams < 1:
             raise ValueError(f"beams must be 1 (greedy) or more, got {beams}")
+        if beam_choice not in ("likelihood", "taught_question"):
+            raise ValueError(f"beam_choice must be 'likelihood' or 'taught_question', got {beam_choice!r}")
+        if beam_choice == "taught_question" and taught is None:
+            raise ValueError("beam_choice 'taught_question' needs the training questions (taught=...)")
         self.model = model.eval()
         # greedy answers (temperature 0) by beam search over this many candidate answers
         # (gptf.decoding.beam_search); 1: plain greedy decoding, one token at a time
@@ -141,6 +146,9 @@ class Generator:
         # the questions each answer was taught for, for the answer filter's taught_question measures
         # (gptf.decoding.taught_questions); None: those measures are -inf
         self.taught = taught
+        # beam search's pick among its finished candidates: the likeliest, or the likeliest of those whose
+        # taught questions look most like the question (generation.beam_choice)
+        self.beam_choice = beam_choice
 
     def drafts(self, settings: SamplingSettings) -> bool:
         """Whether :meth:`generate` uses draft and verify for these settings: greedy only, where it
@@ -171,7 +179,7 @@ class Generator:
         if self.drafts(settings):
             row = self.decode_drafted(ids, settings)
         else:
-            (row,) = self.decode([ids], settings, rng)
+            (row,) = self.decode([ids], settings, rng, prompts=[prompt])
         total = time.perf_counter() - start
         pieces = zip(row.state.new_ids, row.probabilities, strict=True)
         tokens = [TokenChoice(t, self.tokenizer.decode([t]), p) for t, p in pieces]
@@ -213,7 +221,12 @@ class Generator:
 
     @torch.inference_mode()
     def decode(
-        self, rows: Sequence[list[int]], settings: SamplingSettings, rng: torch.Generator | None = None
+        self,
+        rows: Sequence[list[int]],
+        settings: SamplingSettings,
+        rng: torch.Generator | None = None,
+        *,
+        prompts: Sequence[str] | None = None,
     ) -> list[DecodedRow]:
         """The decoding loop for prompts of equal length ``rows`` (token ids, ``<bos>`` first).
 
@@ -225,7 +238,7 @@ class Generator:
         the rows still answering do not wait on it: they answer as before, in fewer operations.
         """
         if self.beams > 1 and settings.temperature == 0:
-            return self.decode_beams(rows, settings)
+            return self.decode_beams(rows, settings, prompts)
         length = len(rows[0])
         if any(len(r) != length for r in rows):
             raise ValueError("decode() takes prompts of equal token length; see greedy_answers()")
@@ -260,9 +273,16 @@ class Generator:
             feed = torch.tensor(fed, device=self.device)
         return decoded
 
-    def decode_beams(self, rows: Sequence[list[int]], settings: SamplingSettings) -> list[DecodedRow]:
+    def decode_beams(
+        self, rows: Sequence[list[int]], settings: SamplingSettings, prompts: Sequence[str] | None = None
+    ) -> list[DecodedRow]:
         """Answers at temperature 0 by beam search (:mod:`gptf.decoding.beam_search`): the most likely
-        of ``self.beams`` candidate answers, as :meth:`decode` returns them (one row per prompt)."""
+        of ``self.beams`` candidate answers, as :meth:`decode` returns them (one row per prompt).
+        With ``beam_choice`` "taught_question" and the ``prompts`` (the questions of ``rows``): the
+        likeliest of the candidates whose taught questions look most like the question."""
+        choose = None
+        if self.beam_choice == "taught_question" and prompts is not None:
+            choose = self._taught_choice(prompts)
         budget = min(settings.max_new_tokens, self.config.seq_len - len(rows[0]))
         reason = "max_new_tokens" if budget == settings.max_new_tokens else "seq_len"
         found = beam_decode(
@@ -274,6 +294,7 @@ class Generator:
             self.beams,
             use_cache=self.use_cache,
             device=self.device,
+            choose=choose,
         )
         decoded = []
         for ids, answer in zip(rows, found, strict=True):
@@ -286,6 +307,19 @@ class Generator:
             row.first_token_at, row.model_calls = answer.first_token_at, answer.model_calls
             decoded.append(row)
         return decoded
+
+    def _taught_choice(self, prompts: Sequence[str]) -> Callable[[int, list[Candidate]], Candidate]:
+        """Beam search's pick for ``beam_choice: taught_question``: among the candidates whose taught
+        answer was taught for questions most like prompt ``p``, the one of highest mean log-probability."""
+        taught, tokenizer = self.taught, self.tokenizer
+        assert taught is not None  # checked in __init__
+
+        def choose(p: int, candidates: list[Candidate]) -> Candidate:
+            alike = [taught.similarity(prompts[p], clean_answer(tokenizer.decode(c.new_ids))) for c in candidates]
+            best = max(alike)
+            return max((c for c, a in zip(candidates, alike, strict=True) if a == best), key=lambda c: c.mean)
+
+        return choose
 
     @torch.inference_mode()
     def decode_drafted(self, ids: list[int], settings: SamplingSettings) -> DecodedRow:
@@ -640,7 +674,11 @@ def greedy_answers(
     done = sum(r is None for r in rows)
     settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0)
     for group in group_by_length(rows, max(1, batch_size // generator.beams)):
-        decoded = generator.decode([rows[i] for i in group], settings)  # type: ignore[misc]
+        decoded = generator.decode(
+            [rows[i] for i in group],  # type: ignore[misc]
+            settings,
+            prompts=[prompts[i] for i in group],
+        )
         for index, row in zip(group, decoded, strict=True):
             finished = generator.finished_answer(row, prompts[index])
             if memo is not None:

@@ -505,11 +505,19 @@ def report_stage(
     constraints = build_constraints(recipe.generation.constraints, registry, tokenizer)
     calibration = None
     answered: dict = {}  # the val answers of the calibration, reviewed again (not recomputed) by the final eval
-    taught = None  # the training questions, for the filter's taught_question measures
-    if calibrate_filter and final_eval and wants_calibration(recipe.generation.answer_filter) and recipe.data.val:
-        taught = taught_questions(recipe)
+    g = recipe.generation
+    # the training questions: for the filter's taught_question measures, and beam_choice: taught_question
+    taught = taught_questions(recipe, required=True) if picks_by_taught(recipe) else None
+    if calibrate_filter and final_eval and wants_calibration(g.answer_filter) and recipe.data.val:
+        taught = taught or taught_questions(recipe)
         unfiltered = Generator(
-            model, tokenizer, constraints, answered=answered, beams=recipe.generation.beams, taught=taught
+            model,
+            tokenizer,
+            constraints,
+            answered=answered,
+            beams=g.beams,
+            taught=taught,
+            beam_choice=g.beam_choice if picks_by_taught(recipe) else "likelihood",
         )
         calibration = calibrate_filter_on_val(inputs, unfiltered, console)
         recipe = read_saved_recipe(inputs)  # now with the chosen filter
@@ -523,7 +531,8 @@ def report_stage(
         draft_bank=draft_bank(recipe, tokenizer),
         answered=answered,
         beams=recipe.generation.beams,
-        taught=(taught or taught_questions(recipe, required=True)) if uses_taught(recipe) else None,
+        taught=(taught or taught_questions(recipe, required=True)) if uses_taught(recipe) else taught,
+        beam_choice=g.beam_choice if picks_by_taught(recipe) else "likelihood",
     )
     answers = demo_answers(recipe, generator, console)
     record = run_record(inputs, model, state, answers)
@@ -576,7 +585,12 @@ def demo_answers(recipe: Recipe, generator: Generator, console: Console) -> list
     if generator.beams > 1 and settings.temperature == 0:
         console.print(
             f"[dim]greedy answers by beam search: the most likely of {generator.beams} candidate answers "
-            "(generation.beams; these and the scores below)[/]"
+            + (
+                "whose taught questions look most like the question (generation.beam_choice) "
+                if generator.beam_choice == "taught_question"
+                else ""
+            )
+            + "(generation.beams; these and the scores below)[/]"
         )
     answers = []
     for prompt in recipe.demo_prompts:
@@ -712,7 +726,10 @@ class LoadedRun:
         filter_ = self.answer_filter() if answer_filter else None
         compile_decode = self.recipe.generation.compile and not self.quantized
         draft = (self.recipe.generation.draft if draft is None else draft) and not self.quantized
-        needed = needs_taught(filter_)  # the filter measures with the training questions
+        beams = self.recipe.generation.beams if beams is None else beams
+        choice = self.recipe.generation.beam_choice if beams > 1 else "likelihood"
+        # the filter measures with the training questions, or beam search picks its answer with them
+        needed = needs_taught(filter_) or choice == "taught_question"
         return Generator(
             self.model,
             self.tokenizer,
@@ -722,8 +739,9 @@ class LoadedRun:
             compile_decode=compile_decode,
             draft=draft,
             draft_bank=self.draft_bank() if draft else None,
-            beams=self.recipe.generation.beams if beams is None else beams,
+            beams=beams,
             taught=self.taught_questions(required=needed) if taught or needed else None,
+            beam_choice=choice,
         )
 
     def taught_questions(self, *, required: bool = False) -> TaughtQuestions | None:
@@ -780,6 +798,11 @@ def uses_taught(recipe: Recipe) -> bool:
     return recipe.generation.answer_filter.params.get("measure") in TAUGHT_MEASURES
 
 
+def picks_by_taught(recipe: Recipe) -> bool:
+    """Whether beam search picks its answers with the training questions (``generation.beam_choice``)."""
+    return recipe.generation.beams > 1 and recipe.generation.beam_choice == "taught_question"
+
+
 def taught_questions(
     recipe: Recipe, recorded: dict[str, str] | None = None, *, required: bool = False
 ) -> TaughtQuestions | None:
@@ -789,7 +812,8 @@ def taught_questions(
     Read from the file, relative to the current folder, as ``gptf run`` read it. ``recorded``: the
     data hashes of ``run.json``; the file must still be the one the run was trained on, since what
     it says decides which answers are shown. None when the file is missing, unreadable or changed;
-    with ``required`` (the recipe's filter measures with it) that is an error saying which."""
+    with ``required`` (the recipe's filter measures with it, or its beam search chooses with it)
+    that is an error saying which."""
     path = recipe.data.train
     problem = ""
     try:
@@ -804,8 +828,10 @@ def taught_questions(
         problem = f"cannot be read ({exc})"
     if required:
         raise GptfError(
-            f"the answer filter's measure compares questions with the training questions of {path}, which {problem}",
-            hint="run from the folder the run was trained in, or choose another measure with gptf eval --calibrate",
+            f"this run compares questions with the training questions of {path} (generation.beam_choice: "
+            f"taught_question, or the answer filter's taught_question measure), and that file {problem}",
+            hint="run from the folder the run was trained in, or choose another measure with gptf eval --calibrate "
+            "(and generation.beam_choice: likelihood)",
         )
     return None
 

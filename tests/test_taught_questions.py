@@ -93,13 +93,13 @@ def test_a_changed_or_missing_training_file_is_an_error_naming_it(tiny_run: Path
     run_dir = with_filter(tiny_run, workdir, "min_logprob_taught")
     train = workdir / "tiny_train.jsonl"
     train.write_text(train.read_text(encoding="utf-8") + json.dumps({"prompt": "新", "completion": "新的。"}) + "\n")
-    with pytest.raises(GptfError, match=r"tiny_train\.jsonl.*has changed since the run was trained"):
+    with pytest.raises(GptfError, match=r"tiny_train\.jsonl.*that file has changed since the run was trained"):
         load_run(run_dir).generator()
     assert load_run(run_dir).generator(answer_filter=False).taught is None  # without that filter: no need
     train.unlink()
     result = invoke(["generate", "--ckpt", str(run_dir), "--prompt", "你好"])
     assert result.exit_code != 0 and "Traceback" not in result.output
-    assert "tiny_train.jsonl" in result.output and "is not here" in result.output
+    assert "tiny_train.jsonl" in result.output and "that file is not here" in result.output
 
 
 def test_calibration_compares_the_taught_measures_only_where_the_training_file_is_the_trained_one(
@@ -115,3 +115,46 @@ def test_calibration_compares_the_taught_measures_only_where_the_training_file_i
     assert result.exit_code == 0, result.output
     measures = {m["measure"] for m in json.loads((run_dir / "calibration.json").read_text())["measures"]}
     assert measures and not measures & {"taught_question", "min_logprob_taught"}  # not compared on a changed file
+
+
+def test_beam_search_can_pick_the_candidate_taught_for_questions_like_this_one(tiny_run: Path) -> None:
+    """beam_choice taught_question: among the final candidates, those whose taught answer was taught for
+    the questions most like this one; among them the likeliest."""
+    from gptf.decoding.beam_search import Candidate
+
+    run = load_run(tiny_run)
+    tok = run.tokenizer
+    taught = TaughtQuestions([("压力锅为什么快", "高压锅气压高。"), ("天空为什么蓝", "蓝光散射多。")])
+    constraints = run.generator(answer_filter=False).constraints
+    generator = Generator(run.model, tok, constraints, beams=2, taught=taught, beam_choice="taught_question")
+    likely_sky = Candidate(tok.encode("蓝光散射多。"), [], [], -1.0, "eos")  # mean -1/n: the likelier one
+    pressure = Candidate(tok.encode("高压锅气压高。"), [], [], -30.0, "eos")
+    pressure_too = Candidate(tok.encode("高压锅气压高。"), [], [], -20.0, "eos")
+    choose = generator._taught_choice(["压力锅为啥快"])
+    assert choose(0, [likely_sky, pressure]) is pressure  # the question is about pressure cookers
+    assert choose(0, [likely_sky, pressure, pressure_too]) is pressure_too  # equally alike: the likelier
+    assert generator._taught_choice(["天空为啥蓝"])(0, [likely_sky, pressure]) is likely_sky
+    with pytest.raises(ValueError, match="needs the training questions"):
+        Generator(run.model, tok, constraints, beams=2, beam_choice="taught_question")
+    with pytest.raises(ValueError, match="beam_choice must be"):
+        Generator(run.model, tok, constraints, beams=2, taught=taught, beam_choice="vibes")
+
+
+def test_a_run_that_picks_by_taught_questions_reads_its_training_file(tiny_run: Path, workdir: Path) -> None:
+    run_dir = workdir / "run_choice"
+    shutil.copytree(tiny_run, run_dir)
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
+    recipe["generation"].update(beams=3, beam_choice="taught_question")
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
+    refresh_fingerprint(RunFiles(run_dir), run_dir / "recipe.yaml")
+    generator = load_run(run_dir).generator(answer_filter=False)
+    assert generator.beam_choice == "taught_question" and generator.taught is not None
+    assert generator.generate("你好", SamplingSettings(max_new_tokens=8)).text
+    assert load_run(run_dir).generator(beams=1).beam_choice == "likelihood"  # greedy: nothing to choose from
+    result = invoke(["eval", "--ckpt", str(run_dir), "--data", "tiny_val.jsonl", "--no-answer-filter"])
+    assert result.exit_code == 0, result.output
+    assert "chosen by taught questions" in json.loads((run_dir / "eval.json").read_text())["decoding"]
+    (workdir / "tiny_train.jsonl").unlink()
+    result = invoke(["generate", "--ckpt", str(run_dir), "--prompt", "你好"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "beam_choice" in result.output and "tiny_train.jsonl" in result.output

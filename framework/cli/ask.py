@@ -236,7 +236,7 @@ def eval_command(
             reports,
             run=str(run.files.root),
             quantized=quantized,
-            decoding=decoding_name(generator.beams),
+            decoding=decoding_name(generator.beams, generator.beam_choice),
             max_new_tokens=settings.max_new_tokens,
             constraints=[s.name for s in recipe.generation.constraints],
             answer_filter=_spec_text(recipe.generation.answer_filter) if answer_filter else "none",

@@ -97,6 +97,9 @@ class GenerationConfig:
     compile: bool = False  # the one-token step under torch.compile (gptf.build.speed): pays off only for many tokens
     draft: bool = True  # greedy answers by draft and verify (gptf.generate.DraftBank): same tokens, fewer model calls
     beams: int = 1  # >1: greedy answers by beam search over this many candidate answers (gptf.decoding.beam_search)
+    # which finished candidate answers: the likeliest (mean token log-probability), or the likeliest
+    # among those taught for questions most like this one (gptf.decoding.taught_questions; needs data.train)
+    beam_choice: Literal["likelihood", "taught_question"] = "likelihood"
 
 
 @attrs.frozen

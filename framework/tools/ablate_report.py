@@ -157,6 +157,7 @@ def summarise(plan: Any, records: dict[str, dict[str, Any]], seconds: float, tra
         paired = top is not None and row in finished and row is not top
         row["vs_best"] = compare(row["best"], top["best"]) if paired else None
     tune = plan.settings.tune
+    generation = plan.base.recipe.generation
     summary = {
         "gptf_version": __version__,
         "torch_version": torch.__version__,
@@ -169,7 +170,7 @@ def summarise(plan: Any, records: dict[str, dict[str, Any]], seconds: float, tra
         "budget": plan.settings.budget,
         "seeds": plan.settings.seeds,
         "eval_interval": plan.eval_interval,
-        "decoding": decoding_name(plan.base.recipe.generation.beams),  # how the runs answered data.val
+        "decoding": decoding_name(generation.beams, generation.beam_choice),  # how the runs answered data.val
         "swaps": [{"key": s.key, "values": s.values} for s in plan.settings.swaps],
         "tune": None
         if tune is None
