@@ -236,6 +236,7 @@ class Generator:
         shifts: a batch answers exactly as each prompt would alone. A row that has finished leaves
         the batch (with the KV cache; not under a compiled step, whose batch size is fixed), so
         the rows still answering do not wait on it: they answer as before, in fewer operations.
+        ``prompts``: the questions of ``rows``, for beam search choosing by taught questions.
         """
         if self.beams > 1 and settings.temperature == 0:
             return self.decode_beams(rows, settings, prompts)
