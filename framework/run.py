@@ -506,33 +506,34 @@ def report_stage(
     calibration = None
     answered: dict = {}  # the val answers of the calibration, reviewed again (not recomputed) by the final eval
     g = recipe.generation
-    # the training questions: for the filter's taught_question measures, and beam_choice: taught_question
-    taught = taught_questions(recipe, required=True) if picks_by_taught(recipe) else None
-    if calibrate_filter and final_eval and wants_calibration(g.answer_filter) and recipe.data.val:
-        taught = taught or taught_questions(recipe)
+    choice = beam_choice(g.beam_choice, g.beams)
+    calibrating = calibrate_filter and final_eval and wants_calibration(g.answer_filter) and recipe.data.val
+    # the training questions, read once: beam search may choose with them, the calibration compares the
+    # filter's taught_question measures (only where the file can be read), the chosen filter may use them
+    taught = None
+    if calibrating or choice == "taught_question":
+        taught = taught_questions(recipe, required=choice == "taught_question")
+    if calibrating:
         unfiltered = Generator(
-            model,
-            tokenizer,
-            constraints,
-            answered=answered,
-            beams=g.beams,
-            taught=taught,
-            beam_choice=g.beam_choice if picks_by_taught(recipe) else "likelihood",
+            model, tokenizer, constraints, answered=answered, beams=g.beams, taught=taught, beam_choice=choice
         )
         calibration = calibrate_filter_on_val(inputs, unfiltered, console)
         recipe = read_saved_recipe(inputs)  # now with the chosen filter
+    answer_filter = build_answer_filter(recipe.generation.answer_filter, registry, tokenizer)
+    if needs_taught(answer_filter) and taught is None:
+        taught = taught_questions(recipe, required=True)
     generator = Generator(
         model,
         tokenizer,
         constraints,
-        answer_filter=build_answer_filter(recipe.generation.answer_filter, registry, tokenizer),
+        answer_filter=answer_filter,
         compile_decode=recipe.generation.compile,
         draft=recipe.generation.draft,
         draft_bank=draft_bank(recipe, tokenizer),
         answered=answered,
         beams=recipe.generation.beams,
-        taught=(taught or taught_questions(recipe, required=True)) if uses_taught(recipe) else taught,
-        beam_choice=g.beam_choice if picks_by_taught(recipe) else "likelihood",
+        taught=taught,
+        beam_choice=choice,
     )
     answers = demo_answers(recipe, generator, console)
     record = run_record(inputs, model, state, answers)
@@ -727,7 +728,7 @@ class LoadedRun:
         compile_decode = self.recipe.generation.compile and not self.quantized
         draft = (self.recipe.generation.draft if draft is None else draft) and not self.quantized
         beams = self.recipe.generation.beams if beams is None else beams
-        choice = self.recipe.generation.beam_choice if beams > 1 else "likelihood"
+        choice = beam_choice(self.recipe.generation.beam_choice, beams)
         # the filter measures with the training questions, or beam search picks its answer with them
         needed = needs_taught(filter_) or choice == "taught_question"
         return Generator(
@@ -793,14 +794,9 @@ def needs_taught(answer_filter: Any) -> bool:
     return getattr(answer_filter, "measure", None) in TAUGHT_MEASURES
 
 
-def uses_taught(recipe: Recipe) -> bool:
-    """Whether the recipe's answer filter (as configured) measures with the training questions."""
-    return recipe.generation.answer_filter.params.get("measure") in TAUGHT_MEASURES
-
-
-def picks_by_taught(recipe: Recipe) -> bool:
-    """Whether beam search picks its answers with the training questions (``generation.beam_choice``)."""
-    return recipe.generation.beams > 1 and recipe.generation.beam_choice == "taught_question"
+def beam_choice(chosen: str, beams: int) -> str:
+    """``generation.beam_choice`` as it applies with ``beams``: greedy decoding has nothing to choose from."""
+    return chosen if beams > 1 else "likelihood"
 
 
 def taught_questions(

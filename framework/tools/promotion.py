@@ -35,7 +35,7 @@ from rich.table import Table
 from gptf.errors import GptfError
 from gptf.evaluate import SplitReport, evaluate_file, one_thread
 from gptf.recipe import LoadedRecipe, Recipe
-from gptf.run import load_run, picks_by_taught, run_recipe, sampling_settings
+from gptf.run import beam_choice, load_run, run_recipe, sampling_settings
 from gptf.train.run_files import RunFiles, append_jsonl, write_json
 
 BEST = "best"
@@ -91,6 +91,7 @@ def score_run(run_dir: Path, recipe: Recipe, path: str, device: str) -> SplitRep
     from gptf.generate import Generator
 
     constraints = build_constraints(recipe.generation.constraints, run.registry, run.tokenizer)
+    choice = beam_choice(recipe.generation.beam_choice, recipe.generation.beams)
     generator = Generator(
         run.model,
         run.tokenizer,
@@ -98,8 +99,8 @@ def score_run(run_dir: Path, recipe: Recipe, path: str, device: str) -> SplitRep
         draft=recipe.generation.draft,
         draft_bank=run.draft_bank(),
         beams=recipe.generation.beams,
-        taught=run.taught_questions(required=True) if picks_by_taught(recipe) else None,
-        beam_choice=recipe.generation.beam_choice if picks_by_taught(recipe) else "likelihood",
+        taught=run.taught_questions(required=True) if choice == "taught_question" else None,
+        beam_choice=choice,
     )
     settings = sampling_settings(recipe, temperature=0.0, top_k=0, top_p=1.0)
     return evaluate_file(generator, path, settings, name="val", kind="generalisation")
