@@ -52,6 +52,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gptf.data import Sample, normalize_prompt, read_jsonl
+from gptf.decoding.char_bags import CharBags
 from gptf.errors import DataError
 from gptf.generate import BatchAnswer, Generator, SamplingSettings, greedy_answers
 from gptf.interfaces import (
@@ -171,8 +172,7 @@ class ConceptIndex:
             concepts.setdefault(normalize_answer(sample.completion), set()).add(sample_concept(sample))
         self.references = list(concepts)
         self.concepts = [frozenset(concepts[r]) for r in self.references]
-        self._chars = [Counter(content_chars(r)) for r in self.references]
-        self._lengths = [sum(c.values()) for c in self._chars]
+        self._bags = CharBags(self.references)
         self.decline_texts = frozenset(normalize_answer(t) for t in decline_texts)
 
     @classmethod
@@ -189,16 +189,7 @@ class ConceptIndex:
 
     def nearest(self, answer: str) -> tuple[int, float]:
         """Index of the closest reference answer and its char F1 (-1, 0.0 when there is none)."""
-        chars = Counter(content_chars(answer))
-        length = sum(chars.values())
-        best: list[int] = []
-        best_f1 = 0.0
-        for i, (ref, ref_len) in enumerate(zip(self._chars, self._lengths, strict=True)):
-            f1 = f1_from_overlap(sum((chars & ref).values()), length, ref_len)
-            if f1 > best_f1 + 1e-12:
-                best, best_f1 = [i], f1
-            elif best and abs(f1 - best_f1) <= 1e-12:
-                best.append(i)
+        best, best_f1 = self._bags.closest(answer)
         if not best:
             return -1, 0.0
         if len(best) > 1:

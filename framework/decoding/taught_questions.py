@@ -12,37 +12,31 @@ filter's ``taught_question`` and ``min_logprob_taught`` measures (:mod:`gptf.int
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 
-from gptf.interfaces import content_chars, f1_from_overlap
+from gptf.decoding.char_bags import CharBags
 
 
 class TaughtQuestions:
     """The questions each taught answer was taught for, from (question, answer) pairs."""
 
     def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
-        questions: dict[str, list[Counter[str]]] = {}
+        questions: dict[str, list[str]] = {}
         for question, answer in pairs:
-            questions.setdefault(answer.strip(), []).append(Counter(content_chars(question)))
+            questions.setdefault(answer.strip(), []).append(question)
         self.answers = list(questions)
-        self._answer_chars = [Counter(content_chars(a)) for a in self.answers]
+        self._answers = CharBags(self.answers)
         self._questions = [questions[a] for a in self.answers]
+        self._question_bags: dict[int, CharBags] = {}  # built when an answer's questions are first asked about
 
     def __len__(self) -> int:
         return len(self.answers)
 
     def closest_answer(self, answer: str) -> int:
         """Index of the taught answer closest to ``answer`` by char F1 (-1: nothing taught, or no
-        character in common)."""
-        chars = Counter(content_chars(answer))
-        size = sum(chars.values())
-        best, best_f1 = -1, 0.0
-        for index, taught in enumerate(self._answer_chars):
-            f1 = f1_from_overlap(sum((chars & taught).values()), size, taught.total())
-            if f1 > best_f1:
-                best, best_f1 = index, f1
-        return best
+        character in common; ties: the first taught)."""
+        rows, _ = self._answers.closest(answer)
+        return rows[0] if rows else -1
 
     def similarity(self, question: str, answer: str) -> float:
         """How much ``question`` looks like the closest question that the taught answer closest to
@@ -50,6 +44,6 @@ class TaughtQuestions:
         index = self.closest_answer(answer)
         if index < 0:
             return 0.0
-        asked = Counter(content_chars(question))
-        size = sum(asked.values())
-        return max(f1_from_overlap(sum((asked & q).values()), size, q.total()) for q in self._questions[index])
+        if index not in self._question_bags:
+            self._question_bags[index] = CharBags(self._questions[index])
+        return float(self._question_bags[index].f1(question).max())
