@@ -232,15 +232,9 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(
-        self, ids: torch.Tensor, cache: KVCache | None = None, *, scored: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """``ids``: (B, T) token ids -> logits (B, T, V). With a ``cache``, ``ids`` are the
-        new tokens only and their positions continue after the cached ones.
-
-        ``scored``: a (B, T) bool mask of the positions whose logits are wanted (training wants
-        only the answer tokens'); then the logits are (N, V), one row per True position in
-        order, and the output layer skips the rest (about 40% of the teacher's positions)."""
+        new tokens only and their positions continue after the cached ones."""
         T = ids.shape[1]
         start = cache.length if cache is not None else 0
         if start + T > self.config.seq_len:
@@ -260,9 +254,7 @@ class GPT(nn.Module):
                 x = block(x, context)
         if cache is not None:
             cache.advance(T)
-        if scored is not None:
-            x = x[scored]  # (N, C): only the positions that are scored
-        return self.head(self.norm(x))  # (B, T, V), or (N, V)
+        return self.head(self.norm(x))  # (B, T, V)
 
     def decode_step(
         self, ids: torch.Tensor, position: torch.Tensor, keys: torch.Tensor, values: torch.Tensor

@@ -158,30 +158,6 @@ def test_cached_logits_equal_full_recompute(positional: str) -> None:
     torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-5, atol=1e-5)
 
 
-def test_scoring_only_the_answer_positions_equals_scoring_all(tokenizer: ByteLevelBPE) -> None:
-    """forward(ids, scored=mask) are the rows of the full logits at the mask, and the trainer's
-    loss and gradients, computed on the answer tokens' logits only, equal those of the full
-    logits with the prompt and padding ignored (the formula before the output layer skipped them)."""
-    trainer = make_trainer(tokenizer, batch_size=8, micro_batch=8)
-    model = trainer.model
-    x, y = pad_batch(trainer.train_split.inputs[:8], trainer.train_split.targets[:8], tokenizer.pad_id)
-    scored = y != IGNORE
-    assert 0 < int(scored.sum()) < scored.numel()  # some positions are prompt or padding
-    with torch.no_grad():
-        torch.testing.assert_close(model(x, scored=scored), model(x)[scored], rtol=1e-5, atol=1e-6)
-
-    model.zero_grad()
-    loss = trainer.loss_sum(x, y)
-    loss.backward()
-    fast = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    full = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
-    full.backward()
-    torch.testing.assert_close(loss, full, rtol=1e-5, atol=1e-5)
-    for mine, theirs in zip(fast, (p.grad for p in model.parameters()), strict=True):
-        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
-
-
 @pytest.mark.parametrize("positional", POSITIONALS)
 def test_greedy_answer_with_cache_equals_without(tokenizer: ByteLevelBPE, positional: str) -> None:
     model = tiny_model(positional, tokenizer.vocab_size)

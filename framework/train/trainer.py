@@ -123,14 +123,13 @@ class Trainer:
         """Summed cross-entropy over the answer tokens of one padded batch (``weights``: each
         token's loss times its weight, see :meth:`loss_weights`)."""
         x, y = x.to(self.device), y.to(self.device)
-        scored = y != IGNORE  # the answer tokens: only they are scored
         with self.autocast():
-            logits = (forward or self._forward)(x, scored=scored)  # (N, V): one row per answer token
-        scores, targets = logits.float(), y[scored]
+            logits = (forward or self._forward)(x)  # (B, T, V)
+        scores, targets = logits.float().flatten(0, 1), y.flatten()
         if weights is None:
-            return F.cross_entropy(scores, targets, reduction="sum")
-        losses = F.cross_entropy(scores, targets, reduction="none")  # one per answer token
-        return (losses * weights.to(self.device)[scored]).sum()
+            return F.cross_entropy(scores, targets, ignore_index=IGNORE, reduction="sum")
+        losses = F.cross_entropy(scores, targets, ignore_index=IGNORE, reduction="none")  # one per position
+        return (losses * weights.to(self.device).flatten()).sum()
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step; returns its metrics."""
