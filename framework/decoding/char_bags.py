@@ -5,10 +5,11 @@ order (punctuation and spaces aside): F1 = 2·common / (len(a) + len(b)). It is 
 which taught answer a model's answer is about (``gptf eval``'s right concept) and which taught
 answer's questions to compare a question with (:mod:`gptf.decoding.taught_questions`).
 
-Comparing one text with every reference one by one in Python took ~7 ms for the teacher's 382
-answers, for every beam-search candidate. Here each reference is a row of a count matrix (one
-column per character that occurs in any of them), so one comparison with all of them is a few
-tensor operations on the columns of the new text's characters only.
+Comparing one text with every reference one by one in Python (a ``Counter`` intersection each) took
+~4 ms for the teacher's 382 answers, for every beam-search candidate. Here each reference is a row of
+a count matrix (one column per character that occurs in any of them), so one comparison with all of
+them is a few tensor operations on the columns of the new text's characters only: ~0.2 ms, the same
+results (answering the 230 val questions by beam search: 17.4 s -> 14.9 s).
 """
 
 from __future__ import annotations
