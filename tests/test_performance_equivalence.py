@@ -11,6 +11,7 @@ No timing here: speed is measured by ``benchmarks/``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
@@ -310,3 +311,44 @@ def test_bf16_training_step_matches_fp32_closely(tokenizer: ByteLevelBPE) -> Non
     fp32 = make_trainer(tokenizer, batch_size=8, micro_batch=8)
     bf16 = make_trainer(tokenizer, batch_size=8, micro_batch=8, precision="bf16")
     assert bf16.train_step()["loss"] == pytest.approx(fp32.train_step()["loss"], rel=2e-2)
+
+
+def test_bf16_weights_are_cast_once_per_step_with_the_same_result(tokenizer: ByteLevelBPE) -> None:
+    """Under bf16 the micro-batches share one autocast region, so each weight is cast to bf16 once
+    per step (not once per micro-batch), and the step updates the weights exactly as a step whose
+    micro-batches each cast the weights again."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    settings = {"batch_size": 8, "micro_batch": 2, "precision": "bf16", "grad_clip": 0.0}
+    trainer, reference = make_trainer(tokenizer, **settings), make_trainer(tokenizer, **settings)
+    weight = trainer.model.blocks[0].attn.qkv.weight
+    casts = 0
+
+    class CountWeightCasts(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            nonlocal casts
+            kwargs = kwargs or {}
+            if func is torch.ops.aten._to_copy.default and args[0] is weight:
+                casts += kwargs.get("dtype") == torch.bfloat16
+            return func(*args, **kwargs)
+
+    with CountWeightCasts():
+        trainer.train_step()
+    assert casts == 1  # 4 micro-batches, one cast of the weight
+
+    # the reference: every micro-batch in its own autocast region (the weights cast 4 times)
+    reference.without_autocast = contextlib.nullcontext  # type: ignore[method-assign]
+    own_region = reference.autocast
+    reference.autocast = lambda: contextlib.nullcontext()  # type: ignore[method-assign]
+    reference.loss_sum = _in_own_region(reference.loss_sum, own_region)  # type: ignore[method-assign]
+    reference.train_step()
+    for mine, theirs in zip(trainer.model.parameters(), reference.model.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+
+
+def _in_own_region(loss_sum, region):
+    def wrapped(*args, **kwargs):
+        with region():
+            return loss_sum(*args, **kwargs)
+
+    return wrapped

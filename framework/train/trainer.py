@@ -105,6 +105,12 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def without_autocast(self) -> contextlib.AbstractContextManager:
+        """Inside :meth:`autocast`'s region: autocast off, its cached bf16 weights kept."""
+        if self.precision.precision == "bf16":
+            return torch.autocast(self.device.type, enabled=False)
+        return contextlib.nullcontext()
+
     def loss_weights(self, y: torch.Tensor) -> torch.Tensor | None:
         """Each target's weight in the training loss, or None where every answer token counts
         once (``training.answer_start_tokens`` / ``answer_start_weight``: gptf.train.answer_weights)."""
@@ -151,11 +157,16 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for number, ((x, y), w) in enumerate(zip(batches, weights, strict=True), start=1):
-            with world.no_sync(self._wrapped, last=number == len(batches)):  # share gradients once per step
-                loss = self.loss_sum(x, y, weights=w) / divisor
-                loss.backward()
-            total += loss.item()
+        # One bf16 region for all micro-batches: autocast keeps each weight's bf16 copy until its
+        # outermost region ends, so the weights are cast once per step instead of once per micro-batch.
+        # (The backward passes run outside it; the optimizer changes the weights after it has ended.)
+        with self.autocast():
+            for number, ((x, y), w) in enumerate(zip(batches, weights, strict=True), start=1):
+                with world.no_sync(self._wrapped, last=number == len(batches)):  # share gradients once per step
+                    loss = self.loss_sum(x, y, weights=w) / divisor
+                    with self.without_autocast():
+                        loss.backward()
+                total += loss.item()
         total = world.sum(total)  # the whole batch's loss, the same in every process
         self._stop_if_not_finite(step + 1, lr, "loss", total)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
