@@ -159,7 +159,7 @@ class Trainer:
         total = 0.0
         # One bf16 region for all micro-batches: autocast keeps each weight's bf16 copy until its
         # outermost region ends, so the weights are cast once per step instead of once per micro-batch.
-        # (The backward passes run outside it; the optimizer changes the weights after it has ended.)
+        # (The backward passes run with autocast off; the optimizer changes the weights after the region.)
         with self.autocast():
             for number, ((x, y), w) in enumerate(zip(batches, weights, strict=True), start=1):
                 with world.no_sync(self._wrapped, last=number == len(batches)):  # share gradients once per step
