@@ -61,7 +61,6 @@ from gptf.interfaces import (
     TAUGHT_MEASURES,
     AnswerFilter,
     content_chars,
-    f1_from_overlap,
 )
 
 FINAL_PUNCTUATION = "。．.！!？?，,；;：:…~～"
@@ -87,6 +86,16 @@ def normalize_answer(text: str) -> str:
 
 def exact_match(answer: str, reference: str) -> bool:
     return normalize_answer(answer) == normalize_answer(reference)
+
+
+def f1_from_overlap(overlap: int, answer_len: int, reference_len: int) -> float:
+    """F1 of two bags of characters from their common count and their sizes."""
+    if answer_len == 0 and reference_len == 0:
+        return 1.0
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / answer_len, overlap / reference_len
+    return 2 * precision * recall / (precision + recall)
 
 
 def char_f1(answer: str, reference: str) -> float:

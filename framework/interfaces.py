@@ -287,16 +287,6 @@ OVERLAP_WEIGHT = 4.0
 TAUGHT_WEIGHT = 8.0
 
 
-def f1_from_overlap(overlap: int, answer_len: int, reference_len: int) -> float:
-    """F1 of two bags of characters from their common count and their sizes."""
-    if answer_len == 0 and reference_len == 0:
-        return 1.0
-    if overlap == 0:
-        return 0.0
-    precision, recall = overlap / answer_len, overlap / reference_len
-    return 2 * precision * recall / (precision + recall)
-
-
 def content_chars(text: str) -> str:
     """The characters that carry meaning: no punctuation (P*), spaces (Z*) or control (C*)."""
     return "".join(ch for ch in text if unicodedata.category(ch)[0] not in "PZC")
