@@ -43,7 +43,7 @@ from bench_common import emit, machine, our_data, set_threads, teacher_recipe
 from naive_reference import NaiveConfig, NaiveGPT, naive_generate
 
 from gptf.build.components import build_constraints, build_model, build_quantizer, open_registry
-from gptf.generate import DraftBank, Generation, Generator, SamplingSettings, greedy_answers
+from gptf.generate import DraftBank, Generation, Generator, SamplingSettings, greedy_answers, one_thread_per_worker
 from gptf.recipe import ComponentSpec
 
 #: one answer: seconds, first-token seconds, tokens (the final <eos> included), model calls, drafted, accepted
@@ -184,14 +184,24 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
                 | ({"vs_naive": r["speedup_vs_naive_recompute_fp32"]} if "speedup_vs_naive_recompute_fp32" in r else {})
                 for name, r in summarise(subset).items()
             }
-    # gptf eval answers many questions at once (greedy_answers): batches vs one at a time
+    # gptf eval answers many questions at once (greedy_answers): batches vs one at a time, and the
+    # batches one after the other (this process's threads on every operation) vs side by side (one
+    # thread per worker, as many workers as threads: what gptf eval and gptf run do), taking turns
     rounds = args.repeats or 1
-    batched = []
+    batched: list[float] = []
+    side_by_side: list[float] = []
     for _ in range(rounds):
         began = time.perf_counter()
-        greedy_answers(draft, prompts, settings.max_new_tokens)
+        greedy_answers(draft, prompts, settings.max_new_tokens, workers=1)
         batched.append(time.perf_counter() - began)
-    evaluation = {"batches of up to 32 of the same length (gptf eval)": round(min(batched), 2)}
+        with one_thread_per_worker() as workers:
+            began = time.perf_counter()
+            greedy_answers(draft, prompts, settings.max_new_tokens)
+            side_by_side.append(time.perf_counter() - began)
+    evaluation = {
+        "batches of up to 32 of the same length, one after the other": round(min(batched), 2),
+        f"the same batches side by side, {workers} workers of 1 thread (gptf eval)": round(min(side_by_side), 2),
+    }
     for label, name in (("draft and verify", "gptf_draft_verify_fp32"), ("plain loop", "gptf_kv_cache_fp32")):
         evaluation[f"{label}, one question at a time"] = round(sum(r[0] for r in answers[name]) / rounds, 2)
     return {

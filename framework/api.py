@@ -32,9 +32,8 @@ from gptf.evaluate import (
     default_eval_files,
     eval_files_for,
     evaluate_files,
-    one_thread,
 )
-from gptf.generate import Generation, Generator, greedy_answers
+from gptf.generate import Generation, Generator, greedy_answers, one_thread_per_worker
 from gptf.plots import LossCurves, read_loss_curves
 from gptf.recipe import LoadedRecipe, load_recipe
 from gptf.run import LoadedRun, RunResult, check_sampling_options, load_run, run_recipe, sampling_settings
@@ -110,7 +109,7 @@ class Model:
     def ask_many(self, prompts: Sequence[str], *, max_new_tokens: int | None = None) -> list[str]:
         """Greedy answers to many questions at once (batched: much faster than one by one)."""
         budget = max_new_tokens or self.run.recipe.generation.max_new_tokens
-        with one_thread():
+        with one_thread_per_worker():
             return [a.text for a in greedy_answers(self._generator, list(prompts), budget)]
 
     def score(
@@ -127,7 +126,7 @@ class Model:
             eval_files_for(list(data), recipe.data.train) if data else default_eval_files(recipe.data, recall_samples)
         )
         settings = sampling_settings(recipe, temperature=0.0, top_k=0, top_p=1.0)
-        with one_thread():
+        with one_thread_per_worker():
             reports = evaluate_files(
                 self._generator, files, settings, _console(quiet, console), train_path=recipe.data.train
             )

@@ -35,26 +35,24 @@ Two questions are kept apart, because they mean different things:
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
-import torch
 from rich.console import Console
 from rich.table import Table
 
 from gptf.data import Sample, normalize_prompt, read_jsonl
 from gptf.decoding.char_bags import CharBags
 from gptf.errors import DataError
-from gptf.generate import BatchAnswer, Generator, SamplingSettings, greedy_answers
+from gptf.generate import BatchAnswer, Generator, SamplingSettings, greedy_answers, one_thread_per_worker
 from gptf.interfaces import (
     CONFIDENCE_MEASURES,
     DECLINE_TEXT,
@@ -590,20 +588,6 @@ def decoding_name(beams: int, beam_choice: str = "likelihood") -> str:
     return f"beam search, {beams} beams{chosen}"
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Decode with one CPU thread, then restore the previous setting.
-
-    Decoding a small model is mostly per-call overhead, and extra threads wait on each other when
-    the CPU is busy (measured on 2 shared cores: 200 val answers in 7.4 s with 1 thread, 73 s with 2)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def decline_texts(generator: Generator) -> list[str]:
     """Texts that count as "declined": the data's (:data:`DECLINE_TEXT`) and the filter's reply."""
     texts = [DECLINE_TEXT]
@@ -632,7 +616,7 @@ def evaluate_after_training(
     console.rule(f"evaluation on val (held-out prompts, {decoding})")
     files = [EvalFile("val", "generalisation", recipe.data.val, limit)]
     concepts = concepts_for(recipe.data, generator)
-    with one_thread():
+    with one_thread_per_worker():
         reports = evaluate_files(generator, files, settings, console, train_path=recipe.data.train, concepts=concepts)
     print_report(console, reports, worst=3)
     from gptf.train.run_files import write_json
@@ -930,7 +914,7 @@ def calibrate_on_val(
     concepts = concepts_for(recipe.data, generator, with_test=False)  # val only: test is never read
     spec = recipe.generation.answer_filter
     own = generator.answer_filter if spec.name not in ("none", "confidence") else None
-    with one_thread():
+    with one_thread_per_worker():
         return calibrate(
             generator,
             read_jsonl(val),

@@ -16,7 +16,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import attrs
 import torch
@@ -243,6 +243,13 @@ class DecodingConstraint:
     :meth:`adjust_logits` may change the next-token scores (ban or favour tokens);
     :meth:`should_stop` may end generation. Both see the :class:`DecodingState`.
     """
+
+    #: True if :meth:`adjust_logits` and :meth:`should_stop` may run in several threads at once:
+    #: ``gptf eval`` and the end of ``gptf run`` answer groups of questions side by side
+    #: (:func:`gptf.generate.greedy_answers`). Safe: nothing shared is changed in place, and a cache
+    #: filled on first use stores each entry in one assignment. With a constraint that leaves it
+    #: False, the groups are answered one after the other.
+    thread_safe: ClassVar[bool] = False
 
     def adjust_logits(self, logits: torch.Tensor, state: DecodingState) -> torch.Tensor:
         """``logits``: (V,) scores for the next token. Return adjusted scores."""

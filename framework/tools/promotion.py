@@ -33,7 +33,8 @@ from rich.console import Console
 from rich.table import Table
 
 from gptf.errors import GptfError
-from gptf.evaluate import SplitReport, evaluate_file, one_thread
+from gptf.evaluate import SplitReport, evaluate_file
+from gptf.generate import one_thread_per_worker
 from gptf.recipe import LoadedRecipe, Recipe
 from gptf.run import beam_choice, load_run, run_recipe, sampling_settings
 from gptf.train.run_files import RunFiles, append_jsonl, write_json
@@ -143,7 +144,7 @@ def run_with_promotion(
 
     console.rule("A/B: promote only if better")
     started = time.perf_counter()
-    with one_thread():
+    with one_thread_per_worker():
         new = score_run(result.run_dir, recipe, held_out, device)
         old = score_run(best, recipe, held_out, device) if has_run(best) else None
     promoted = old is None or new.char_f1 > old.char_f1

@@ -10,6 +10,8 @@ from gptf.interfaces import DecodingConstraint, Tokenizer
 
 
 class BanSpecialTokens(DecodingConstraint):
+    thread_safe = True  # (see DecodingConstraint)
+
     def __init__(self, tokenizer: Tokenizer, tokens: list[str] = ["<pad>", "<bos>", "<unk>"]) -> None:  # noqa: B006
         known = {
             "<pad>": tokenizer.pad_id,

@@ -9,6 +9,8 @@ from gptf.interfaces import DecodingConstraint, DecodingState, Tokenizer
 
 
 class MinNewTokens(DecodingConstraint):
+    thread_safe = True  # (see DecodingConstraint)
+
     def __init__(self, tokenizer: Tokenizer, n: int = 3) -> None:
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")

@@ -31,6 +31,8 @@ def is_digits_or_punctuation(piece: bytes) -> bool:
 
 
 class RepetitionPenalty(DecodingConstraint):
+    thread_safe = True  # (see DecodingConstraint)
+
     def __init__(
         self, tokenizer: Tokenizer, penalty: float = 1.1, skip_digits_and_punctuation: bool = True, ngram: int = 1
     ) -> None:

@@ -8,6 +8,8 @@ from gptf.interfaces import DecodingConstraint, DecodingState, Tokenizer
 
 
 class StopStrings(DecodingConstraint):
+    thread_safe = True  # (see DecodingConstraint)
+
     def __init__(self, tokenizer: Tokenizer, stops: list[str] = []) -> None:  # noqa: B006
         if any(not s for s in stops):
             raise ValueError("stop strings must not be empty")

@@ -83,6 +83,8 @@ def bytes_still_needed(pending: bytes, piece: bytes) -> int:
 class Utf8Only(DecodingConstraint):
     """Only tokens that keep the answer valid UTF-8 may be chosen."""
 
+    thread_safe = True  # (see DecodingConstraint)
+
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.eos_id = tokenizer.eos_id
         vocab_size = tokenizer.vocab_size
@@ -90,13 +92,20 @@ class Utf8Only(DecodingConstraint):
         # the tokens that begin with a continuation byte (80-bf): the only ones that can go on
         # with an unfinished character; every other token breaks it, no need to ask a decoder
         self._continuing = [i for i, p in enumerate(self.pieces) if p and utf8_length(p[0]) == 0]
-        self._needed: dict[bytes, torch.Tensor] = {}  # pending bytes -> (V,) bytes still needed
-        self._blocked: dict[bytes, torch.Tensor | None] = {}  # pending bytes -> (V,) True: not allowed
+        # pending bytes -> ((V,) bytes still needed after each token, (V,) True: not allowed, or None
+        # where no token fits), worked out on first use and stored in one step, so that answers
+        # decoded side by side (gptf.generate.greedy_answers) never see half an entry
+        self._tables: dict[bytes, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def needed_table(self, pending: bytes) -> torch.Tensor:
         """For every token: bytes still needed after it, INVALID if it breaks UTF-8."""
-        table = self._needed.get(pending)
-        if table is None:
+        return self.tables(pending)[0]
+
+    def tables(self, pending: bytes) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`needed_table` and which tokens are not allowed (None: no token fits, in a tokenizer
+        without single-byte tokens, so there is nothing valid to offer)."""
+        tables = self._tables.get(pending)
+        if tables is None:
             if pending:  # an unfinished character: only tokens that begin by continuing it can fit
                 values = [INVALID] * len(self.pieces)
                 for i in self._continuing:
@@ -104,11 +113,10 @@ class Utf8Only(DecodingConstraint):
             else:  # at a character boundary: special tokens (no bytes) fit too
                 values = [bytes_still_needed(b"", piece) if piece else 0 for piece in self.pieces]
             table = torch.tensor(values, dtype=torch.int8)
-            self._needed[pending] = table
             allowed = table >= 0
-            # None: no token fits (a tokenizer without single-byte tokens): nothing to offer
-            self._blocked[pending] = ~allowed if bool(allowed.any()) else None
-        return table
+            tables = (table, ~allowed if bool(allowed.any()) else None)
+            self._tables[pending] = tables
+        return tables
 
     def pending_bytes(self, new_ids: list[int]) -> bytes:
         """The unfinished character at the end of the answer so far (at most 3 bytes)."""
@@ -120,9 +128,7 @@ class Utf8Only(DecodingConstraint):
         return unfinished_tail(tail)
 
     def adjust_logits(self, logits: torch.Tensor, state: DecodingState) -> torch.Tensor:
-        pending = self.pending_bytes(state.new_ids)
-        needed = self.needed_table(pending)
-        blocked = self._blocked[pending]
+        needed, blocked = self.tables(self.pending_bytes(state.new_ids))
         if blocked is None:  # a tokenizer without single-byte tokens: nothing valid to offer
             return logits
         if state.budget is not None:
