@@ -43,7 +43,8 @@ from bench_common import (
 from naive_reference import NaiveConfig, NaiveTrainer, encode_original
 
 GPTF_VARIANTS: dict[str, list[str]] = {
-    "gptf": [],  # the teacher recipe as shipped (micro-batch 4, precision auto)
+    "gptf": [],  # the teacher recipe as shipped (micro-batch 4, precision auto, micro-batches side by side)
+    "gptf_one_at_a_time": ["training.side_by_side=false"],  # the micro-batches one after the other
     "gptf_fp32": ["training.precision=fp32"],
     "gptf_mb4_fp32": ["training.micro_batch=4", "training.precision=fp32"],  # the previous default
     "gptf_mb16": ["training.micro_batch=16"],

@@ -403,6 +403,11 @@ def train_stage(
     inputs.precision.update(choice.as_record())
     console.print(f"precision: {choice.precision} ({choice.reason})", highlight=False)
     console.print(f"memory: {trainer.allocator}", highlight=False)
+    if trainer.side_by_side.workers > 1:
+        console.print(
+            f"micro-batches: {trainer.side_by_side.workers} at a time, one thread each (training.side_by_side)",
+            highlight=False,
+        )
     session = TrainingSession(
         trainer=trainer,
         loaded=inputs.loaded,

@@ -12,7 +12,11 @@ after start-up): freed blocks stay in the heap and the next step reuses them. No
 the numbers computed, and the peak memory stays the same (the heap holds what the step needs
 anyway). Measured with the teacher recipe, 40 steps, 2-core Zen 4: page faults 386,000 -> 122,000,
 peak RSS 572 -> 574 MB, 139 -> 124 ms per step (mean of 5 runs each, alternating; the machine's own
-speed varied by 25% meanwhile). PyTorch's CPU tuning guides reach the same with jemalloc or
+speed varied by 25% meanwhile). It also caps glibc's heaps at one (``M_ARENA_MAX``): glibc gives a
+thread that finds the heap busy a heap of its own, which keeps its own free memory; with the
+micro-batches computed side by side (gptf.train.side_by_side) the training peak was 612 MB with a
+heap per thread and 590-592 MB with one (``python benchmarks/train_memory.py --variants gptf``).
+PyTorch's CPU tuning guides reach the same with jemalloc or
 tcmalloc through ``LD_PRELOAD``; this needs no extra library and no restart.
 
 Other C libraries (macOS, Windows, musl) have no such knob or behave otherwise: left as they are.
@@ -26,6 +30,7 @@ import sys
 
 M_TRIM_THRESHOLD = -1  # glibc's malloc.h: free memory at the top of the heap kept up to this
 M_MMAP_THRESHOLD = -3  # blocks from this size on get an mmap of their own (freed with munmap)
+M_ARENA_MAX = -8  # how many heaps ("arenas") threads may spread over
 KEEP_BYTES = 1 << 30  # 1 GiB: far above what one step of the recipes here allocates
 
 _done: str | None = None
@@ -50,6 +55,9 @@ def _tune_glibc() -> str:
         return "the C library's default (not glibc)"
     version.restype = ctypes.c_char_p
     accepted = mallopt(M_MMAP_THRESHOLD, KEEP_BYTES) == 1 and mallopt(M_TRIM_THRESHOLD, KEEP_BYTES) == 1
+    # At most one heap: the threads that compute micro-batches side by side (gptf.train.side_by_side)
+    # would otherwise each get a heap of their own, each keeping its own freed memory (~20 MB more)
+    accepted = accepted and mallopt(M_ARENA_MAX, 1) == 1
     if not accepted:
         return "the C library's default (glibc refused the limits)"
     return f"glibc {version().decode()} keeps freed blocks for reuse (fewer page faults)"

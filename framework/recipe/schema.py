@@ -82,6 +82,7 @@ class TrainingConfig:
     precision: Literal["auto", "fp32", "bf16"] = "fp32"  # auto: gptf.build.speed.choose_precision
     compile: bool = False
     activation_checkpointing: bool = False  # recompute each block's activations in backward: less memory
+    side_by_side: bool = True  # a step's micro-batches on several threads at once where the weights stay the same
     seed: int = 42
     callbacks: list[ComponentSpec] = attrs.field(factory=list)
 

@@ -5,6 +5,7 @@ One optimizer step =
        with ``training.bucket_batches``, see :func:`gptf.data.step_samples`);
     2. split them into micro-batches (gradient accumulation) and, for each one,
        forward -> cross-entropy on the answer tokens -> backward (gradients add up);
+       on a CPU with several cores, several micro-batches at once (:mod:`gptf.train.side_by_side`);
     3. clip the gradient norm, set the learning rate from the schedule, update.
 
 The loss of every micro-batch is divided by the answer-token count of the *whole*
@@ -39,6 +40,7 @@ from gptf.model import GPT
 from gptf.recipe import TrainingConfig
 from gptf.train.answer_weights import answer_token_weights, loss_weighting
 from gptf.train.distributed import World
+from gptf.train.side_by_side import SideBySide, side_by_side_workers
 from gptf.train.stability import StabilityMonitor, hint
 
 
@@ -99,6 +101,17 @@ class Trainer:
         # for every new shape: with each batch padded to its own length, memory grew by ~450 MB
         # in 20 steps. Widths rounded up to a multiple of 16 keep the shapes few (fp32: exact width).
         self.pad_multiple = 16 if self.precision.precision == "bf16" and self.device.type == "cpu" else 1
+        # the micro-batches of a step computed by several threads at once, one PyTorch thread each
+        # (gptf.train.side_by_side): the same weights, bit for bit; 1 worker: one after the other
+        workers = side_by_side_workers(
+            enabled=config.side_by_side,
+            device=self.device,
+            distributed=self.world.distributed,
+            compiled=config.compile,
+            dropout=c.dropout,
+            micro_batches=math.ceil(config.batch_size / config.micro_batch),
+        )
+        self.side_by_side = SideBySide(workers)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision.precision == "bf16":
@@ -156,17 +169,26 @@ class Trainer:
         divisor = answer_tokens if weights[0] is None else world.sum(sum(float(w.sum()) for w in weights))
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        # One bf16 region for all micro-batches: autocast keeps each weight's bf16 copy until its
-        # outermost region ends, so the weights are cast once per step instead of once per micro-batch.
-        # (The backward passes run with autocast off; the optimizer changes the weights after the region.)
-        with self.autocast():
-            for number, ((x, y), w) in enumerate(zip(batches, weights, strict=True), start=1):
-                with world.no_sync(self._wrapped, last=number == len(batches)):  # share gradients once per step
-                    loss = self.loss_sum(x, y, weights=w) / divisor
-                    with self.without_autocast():
-                        loss.backward()
-                total += loss.item()
+        if self.side_by_side.workers > 1:  # several micro-batches at once, gradients added in order
+            total = self.side_by_side.accumulate(
+                len(batches),
+                lambda i: self.loss_sum(*batches[i], weights=weights[i]) / divisor,
+                [p for p in self.model.parameters() if p.requires_grad],
+                self.autocast,
+                self.without_autocast,
+            )
+        else:
+            total = 0.0
+            # One bf16 region for all micro-batches: autocast keeps each weight's bf16 copy until its
+            # outermost region ends, so the weights are cast once per step instead of once per micro-batch.
+            # (The backward passes run with autocast off; the optimizer changes the weights after the region.)
+            with self.autocast():
+                for number, ((x, y), w) in enumerate(zip(batches, weights, strict=True), start=1):
+                    with world.no_sync(self._wrapped, last=number == len(batches)):  # share gradients once per step
+                        loss = self.loss_sum(x, y, weights=w) / divisor
+                        with self.without_autocast():
+                            loss.backward()
+                    total += loss.item()
         total = world.sum(total)  # the whole batch's loss, the same in every process
         self._stop_if_not_finite(step + 1, lr, "loss", total)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
@@ -260,6 +282,7 @@ class Trainer:
                 if on_step is not None:
                     on_step(metrics)
         finally:
+            self.side_by_side.close()
             for callback in self.callbacks:
                 callback.on_train_end(self)
         return self.state
