@@ -110,3 +110,22 @@ def test_a_constraint_that_is_not_thread_safe_keeps_one_worker(run: LoadedRun) -
         ANSWER_WORKERS.set(2)
         greedy_answers(generator, PROMPTS, 8, batch_size=2)
     assert threads == {threading.current_thread().name}
+
+
+def test_gptf_eval_threads_count_workers_and_give_the_same_scores(tiny_run: Path, tmp_path: Path) -> None:
+    import json
+
+    from conftest import invoke
+
+    scores = {}
+    try:
+        for threads in ("1", "2"):
+            out = tmp_path / f"eval_{threads}.json"
+            data = ["--data", str(FIXTURES / "tiny_val.jsonl"), "--data", str(FIXTURES / "tiny_train.jsonl")]
+            result = invoke(["eval", "--ckpt", str(tiny_run), *data, "--threads", threads, "--out", str(out)])
+            assert result.exit_code == 0, result.output
+            assert torch.get_num_threads() == int(threads)  # put back after answering with one per worker
+            scores[threads] = [s["answers"] for s in json.loads(out.read_text(encoding="utf-8"))["splits"]]
+    finally:
+        torch.set_num_threads(1)
+    assert scores["1"] == scores["2"] and sum(len(split) for split in scores["1"]) > 10

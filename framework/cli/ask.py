@@ -34,6 +34,14 @@ ThreadsOption = Annotated[
         help="CPU threads (generating with a small model gains little from more, and a busy CPU slows them down)",
     ),
 ]
+EvalThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        max=THREADS_MAX,
+        help="Answer this many groups of questions at a time, each with one CPU thread (default: one per core)",
+    ),
+]
 NoDraftOption = Annotated[
     bool,
     typer.Option(
@@ -174,12 +182,13 @@ def eval_command(
     ] = True,
     beams: BeamsOption = None,
     device: DeviceOption = "auto",
-    threads: ThreadsOption = 1,
+    threads: EvalThreadsOption = None,
     trust_plugins: TrustPluginsOption = False,
     no_verify: NoVerifyOption = False,
 ) -> None:
     """Score a run: answer every prompt greedily, compare with the reference answers."""
-    use_threads(threads)
+    if threads is not None:  # else PyTorch's default, one per core: each answers groups with one thread
+        use_threads(threads)
     from gptf.evaluate import (
         concepts_for,
         decoding_name,
@@ -189,6 +198,7 @@ def eval_command(
         print_report,
         report_json,
     )
+    from gptf.generate import one_thread_per_worker
     from gptf.run import check_sampling_options, sampling_settings
     from gptf.train.run_files import write_json
 
@@ -220,7 +230,8 @@ def eval_command(
     generator = run.generator(answer_filter=answer_filter, beams=beams)
     files = eval_files_for(data, recipe.data.train) if data else default_eval_files(recipe.data, recall_samples)
     concepts = concepts_for(recipe.data, generator, [str(p) for p in data or []])
-    reports = evaluate_files(generator, files, settings, console, train_path=recipe.data.train, concepts=concepts)
+    with one_thread_per_worker():  # groups of questions side by side, one thread each (gptf.generate)
+        reports = evaluate_files(generator, files, settings, console, train_path=recipe.data.train, concepts=concepts)
     if not reports:
         from gptf.errors import DataError
 
