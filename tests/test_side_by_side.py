@@ -2,7 +2,8 @@
 
 * with 2 threads the step's micro-batches run on 2 workers of 1 thread each, and after several steps
   the weights, losses and gradient norms are those of the one-after-the-other loop, bit for bit
-  (fp32 and bf16, with the answer-start weighting and gradient clipping of the teacher recipe);
+  (fp32 and bf16, with the answer-start weighting and gradient clipping of the teacher recipe, and
+  with activation checkpointing);
 * the micro-batches are dealt so that each worker gets long and short ones;
 * it stays off where the result could change or nothing is gained: ``side_by_side: false``, one
   thread, one micro-batch, dropout, torch.compile, several processes, another device;
@@ -30,11 +31,11 @@ def two_threads() -> object:
 
 
 @pytest.mark.usefixtures("two_threads")
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_side_by_side_trains_the_same_weights_bit_for_bit(tokenizer, precision: str) -> None:  # noqa: F811
+@pytest.mark.parametrize(("precision", "recompute"), [("fp32", False), ("bf16", False), ("bf16", True)])
+def test_side_by_side_trains_the_same_weights_bit_for_bit(tokenizer, precision: str, recompute: bool) -> None:  # noqa: F811
     settings = {
         "batch_size": 8, "micro_batch": 2, "precision": precision, "grad_clip": 1.0,
-        "answer_start_tokens": 2, "answer_start_weight": 3.0,
+        "answer_start_tokens": 2, "answer_start_weight": 3.0, "activation_checkpointing": recompute,
     }  # fmt: skip
     together = make_trainer(tokenizer, **settings)
     alone = make_trainer(tokenizer, side_by_side=False, **settings)
