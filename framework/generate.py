@@ -33,7 +33,7 @@ import attrs
 import torch
 
 from gptf.build.devices import model_device
-from gptf.build.speed import CompiledDecodeStep
+from gptf.build.speed import CompiledDecodeStep, one_pytorch_thread
 from gptf.data import BROKEN_TEXT_HINT, format_prompt, has_broken_character
 from gptf.decoding.beam_search import Candidate, beam_decode
 from gptf.errors import GptfError
@@ -632,14 +632,12 @@ def one_thread_per_worker() -> Iterator[int]:
     2 PyTorch threads, 15.6-16.3 s with 1, 10.5-11.5 s with 2 workers of 1 thread, the same answers
     (and earlier, before workers: 200 val answers in 7.4 s with 1 thread, 73 s with 2 on a busy machine).
     """
-    workers = torch.get_num_threads()
-    torch.set_num_threads(1)
-    token = ANSWER_WORKERS.set(workers)
-    try:
-        yield workers
-    finally:
-        ANSWER_WORKERS.reset(token)
-        torch.set_num_threads(workers)
+    with one_pytorch_thread() as workers:
+        token = ANSWER_WORKERS.set(workers)
+        try:
+            yield workers
+        finally:
+            ANSWER_WORKERS.reset(token)
 
 
 @attrs.frozen

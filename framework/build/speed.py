@@ -7,6 +7,8 @@
   (inductor), fixed shapes, so one graph serves every token of every answer. Compiling costs
   seconds (less on later runs: inductor keeps its work in an on-disk cache), so
   :meth:`gptf.generate.Generator.decode` uses it only when enough tokens are coming to pay it back.
+* :func:`one_pytorch_thread` — for work split among Python worker threads (micro-batches side by
+  side, many answers side by side): each worker computes with one PyTorch thread.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import os
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
@@ -25,6 +28,18 @@ import torch.nn.functional as F
 # cache) ~3-5 s, a cold one ~20-40 s. Below this many decode steps in one process, stay eager.
 COMPILE_DECODE_AFTER_STEPS = 2000
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86; ARM calls it "bf16"
+
+
+@contextlib.contextmanager
+def one_pytorch_thread() -> Iterator[int]:
+    """PyTorch computes with one thread until the block ends, then with as many as before; yields
+    how many that was (the number of cores the caller's worker threads may use)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(threads)
 
 
 def cpu_flags() -> set[str]:

@@ -32,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import torch
 
+from gptf.build.speed import one_pytorch_thread
+
 
 def side_by_side_workers(
     *, enabled: bool, device: torch.device, distributed: bool, compiled: bool, dropout: float, micro_batches: int
@@ -88,34 +90,37 @@ class SideBySide:
             except BaseException as error:  # handed to the calling thread, which raises it
                 done.put((-1, error, 0.0))
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # each worker computes with one thread
-        futures = [self._pool.submit(work, hand) for hand in deal(count, self.workers)]
-        try:
-            waiting: dict[int, tuple[tuple[torch.Tensor | None, ...], float]] = {}
-            total, next_i = 0.0, 0
-            while next_i < count:
-                i, grads, loss = done.get()
-                if i < 0:
-                    raise grads
-                waiting[i] = (grads, loss)
-                del grads  # only ``waiting`` holds a micro-batch's gradients, until they are added
-                while next_i in waiting:  # add in the micro-batches' order, as backward() would
-                    grads, loss = waiting.pop(next_i)
-                    total += loss
-                    for parameter, grad in zip(parameters, grads, strict=True):
-                        if grad is None:
-                            continue
-                        if parameter.grad is None:
-                            parameter.grad = grad
-                        else:
-                            parameter.grad.add_(grad)
-                    del grads, grad
-                    next_i += 1
-            return total
-        finally:
-            wait(futures)  # no worker is still computing when this returns (or raises)
-            torch.set_num_threads(threads)
+        with one_pytorch_thread():  # each worker computes with one thread
+            futures = [self._pool.submit(work, hand) for hand in deal(count, self.workers)]
+            try:
+                return self._add_in_order(count, done, parameters)
+            finally:
+                wait(futures)  # no worker is still computing when this returns (or raises)
+
+    @staticmethod
+    def _add_in_order(count: int, done: queue.SimpleQueue, parameters: Sequence[torch.nn.Parameter]) -> float:
+        """Take the workers' results as they come and add them in the micro-batches' order."""
+        waiting: dict[int, tuple[tuple[torch.Tensor | None, ...], float]] = {}
+        total, next_i = 0.0, 0
+        while next_i < count:
+            i, grads, loss = done.get()
+            if i < 0:
+                raise grads
+            waiting[i] = (grads, loss)
+            del grads  # only ``waiting`` holds a micro-batch's gradients, until they are added
+            while next_i in waiting:  # add in the micro-batches' order, as backward() would
+                grads, loss = waiting.pop(next_i)
+                total += loss
+                for parameter, grad in zip(parameters, grads, strict=True):
+                    if grad is None:
+                        continue
+                    if parameter.grad is None:
+                        parameter.grad = grad
+                    else:
+                        parameter.grad.add_(grad)
+                del grads, grad
+                next_i += 1
+        return total
 
     def close(self) -> None:
         """Let the worker threads end."""
