@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import sys
 
 import pytest
@@ -352,3 +353,60 @@ def _in_own_region(loss_sum, region):
             return loss_sum(*args, **kwargs)
 
     return wrapped
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_gptf_adamw_updates_exactly_as_torch_adamw(fused: bool) -> None:
+    """The AdamW plugin calls torch.optim.AdamW's methods without their torch.compile decorators:
+    the same weights and the same optimizer state (what checkpoints save) after several steps."""
+    from gptf.plugins.optimizers.adamw import AdamW
+
+    torch.manual_seed(0)
+    ours_model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.SiLU(), torch.nn.Linear(32, 4))
+    theirs_model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.SiLU(), torch.nn.Linear(32, 4))
+    theirs_model.load_state_dict(ours_model.state_dict())
+
+    def groups(model: torch.nn.Module) -> list[dict]:
+        return [
+            {"params": [model[0].weight, model[2].weight], "weight_decay": 0.1},
+            {"params": [model[0].bias, model[2].bias], "weight_decay": 0.0},
+        ]
+
+    ours = AdamW(groups(ours_model), lr=1e-2, betas=(0.9, 0.95), fused=fused)
+    theirs = torch.optim.AdamW(groups(theirs_model), lr=1e-2, betas=(0.9, 0.95), fused=fused)
+    for step in range(6):
+        x = torch.randn(8, 16)
+        for model, optimizer in ((ours_model, ours), (theirs_model, theirs)):
+            for group in optimizer.param_groups:
+                group["lr"] = 1e-2 * (step + 1) / 6
+            model(x).pow(2).mean().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        assert all(p.grad is None for p in ours_model.parameters())
+    for a, b in zip(ours_model.parameters(), theirs_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    ours_state, theirs_state = ours.state_dict(), theirs.state_dict()
+    assert ours_state["param_groups"] == theirs_state["param_groups"]
+    for index, state in theirs_state["state"].items():
+        for key, value in state.items():
+            assert torch.equal(ours_state["state"][index][key], value), (index, key)
+    reloaded = AdamW(groups(ours_model), lr=1e-2, betas=(0.9, 0.95), fused=fused)
+    reloaded.load_state_dict(theirs_state)
+    assert torch.equal(reloaded.state_dict()["state"][0]["exp_avg"], theirs_state["state"][0]["exp_avg"])
+
+
+def test_training_does_not_import_the_compiler() -> None:
+    """A training step with the teacher's optimizer leaves torch._dynamo (and sympy, ~70 MB) unimported.
+    In a fresh interpreter: this test process may have imported them for other tests."""
+    code = (
+        "import sys, torch\n"
+        "from gptf.plugins.optimizers.adamw import adamw\n"
+        "model = torch.nn.Linear(8, 8)\n"
+        "optimizer = adamw([{'params': list(model.parameters()), 'weight_decay': 0.01}], lr=1e-3)\n"
+        "model(torch.randn(2, 8)).sum().backward()\n"
+        "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+        "optimizer.step(); optimizer.zero_grad(); optimizer.load_state_dict(optimizer.state_dict())\n"
+        "print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
