@@ -15,11 +15,12 @@ import contextlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, TINY_RECIPE, copy_tiny_data
 
 from gptf.build.components import build_model, build_optimizer, build_scheduler, open_registry
 from gptf.data import IGNORE, Sample, pad_batch, sample_stream, step_samples, tokenize_split
@@ -395,18 +396,22 @@ def test_gptf_adamw_updates_exactly_as_torch_adamw(fused: bool) -> None:
     assert torch.equal(reloaded.state_dict()["state"][0]["exp_avg"], theirs_state["state"][0]["exp_avg"])
 
 
-def test_training_does_not_import_the_compiler() -> None:
-    """A training step with the teacher's optimizer leaves torch._dynamo (and sympy, ~70 MB) unimported.
-    In a fresh interpreter: this test process may have imported them for other tests."""
+def test_a_whole_run_does_not_import_the_compiler(tmp_path: Path) -> None:
+    """A whole tiny ``gptf run`` (checks, training with the AdamW plugin, saving, quantization, answers)
+    leaves torch._dynamo and sympy (~70 MB) unimported: they were imported by torch.optim's methods
+    and by the recipe check's build on the meta device. In a fresh interpreter: this test process
+    may have imported them for other tests."""
+    copy_tiny_data(tmp_path)
     code = (
-        "import sys, torch\n"
-        "from gptf.plugins.optimizers.adamw import adamw\n"
-        "model = torch.nn.Linear(8, 8)\n"
-        "optimizer = adamw([{'params': list(model.parameters()), 'weight_decay': 0.01}], lr=1e-3)\n"
-        "model(torch.randn(2, 8)).sum().backward()\n"
-        "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
-        "optimizer.step(); optimizer.zero_grad(); optimizer.load_state_dict(optimizer.state_dict())\n"
+        "import os, sys\n"
+        "from rich.console import Console\n"
+        "from gptf.recipe import load_recipe\n"
+        "from gptf.run import run_recipe\n"
+        f"loaded = load_recipe({str(TINY_RECIPE)!r}, ['output_dir=run', 'tokenizer.path=tok.json'])\n"
+        "run_recipe(loaded, Console(file=open(os.devnull, 'w')))\n"
         "print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-500:] + result.stderr[-2000:]

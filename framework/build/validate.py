@@ -5,10 +5,12 @@ types and numbers that cannot fit together. This is phase two, with the plugins 
 
 * every component name exists and accepts the parameters it is given;
 * the files the run reads exist and are not empty;
-* the model can actually be built with these shapes: the parts are built once on
-  PyTorch's ``meta`` device (shapes only, no memory, no time), so a component that
+* the model can actually be built with these shapes: it is built once, so a component that
   refuses a shape (RoPE needs an even head size) is caught here, not after the tokenizer
-  has been trained; the same dry build tells whether the model fits in memory;
+  has been trained; the same dry build tells whether the model fits in memory. A small model
+  (the teacher's 13.5 MB) is built for real; a bigger one on PyTorch's ``meta`` device (shapes
+  only, no memory, no time). Not the small one too: on ``meta`` some operations run PyTorch's
+  Python reference code, whose first call imports ``torch.compile``'s machinery (~70 MB);
 * the optimizer and schedule accept their parameters.
 """
 
@@ -113,6 +115,11 @@ def build_problems(recipe: Recipe, registry: Registry) -> list[str]:
     return problems
 
 
+#: Models up to this size (fp32 weights of the reference shape) are built for real by the check,
+#: bigger ones on the ``meta`` device (module docstring).
+REAL_BUILD_BYTES = 64 * 2**20
+
+
 def training_floor_bytes(recipe: Recipe, vocab: int) -> int:
     """A floor on the memory training takes, by arithmetic alone (computed before the dry build,
     which for a billion layers would itself take hours): weights, gradients and AdamW state,
@@ -133,10 +140,16 @@ def _model_problems(recipe: Recipe, registry: Registry) -> list[str]:
     floor = model_size_problem(recipe, vocab, training_floor_bytes(recipe, vocab), "to train")
     if floor:
         return [floor]
+    small = reference_parameter_count(vocab, m.n_embd, m.n_layer) * 4 <= REAL_BUILD_BYTES
     try:
-        with torch.device("meta"):
+        if small:
             parameters = count_parameters(build_model(recipe, registry, vocab))
-    except Exception:
+        else:
+            with torch.device("meta"):
+                parameters = count_parameters(build_model(recipe, registry, vocab))
+    except Exception as exc:
+        if small:
+            return [f"model: cannot be built with these shapes {shape}: {_reason(exc)}"]
         # Some components cannot run on the meta device; build for real to see whether the
         # failure is genuine, unless that would take too much memory.
         if reference_parameter_count(vocab, m.n_embd, m.n_layer) * 4 > 2**30:
