@@ -15,8 +15,8 @@ the additions ``backward()`` makes in the loop (a test compares the weights afte
 
 Measured on the 2-core Zen 4 machine, teacher recipe (bf16), the two trainers side by side in one
 process: 115.8 vs 129.6 ms per step, the same weights after 43 steps (``/tmp`` script; the README's
-speed section has the benchmark). Two micro-batches in memory at once cost ~60 MB: the training
-peak of ``benchmarks/train_memory.py`` was 588-614 MB in 12 runs against 535-542 one after the other.
+speed section has the benchmark). Two micro-batches in memory at once cost ~50 MB: the training
+peak of ``benchmarks/train_memory.py`` was 542-583 MB in 9 runs against 509-519 one after the other.
 
 Used where the result stays the same and the workers have cores: on a CPU, in one process (under
 torchrun the gradients are added across processes inside ``backward()``), without ``torch.compile``,
