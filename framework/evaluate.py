@@ -51,6 +51,7 @@ from rich.table import Table
 
 from gptf.data import Sample, normalize_prompt, read_jsonl
 from gptf.decoding.char_bags import CharBags
+from gptf.decoding.numbers import numbers_in, numbers_intact  # noqa: F401  (numbers_in: part of this module's API)
 from gptf.errors import DataError
 from gptf.generate import BatchAnswer, Generator, SamplingSettings, greedy_answers, one_thread_per_worker
 from gptf.interfaces import (
@@ -67,9 +68,6 @@ REPLACEMENT_CHAR = "\ufffd"
 _REPEATED_CHAR = re.compile(r"(\D)\1{3,}")
 # A run of 2-20 characters three or more times in a row: 注意力注意力注意力
 _REPEATED_NGRAM = re.compile(r"(.{2,20}?)\1{2,}", re.DOTALL)
-# A number: digits (with a decimal part), or two or more Chinese numerals (二十四, 一百); a lone
-# 一 is left out, it is mostly a word (一种, 一个)
-_NUMBER = re.compile(r"\d+(?:[.．]\d+)?|[零〇一二三四五六七八九十百千万亿两]{2,}")
 #: Below this char F1 to every reference, an answer is about nothing we taught (nonsense)
 MIN_CONCEPT_F1 = 0.4
 
@@ -133,21 +131,6 @@ def readability_problem(answer: str) -> str:
     if match:
         return f"repeats {match.group(1)!r}"
     return ""
-
-
-def numbers_in(text: str) -> list[str]:
-    """The numbers of ``text``, in order: ``"约337万参数，2006年"`` -> ``["337", "2006"]``."""
-    return _NUMBER.findall(text)
-
-
-def numbers_intact(answer: str, reference: str) -> bool | None:
-    """Every number of ``reference`` appears whole in ``answer`` (None: the reference has none).
-
-    Whole means as a number of its own: "37" inside "337" does not count."""
-    wanted = Counter(numbers_in(reference))
-    if not wanted:
-        return None
-    return not wanted - Counter(numbers_in(answer))
 
 
 # ------------------------------------------------------------------ which concept an answer is about

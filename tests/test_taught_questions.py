@@ -31,6 +31,17 @@ TAUGHT = TaughtQuestions(
 )
 
 
+def test_a_taught_answer_with_other_numbers_was_taught_for_no_question() -> None:
+    """A misremembered number makes a taught sentence a wrong fact: similarity 0, whatever the question."""
+    five_nines = "五乘以九等于四十五，也就是5×9=45。"
+    taught = TaughtQuestions([("5乘以9是几", five_nines), ("五九得几", five_nines), ("天空为什么是蓝色的", SKY)])
+    assert taught.similarity("5乘以9等于几", five_nines) > 0.6  # the taught answer itself
+    assert taught.similarity("5乘以9等于几", "五乘以九等于二十五，也就是5×9=25。") == 0.0  # other numbers
+    assert taught.similarity("5乘以9等于几", "五乘以九等于四十五。") == 0.0  # numbers dropped: not as taught
+    assert taught.similarity("5乘以9等于几", "五乘以九等于四十五，也就是9×5=45。") > 0.6  # the same numbers, reordered
+    assert taught.similarity("天空为啥是蓝的", SKY) > 0.5  # answers without numbers are unaffected
+
+
 def test_similarity_is_to_the_closest_question_of_the_closest_taught_answer() -> None:
     assert len(TAUGHT) == 2
     assert TAUGHT.closest_answer("高压锅密封后气压升高") == 0  # part of the first answer: that one

@@ -8,6 +8,10 @@ it was taught for, and :meth:`~TaughtQuestions.similarity` says how much a quest
 closest of them, for the taught answer closest to what the model said (both by char F1, punctuation
 and spaces aside). Not the model's own doubt, but a check against what it was taught: the answer
 filter's ``taught_question`` and ``min_logprob_taught`` measures (:mod:`gptf.interfaces`).
+
+An answer is only what it was taught if its facts are: a taught answer whose numbers came out
+different (九乘以九等于二十五 for 九乘以九等于八十一) was taught for no question, so its similarity is 0
+(:mod:`gptf.decoding.numbers`). Char F1 alone sees one or two changed characters in a long answer.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gptf.decoding.char_bags import CharBags
+from gptf.decoding.numbers import same_numbers
 
 
 class TaughtQuestions:
@@ -40,9 +45,10 @@ class TaughtQuestions:
 
     def similarity(self, question: str, answer: str) -> float:
         """How much ``question`` looks like the closest question that the taught answer closest to
-        ``answer`` was taught for: char F1, 0 (nothing alike, or nothing taught) to 1 (the same)."""
+        ``answer`` was taught for: char F1, 0 (nothing alike, or nothing taught) to 1 (the same).
+        0 also where ``answer`` has other numbers than that taught answer: it was not taught so."""
         index = self.closest_answer(answer)
-        if index < 0:
+        if index < 0 or not same_numbers(answer, self.answers[index]):
             return 0.0
         if index not in self._question_bags:
             self._question_bags[index] = CharBags(self._questions[index])
