@@ -268,7 +268,8 @@ class DecodingConstraint:
 #: the answer uses too: does it talk about what was asked?; ``min_logprob_overlap``: ``min_logprob``
 #: plus :data:`OVERLAP_WEIGHT` times ``question_overlap``: sure of every token *and* on the question.
 #: ``taught_question``: how much the question looks like the questions the answer was taught for (the
-#: char F1 of the question and the closest of them; see :class:`gptf.decoding.taught_questions.TaughtQuestions`):
+#: char F1 of the question and the closest of them, 0 for a taught answer whose numbers came out different;
+#: see :class:`gptf.decoding.taught_questions.TaughtQuestions`):
 #: was the model taught to give this answer to a question like this one?; ``min_logprob_taught``:
 #: ``min_logprob`` plus :data:`TAUGHT_WEIGHT` times ``taught_question``. Both need the run's training
 #: questions (-inf where the generator has none).

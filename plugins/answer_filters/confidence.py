@@ -19,7 +19,8 @@ answer and replaces it with ``reply`` when the measure is below ``threshold``:
 
 * ``taught_question``: how much the question looks like the questions the answer was *taught* for
   (the run's training file; :mod:`gptf.decoding.taught_questions`): a misread question gets a taught
-  answer about another concept, given to questions that look nothing like this one;
+  answer about another concept, given to questions that look nothing like this one; a taught answer
+  whose numbers came out different was taught for no question (0);
 * ``min_logprob_taught``: ``min_logprob`` + 8 x ``taught_question``. On the teacher run's val answers
   it separated right from wrong best of all (AUROC 0.89, against 0.81 for ``min_logprob_overlap``).
 
