@@ -51,7 +51,7 @@ from rich.table import Table
 
 from gptf.data import Sample, normalize_prompt, read_jsonl
 from gptf.decoding.char_bags import CharBags
-from gptf.decoding.numbers import numbers_in, numbers_intact  # noqa: F401  (numbers_in: part of this module's API)
+from gptf.decoding.numbers import numbers_intact
 from gptf.errors import DataError
 from gptf.generate import BatchAnswer, Generator, SamplingSettings, greedy_answers, one_thread_per_worker
 from gptf.interfaces import (

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from gptf.data import Sample
-from gptf.evaluate import ConceptIndex, numbers_in, numbers_intact, sample_concept, score_answer
+from gptf.decoding.numbers import numbers_in, numbers_intact
+from gptf.evaluate import ConceptIndex, sample_concept, score_answer
 from gptf.interfaces import DECLINE_TEXT
 
 ROPE = "RoPE用旋转把位置信息放进查询和键里。"
