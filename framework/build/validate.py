@@ -140,25 +140,22 @@ def _model_problems(recipe: Recipe, registry: Registry) -> list[str]:
     floor = model_size_problem(recipe, vocab, training_floor_bytes(recipe, vocab), "to train")
     if floor:
         return [floor]
-    small = reference_parameter_count(vocab, m.n_embd, m.n_layer) * 4 <= REAL_BUILD_BYTES
-    try:
-        if small:
-            parameters = count_parameters(build_model(recipe, registry, vocab))
-        else:
+    reference = reference_parameter_count(vocab, m.n_embd, m.n_layer)
+    parameters: int | None = None
+    if reference * 4 > REAL_BUILD_BYTES:  # big: shapes only, on the meta device
+        try:
             with torch.device("meta"):
                 parameters = count_parameters(build_model(recipe, registry, vocab))
-    except Exception as exc:
-        if small:
+        except Exception:
+            # Some components cannot run on the meta device: build for real below to see whether
+            # the failure is genuine, unless that would take too much memory.
+            if reference * 4 > 2**30:
+                parameters = reference
+    if parameters is None:
+        try:
+            parameters = count_parameters(build_model(recipe, registry, vocab))
+        except Exception as exc:
             return [f"model: cannot be built with these shapes {shape}: {_reason(exc)}"]
-        # Some components cannot run on the meta device; build for real to see whether the
-        # failure is genuine, unless that would take too much memory.
-        if reference_parameter_count(vocab, m.n_embd, m.n_layer) * 4 > 2**30:
-            parameters = reference_parameter_count(vocab, m.n_embd, m.n_layer)
-        else:
-            try:
-                parameters = count_parameters(build_model(recipe, registry, vocab))
-            except Exception as exc:
-                return [f"model: cannot be built with these shapes {shape}: {_reason(exc)}"]
     memory = total_memory()
     needed = parameters * TRAINING_BYTES_PER_PARAMETER
     if memory is not None and needed > memory:
