@@ -31,14 +31,25 @@ PROMPT_TEMPLATE = "用户:{prompt}\n助手:"
 IGNORE = -100  # target value that cross-entropy skips
 MAX_ERRORS_SHOWN = 20
 
-_SPACES = re.compile(r"[ \u3000]+")
+# Whitespace of every kind (spaces, full-width spaces, tabs, line breaks, no-break spaces), control
+# characters and the invisible "format" characters that copying from web pages and chat apps brings
+# along (zero-width spaces and joiners, word joiner, byte-order mark, soft hyphen, direction marks).
+_INVISIBLE = re.compile(r"[\s\x00-\x1f\x7f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]+")
+# Full-width letters, digits and arithmetic signs (ＲｏＰＥ, ５＋３＝？ typed with a Chinese input method's
+# full-width mode) -> their ASCII forms. Chinese punctuation (，？！：（）) stays: the data uses it.
+_FULL_WIDTH = str.maketrans(
+    {chr(0xFF00 + ord(c) - 0x20): c for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz+-*/=<>%"}
+)
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def normalize_prompt(prompt: str) -> str:
-    """Drop ASCII and full-width spaces (as the original release did), at training and at
-    question time alike, so "什么是 RoPE" and "什么是RoPE" are the same question."""
-    return _SPACES.sub("", prompt).strip()
+    """The question as the model sees it, at training and at question time alike: spaces dropped
+    (as the original release did: "什么是 RoPE" and "什么是RoPE" are the same question), and so are
+    line breaks, tabs and invisible characters (a pasted question may carry a line break, which
+    would otherwise end the ``用户:`` line of the template early); full-width letters, digits and
+    arithmetic signs become ASCII (ＲｏＰＥ -> RoPE, ５×９ -> 5×9)."""
+    return _INVISIBLE.sub("", prompt).translate(_FULL_WIDTH)
 
 
 def format_prompt(prompt: str) -> str:

@@ -34,7 +34,7 @@ import torch
 
 from gptf.build.devices import model_device
 from gptf.build.speed import CompiledDecodeStep, one_pytorch_thread
-from gptf.data import BROKEN_TEXT_HINT, format_prompt, has_broken_character
+from gptf.data import BROKEN_TEXT_HINT, format_prompt, has_broken_character, normalize_prompt
 from gptf.decoding.beam_search import Candidate, beam_decode
 from gptf.errors import GptfError
 from gptf.interfaces import DecodingState, FinishedAnswer
@@ -160,7 +160,7 @@ class Generator:
 
     def prompt_ids(self, prompt: str) -> list[int]:
         """``<bos>`` and the templated prompt, as token ids; a clear error if it cannot be answered."""
-        if not prompt.strip():
+        if not normalize_prompt(prompt):  # nothing left but spaces and invisible characters
             raise GptfError('the prompt is empty: ask a question, e.g. --prompt "什么是注意力机制？"')
         if has_broken_character(prompt):
             raise GptfError(f"the prompt cannot be answered: {BROKEN_TEXT_HINT}")

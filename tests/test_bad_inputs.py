@@ -485,6 +485,12 @@ CASES = [
     Case("prompt-empty", broken_run(lambda run: None, "--prompt", ""), ERROR, ("the prompt is empty",)),
     Case("prompt-only-spaces", broken_run(lambda run: None, "--prompt", " \u3000 "), ERROR, ("the prompt is empty",)),
     Case(
+        "prompt-only-invisible",
+        broken_run(lambda run: None, "--prompt", "\u200b\n\ufeff\t"),
+        ERROR,
+        ("the prompt is empty",),
+    ),
+    Case(
         "prompt-leaves-no-room",
         broken_run(lambda run: None, "--prompt", LONG),
         ERROR,

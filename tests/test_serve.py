@@ -74,6 +74,7 @@ def test_info_and_an_answer_with_token_probabilities(server_url: str) -> None:
     ("body", "message"),
     [
         ({"question": ""}, "question must be a non-empty string"),
+        ({"question": "\u200b\n\u3000"}, "not only spaces or invisible characters"),
         ({"question": "问" * 201}, "at most 200"),
         ({"question": "好", "temperature": 1000}, "temperature must be 0 (greedy) or between 0.001 and 100"),
         ({"question": "好", "top_k": 1.5}, "top_k must be a whole number"),

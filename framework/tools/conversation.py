@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from gptf.data import BROKEN_TEXT_HINT, format_prompt, has_broken_character
+from gptf.data import BROKEN_TEXT_HINT, format_prompt, has_broken_character, normalize_prompt
 from gptf.errors import GptfError
 from gptf.interfaces import Tokenizer
 
@@ -49,7 +49,7 @@ def conversation_ids(
     tokenizer: Tokenizer, history: Sequence[Turn], question: str, seq_len: int, answer_room: int
 ) -> Context:
     """Token ids for the model, dropping the oldest turns until ``answer_room`` tokens are left."""
-    if not question.strip():
+    if not normalize_prompt(question):  # nothing left but spaces and invisible characters
         raise GptfError("the question is empty")
     if has_broken_character(question):
         raise GptfError(f"the question cannot be answered: {BROKEN_TEXT_HINT}")

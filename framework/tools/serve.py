@@ -52,7 +52,7 @@ import attrs
 from rich.console import Console
 from rich.text import Text
 
-from gptf.data import BROKEN_TEXT_HINT, has_broken_character
+from gptf.data import BROKEN_TEXT_HINT, has_broken_character, normalize_prompt
 from gptf.errors import GptfError
 from gptf.generate import Generation, SamplingSettings
 from gptf.recipe.limits import is_number, is_whole, sampling_problems
@@ -94,8 +94,8 @@ def parse_chat_request(body: Any, defaults: SamplingSettings, max_tokens: int) -
     if not isinstance(body, dict):
         raise BadRequest("the request must be a JSON object")
     question = body.get("question")
-    if not isinstance(question, str) or not question.strip():
-        raise BadRequest("question must be a non-empty string")
+    if not isinstance(question, str) or not normalize_prompt(question):
+        raise BadRequest("question must be a non-empty string (not only spaces or invisible characters)")
     if len(question) > MAX_QUESTION_CHARS:
         raise BadRequest(f"the question is {len(question)} characters long; at most {MAX_QUESTION_CHARS}")
     _text(question, "the question")
