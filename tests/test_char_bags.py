@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import random
+from collections import Counter
 
 import pytest
 
-from gptf.decoding.char_bags import CharBags
+from gptf.decoding.char_bags import CharBags, rarity_weights
 from gptf.evaluate import char_f1
+from gptf.interfaces import content_chars
 
 TEXTS = [
     "高压锅密封后气压升高，水的沸点升高，煮得快。",
@@ -53,3 +56,40 @@ def test_two_empty_texts_are_the_same_and_no_texts_is_nothing() -> None:
     assert bags.closest("。") == ([0], 1.0)
     assert len(CharBags([])) == 0
     assert CharBags([]).closest("蓝天") == ([], 0.0)
+
+
+def weighted_char_f1(a: str, b: str, weight) -> float:
+    """The weighted formula written out, pair by pair: 2·Σ w·common / (Σ w·len(a) + Σ w·len(b))."""
+    bag_a, bag_b = Counter(content_chars(a)), Counter(content_chars(b))
+    common = sum(min(n, bag_b[ch]) * weight(ch) for ch, n in bag_a.items())
+    total = sum(n * weight(ch) for ch, n in bag_a.items()) + sum(n * weight(ch) for ch, n in bag_b.items())
+    return 2 * common / total if total > 0 else 1.0
+
+
+def test_weighted_f1_equals_the_formula_written_out() -> None:
+    weight = rarity_weights(TEXTS)
+    bags = CharBags(TEXTS, weight)
+    rng = random.Random(1)
+    asked = [*TEXTS, "高压锅", "蓝蓝蓝蓝", "完全不同的字", "xyz"]
+    for _ in range(40):
+        a, b = rng.choice(TEXTS), rng.choice(TEXTS)
+        glued = list(a[: rng.randint(0, len(a))] + b[rng.randint(0, len(b)) :])
+        rng.shuffle(glued)
+        asked.append("".join(glued))
+    for text in asked:
+        scores = bags.f1(text).tolist()
+        assert scores == pytest.approx([weighted_char_f1(text, t, weight) for t in TEXTS], abs=1e-12), text
+
+
+def test_rare_characters_count_more_than_ones_every_question_has() -> None:
+    questions = ["高压锅为什么煮饭快", "天空为什么是蓝的", "海水为什么是咸的", "为什么会打雷"]
+    weight = rarity_weights(questions)
+    assert weight("为") < weight("是") < weight("锅") < weight("龙")  # in 4, 2, 1 and 0 of the 4 questions
+    assert weight("为") == pytest.approx(math.log(1 + 0.5 / 4.5))
+    bags, plain = CharBags(questions, weight), CharBags(questions)
+    # 锅为什么这么重 shares 锅为什么 with the first question, 为什么 with all: the rare 锅 decides
+    assert bags.closest("锅为什么这么重")[0] == [0]
+    # a question about something else shares only the words every question has: unweighted, that
+    # still looks like a question of the data; weighted, hardly
+    unrelated = "股票为什么会涨"
+    assert float(bags.f1(unrelated).max()) < 0.5 * float(plain.f1(unrelated).max())

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from conftest import invoke
 
+from gptf.decoding.char_bags import CharBags, rarity_weights
 from gptf.decoding.taught_questions import TaughtQuestions
 from gptf.errors import GptfError
 from gptf.generate import Generator, SamplingSettings, greedy_answers
@@ -46,11 +47,18 @@ def test_similarity_is_to_the_closest_question_of_the_closest_taught_answer() ->
     assert len(TAUGHT) == 2
     assert TAUGHT.closest_answer("高压锅密封后气压升高") == 0  # part of the first answer: that one
     assert TAUGHT.closest_answer("！？") == -1  # nothing in common with anything taught
-    # 压力锅为什么快 (7 characters) vs 压力锅煮饭为啥快 (8): 压力锅, 为, 快 in common: F1 = 2*5/(7+8) = 2/3;
-    # vs 高压锅为什么煮东西快 (10): 压锅为什么快 in common: 2*6/17 = 0.706, the closest
-    assert TAUGHT.similarity("压力锅为什么快", "高压锅密封后气压升高") == pytest.approx(12 / 17)
-    # the same question, but the model answered about the sky: it looks nothing like the sky's questions
-    assert TAUGHT.similarity("压力锅为什么快", SKY) == pytest.approx(2 * 3 / (7 + 9))  # 为什么 only
+    # char F1 with each character weighted by its rarity among the 3 taught questions (tests/test_char_bags.py
+    # checks the weighted F1 against the formula written out): the closer of the pressure cooker's two
+    weight = rarity_weights(["高压锅为什么煮东西快", "压力锅煮饭为啥快", "天空为什么是蓝色的"])
+    pressure = CharBags(["高压锅为什么煮东西快", "压力锅煮饭为啥快"], weight).f1("压力锅为什么快")
+    assert TAUGHT.similarity("压力锅为什么快", "高压锅密封后气压升高") == pytest.approx(float(pressure.max()))
+    assert TAUGHT.similarity("压力锅为什么快", "高压锅密封后气压升高") > 0.5
+    # the same question, but the model answered about the sky: it shares only 为什么 with the sky's question,
+    # words 2 of the 3 taught questions have, so it looks even less alike than unweighted char F1 says
+    sky = TAUGHT.similarity("压力锅为什么快", SKY)
+    assert sky == pytest.approx(float(CharBags(["天空为什么是蓝色的"], weight).f1("压力锅为什么快").max()))
+    assert sky < 2 * 3 / (7 + 9)  # unweighted: 为什么 in common, 2*3/(7+9) = 0.375
+    assert sky < 0.5 * TAUGHT.similarity("压力锅为什么快", "高压锅密封后气压升高")
     assert TAUGHT.similarity("天空为什么是蓝色的", SKY) == 1.0  # a taught question itself
     assert TAUGHT.similarity("压力锅为什么快", "！？") == 0.0
     assert TaughtQuestions([]).similarity("压力锅为什么快", PRESSURE) == 0.0

@@ -6,8 +6,13 @@ question: the model was taught each answer for a few dozen questions, and a ques
 usually looks like one of them. :class:`TaughtQuestions` keeps, for every taught answer, the questions
 it was taught for, and :meth:`~TaughtQuestions.similarity` says how much a question looks like the
 closest of them, for the taught answer closest to what the model said (both by char F1, punctuation
-and spaces aside). Not the model's own doubt, but a check against what it was taught: the answer
-filter's ``taught_question`` and ``min_logprob_taught`` measures (:mod:`gptf.interfaces`).
+and spaces aside; the questions with each character weighted by how rare it is among the taught
+questions, :func:`gptf.decoding.char_bags.rarity_weights`: sharing 是什么 says little, sharing 锅 a
+lot). Not the model's own doubt, but a check against what it was taught: the answer filter's
+``taught_question`` and ``min_logprob_taught`` measures (:mod:`gptf.interfaces`).
+
+Weighting by rarity, measured on the teacher run's val answers (no filter): AUROC of right vs wrong
+0.874 -> 0.926; beam search choosing with it: val right concept 47.8% -> 49.1% (README).
 
 An answer is only what it was taught if its facts are: a taught answer whose numbers came out
 different (九乘以九等于二十五 for 九乘以九等于八十一) was taught for no question, so its similarity is 0
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gptf.decoding.char_bags import CharBags
+from gptf.decoding.char_bags import CharBags, rarity_weights
 from gptf.decoding.numbers import same_numbers
 
 
@@ -32,6 +37,7 @@ class TaughtQuestions:
         self.answers = list(questions)
         self._answers = CharBags(self.answers)
         self._questions = [questions[a] for a in self.answers]
+        self._rarity = rarity_weights(question for pairs in self._questions for question in pairs)
         self._question_bags: dict[int, CharBags] = {}  # built when an answer's questions are first asked about
 
     def __len__(self) -> int:
@@ -45,11 +51,12 @@ class TaughtQuestions:
 
     def similarity(self, question: str, answer: str) -> float:
         """How much ``question`` looks like the closest question that the taught answer closest to
-        ``answer`` was taught for: char F1, 0 (nothing alike, or nothing taught) to 1 (the same).
+        ``answer`` was taught for: char F1 weighted by rarity, 0 (nothing alike, or nothing taught) to 1
+        (the same).
         0 also where ``answer`` has other numbers than that taught answer: it was not taught so."""
         index = self.closest_answer(answer)
         if index < 0 or not same_numbers(answer, self.answers[index]):
             return 0.0
         if index not in self._question_bags:
-            self._question_bags[index] = CharBags(self._questions[index])
+            self._question_bags[index] = CharBags(self._questions[index], self._rarity)
         return float(self._question_bags[index].f1(question).max())
