@@ -22,16 +22,21 @@ TEXTS = [
 ]
 
 
-def test_f1_equals_char_f1_of_each_pair() -> None:
-    bags = CharBags(TEXTS)
-    rng = random.Random(0)
+def texts_to_ask(seed: int) -> list[str]:
+    """The texts themselves, a few others, and 40 pieces of two texts glued together and shuffled."""
+    rng = random.Random(seed)
     asked = [*TEXTS, "高压锅", "蓝蓝蓝蓝", "完全不同的字", "xyz"]
-    for _ in range(40):  # pieces of two texts glued together, and shuffled
+    for _ in range(40):
         a, b = rng.choice(TEXTS), rng.choice(TEXTS)
         glued = list(a[: rng.randint(0, len(a))] + b[rng.randint(0, len(b)) :])
         rng.shuffle(glued)
         asked.append("".join(glued))
-    for text in asked:
+    return asked
+
+
+def test_f1_equals_char_f1_of_each_pair() -> None:
+    bags = CharBags(TEXTS)
+    for text in texts_to_ask(0):
         scores = bags.f1(text).tolist()
         assert scores == pytest.approx([char_f1(text, t) for t in TEXTS], abs=1e-12), text
 
@@ -69,14 +74,7 @@ def weighted_char_f1(a: str, b: str, weight) -> float:
 def test_weighted_f1_equals_the_formula_written_out() -> None:
     weight = rarity_weights(TEXTS)
     bags = CharBags(TEXTS, weight)
-    rng = random.Random(1)
-    asked = [*TEXTS, "高压锅", "蓝蓝蓝蓝", "完全不同的字", "xyz"]
-    for _ in range(40):
-        a, b = rng.choice(TEXTS), rng.choice(TEXTS)
-        glued = list(a[: rng.randint(0, len(a))] + b[rng.randint(0, len(b)) :])
-        rng.shuffle(glued)
-        asked.append("".join(glued))
-    for text in asked:
+    for text in texts_to_ask(1):
         scores = bags.f1(text).tolist()
         assert scores == pytest.approx([weighted_char_f1(text, t, weight) for t in TEXTS], abs=1e-12), text
 
