@@ -52,6 +52,7 @@ from rich.table import Table
 from gptf.data import Sample, normalize_prompt, read_jsonl
 from gptf.decoding.char_bags import CharBags
 from gptf.decoding.numbers import numbers_intact
+from gptf.decoding.taught_questions import QUESTION_SIMILARITY
 from gptf.errors import DataError
 from gptf.generate import BatchAnswer, Generator, SamplingSettings, greedy_answers, one_thread_per_worker
 from gptf.interfaces import (
@@ -756,6 +757,7 @@ class Calibration:
             "max_right_lost": self.max_right_lost,
             "chosen": self.chosen.measure,
             "answer_filter": self.filter_spec,
+            "question_similarity": QUESTION_SIMILARITY,  # how taught_question compared (a threshold's meaning)
         }
 
 

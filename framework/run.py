@@ -43,7 +43,7 @@ from gptf.build.plugins import is_plugin_file, untrusted_plugins
 from gptf.build.registry import Registry
 from gptf.build.validate import validate_for_run
 from gptf.data import TokenizedSplit, augment_prompts, parse_jsonl, read_jsonl, tokenize_split, training_texts
-from gptf.decoding.taught_questions import TaughtQuestions
+from gptf.decoding.taught_questions import QUESTION_SIMILARITY, TaughtQuestions
 from gptf.errors import CheckpointError, GptfError, PluginError, RunFolderBusy
 from gptf.evaluate import Calibration, calibrate_on_val, evaluate_after_training
 from gptf.generate import DraftBank, Generation, Generator, SamplingSettings
@@ -704,6 +704,31 @@ class LoadedRun:
     info: dict[str, Any]
     _draft_bank: DraftBank | None = attrs.field(default=None, init=False, repr=False)
     _taught: TaughtQuestions | None = attrs.field(default=None, init=False, repr=False)
+
+    def stale_calibration(self) -> str | None:
+        """A warning where the recipe's answer filter measures with the taught questions and its
+        threshold comes from a calibration made while ``taught_question`` compared questions otherwise
+        (:data:`gptf.decoding.taught_questions.QUESTION_SIMILARITY`): the same threshold then declines
+        other answers than the ones it was chosen for. None where nothing is known to be off."""
+        spec = self.recipe.generation.answer_filter
+        if spec.params.get("measure") not in TAUGHT_MEASURES:
+            return None
+        path = self.files.root / "calibration.json"
+        try:
+            calibration = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # no calibration (a threshold set by hand), or not one we can read
+        if not isinstance(calibration, dict) or calibration.get("question_similarity") == QUESTION_SIMILARITY:
+            return None
+        chosen = calibration.get("answer_filter")
+        if not isinstance(chosen, dict) or chosen.get("threshold") != spec.params.get("threshold"):
+            return None  # the recipe's threshold is not this calibration's
+        return (
+            f"the answer filter's threshold ({spec.params.get('measure')} below {spec.params.get('threshold')}) was "
+            f"calibrated ({path}) while taught_question compared questions by plain char F1; gptf now weighs rare "
+            f"characters more, so it declines other answers than it was chosen for. Calibrate again: "
+            f"gptf eval --ckpt {self.files.root} --calibrate --apply"
+        )
 
     def generator(
         self,

@@ -13,7 +13,7 @@ import yaml
 from conftest import invoke
 
 from gptf.decoding.char_bags import CharBags, rarity_weights
-from gptf.decoding.taught_questions import TaughtQuestions
+from gptf.decoding.taught_questions import QUESTION_SIMILARITY, TaughtQuestions
 from gptf.errors import GptfError
 from gptf.generate import Generator, SamplingSettings, greedy_answers
 from gptf.interfaces import TAUGHT_WEIGHT, FinishedAnswer
@@ -177,3 +177,37 @@ def test_a_run_that_picks_by_taught_questions_reads_its_training_file(tiny_run: 
     result = invoke(["generate", "--ckpt", str(run_dir), "--prompt", "你好"])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "beam_choice" in result.output and "tiny_train.jsonl" in result.output
+
+
+def test_a_threshold_calibrated_with_another_question_similarity_is_named_when_the_run_is_opened(
+    tiny_run: Path, workdir: Path
+) -> None:
+    """A run calibrated before rare characters counted more keeps a threshold for the old measure: say so."""
+    run_dir = with_filter(tiny_run, workdir, "taught_question")  # threshold 0.5 in its recipe
+    calibration = run_dir / "calibration.json"
+    old = {
+        "chosen": "taught_question",
+        "answer_filter": {"name": "confidence", "measure": "taught_question", "threshold": 0.5},
+    }
+    calibration.write_text(json.dumps(old), encoding="utf-8")
+    assert "Calibrate again" in load_run(run_dir).stale_calibration()
+    result = invoke(["generate", "--ckpt", str(run_dir), "--prompt", "你好", "--max-new-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "weighs rare characters more" in result.stderr
+        and f"gptf eval --ckpt {run_dir} --calibrate --apply" in result.stderr
+    )
+    assert "warning" not in result.stdout  # the answer's own output stays clean
+    # calibrated as gptf compares now: nothing to say
+    calibration.write_text(json.dumps({**old, "question_similarity": QUESTION_SIMILARITY}), encoding="utf-8")
+    assert load_run(run_dir).stale_calibration() is None
+    # a threshold set by hand after the calibration, or no calibration at all: not this calibration's business
+    calibration.write_text(
+        json.dumps({**old, "answer_filter": {**old["answer_filter"], "threshold": 0.7}}), encoding="utf-8"
+    )
+    assert load_run(run_dir).stale_calibration() is None
+    calibration.unlink()
+    assert load_run(run_dir).stale_calibration() is None
+    # gptf eval --calibrate records how it compared
+    assert invoke(["eval", "--ckpt", str(run_dir), "--calibrate"]).exit_code == 0
+    assert json.loads(calibration.read_text(encoding="utf-8"))["question_similarity"] == QUESTION_SIMILARITY

@@ -69,7 +69,11 @@ def open_ckpt(ckpt: Path, quantized: bool, device: str, trust_plugins: bool, no_
     """The run folder behind ``--ckpt``, opened with the options every asking command shares."""
     from gptf.run import load_run
 
-    return load_run(ckpt, quantized=quantized, device=device, trust_plugins=trust_plugins, verify=not no_verify)
+    run = load_run(ckpt, quantized=quantized, device=device, trust_plugins=trust_plugins, verify=not no_verify)
+    stale = run.stale_calibration()
+    if stale:
+        typer.secho(f"warning: {stale}", err=True, fg="yellow")
+    return run
 
 
 @app.command()

@@ -26,6 +26,11 @@ from collections.abc import Iterable
 from gptf.decoding.char_bags import CharBags, rarity_weights
 from gptf.decoding.numbers import same_numbers
 
+#: How :meth:`TaughtQuestions.similarity` compares questions. Every calibration of a taught measure
+#: records it (``calibration.json``): a threshold chosen while questions were compared otherwise (plain
+#: char F1, before 2026-12-01) does not mean the same now, and ``gptf`` says so when it loads such a run.
+QUESTION_SIMILARITY = "char F1, characters weighted by rarity"
+
 
 class TaughtQuestions:
     """The questions each taught answer was taught for, from (question, answer) pairs."""
