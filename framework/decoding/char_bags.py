@@ -60,7 +60,7 @@ class CharBags:
         self.weight = weight
         bags = [self._bag(text) for text in texts]
         rows: dict[str, list[int]] = {}
-        counts: dict[str, list[int]] = {}
+        counts: dict[str, list[float]] = {}  # (whole numbers without a weight)
         for row, bag in enumerate(bags):
             for ch, n in bag.items():
                 rows.setdefault(ch, []).append(row)
@@ -83,7 +83,7 @@ class CharBags:
     def f1(self, text: str) -> torch.Tensor:
         """Char F1 of ``text`` with every text, float64 (len(self),): 1 where both have no characters.
 
-        2·common / (size + size) of two integers is rounded once, so equal F1s compare equal."""
+        Unweighted, 2·common / (size + size) of two integers is rounded once, so equal F1s compare equal."""
         bag = self._bag(text)
         hits = [(self.postings[ch], n) for ch, n in bag.items() if ch in self.postings]
         common = torch.zeros(len(self), dtype=self.sizes.dtype)
