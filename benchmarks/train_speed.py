@@ -48,6 +48,8 @@ GPTF_VARIANTS: dict[str, list[str]] = {
     "gptf_fp32": ["training.precision=fp32"],
     "gptf_mb4_fp32": ["training.micro_batch=4", "training.precision=fp32"],  # the previous default
     "gptf_mb16": ["training.micro_batch=16"],
+    "gptf_mb8": ["training.micro_batch=8"],
+    "gptf_explicit_mb8": ["training.micro_batch=8", "model.attention=explicit"],
     "gptf_bf16": ["training.precision=bf16"],
     "gptf_bf16_mb16": ["training.precision=bf16", "training.micro_batch=16"],
     "gptf_bucketed_bf16_mb16": ["training.precision=bf16", "training.micro_batch=16", "training.bucket_batches=8"],

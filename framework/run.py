@@ -14,6 +14,7 @@ every process runs load, build and train; rank 0 alone goes on to finish and rep
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +81,7 @@ from gptf.train.run_files import (
     write_yaml,
 )
 from gptf.train.session import TrainingSession, open_resume
+from gptf.train.time_budget import plan_steps, steps_chosen_before, with_max_steps
 from gptf.train.trainer import Trainer, TrainState
 
 
@@ -97,6 +99,7 @@ class RunInputs:
     init_from: Path | None
     lock: RunLock  # held on the run folder from the load stage to the end of the run
     precision: dict[str, Any] = attrs.field(factory=dict)  # what training ran in and why (run.json)
+    time_budget: dict[str, Any] = attrs.field(factory=dict)  # the steps training.time_budget_s chose (run.json)
 
     @property
     def recipe(self) -> Recipe:
@@ -190,6 +193,8 @@ def run_recipe(
     started = time.perf_counter()
     world = world or World()
     world.check_batch(loaded.recipe.training.batch_size)
+    if resume is not None:  # a run whose time budget chose its steps continues with those steps
+        loaded = steps_chosen_before(loaded, Path(resume))
     inputs = load_stage(loaded, console, init_from=init_from, resume=resume, force=force, world=world, splits=splits)
     try:  # inputs.lock: this process alone writes the run folder until the end
         model = build_stage(inputs, console, device, world)
@@ -408,6 +413,7 @@ def train_stage(
             f"micro-batches: {trainer.side_by_side.workers} at a time, one thread each (training.side_by_side)",
             highlight=False,
         )
+    fit_time_budget(inputs, trainer, console, world)
     session = TrainingSession(
         trainer=trainer,
         loaded=inputs.loaded,
@@ -423,10 +429,31 @@ def train_stage(
         if on_step is not None:
             on_step(metrics)
 
-    with TrainingProgress(console, recipe.training.max_steps, start_step=trainer.state.step) as progress, session:
+    with TrainingProgress(console, trainer.config.max_steps, start_step=trainer.state.step) as progress, session:
         state = trainer.fit(on_step=session.after_step(report))
     session.finish()  # stopped by Ctrl+C/SIGTERM: saves a resumable checkpoint and says how to continue
     return state, session
+
+
+def fit_time_budget(inputs: RunInputs, trainer: Trainer, console: Console, world: World) -> None:
+    """``training.time_budget_s``: time a few steps here and train as many of ``max_steps`` as fit
+    (:mod:`gptf.train.time_budget`); the run's recipe then records the steps chosen."""
+    training = inputs.recipe.training
+    if training.time_budget_s is None or inputs.checkpoint is not None:  # resumed: chosen when it started
+        return
+    if world.distributed:
+        console.print(
+            f"[yellow]note: training.time_budget_s is not applied under torchrun: all {training.max_steps} steps[/]"
+        )
+        return
+    mean_tokens = training.batch_size * statistics.fmean(inputs.train.lengths)
+    budget = plan_steps(trainer, training.time_budget_s, mean_tokens)
+    inputs.time_budget.update(budget.as_record())
+    if budget.steps != training.max_steps:
+        inputs.loaded = with_max_steps(inputs.loaded, budget.steps)
+        trainer.config = inputs.recipe.training
+        trainer.schedule = build_scheduler(inputs.recipe, inputs.registry)  # warm-up and decay for these steps
+    console.print(f"steps: {budget.reason}", highlight=False)
 
 
 def make_trainer(
@@ -665,6 +692,7 @@ def run_record(inputs: RunInputs, model: GPT, state: TrainState, answers: list[G
         "components": {s.key: registry.components[s.kind][s.spec.name].plugin for s in component_slots(recipe)},
         "demo": [{"prompt": a.prompt, "answer": a.text} for a in answers],
         "precision": inputs.precision or None,  # training.precision as it ran, and why (auto)
+        "time_budget": inputs.time_budget or None,  # the steps training.time_budget_s chose here, and why
         "files": run_file_fingerprints(inputs.files),  # checked on load (gptf.train.fingerprints)
     }
 

@@ -162,6 +162,8 @@ def check_shapes(recipe: Recipe) -> list[str]:
         problems.append(f"training.grad_clip: must be >= 0 (0 turns clipping off), got {t.grad_clip}")
     if recipe.data.augment_copies < 0:
         problems.append(f"data.augment_copies: must be >= 0, got {recipe.data.augment_copies}")
+    if t.time_budget_s is not None and not t.time_budget_s > 0:
+        problems.append(f"training.time_budget_s: must be > 0 seconds or null (no budget), got {t.time_budget_s}")
     if t.save_interval < 0:
         problems.append(f"training.save_interval: must be >= 0, got {t.save_interval}")
     if t.threads is not None and not 0 < t.threads <= THREADS_MAX:

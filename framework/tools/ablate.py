@@ -413,6 +413,7 @@ def plan_run(
         *tuned,
         f"training.seed={seed}",
         f"training.max_steps={steps}",
+        "training.time_budget_s=null",  # the same steps for every variant, whatever their speed
         f"training.eval_interval={eval_interval}",
         f"output_dir={json.dumps(str(run_dir))}",  # JSON quotes are YAML quotes
         f"name={base.recipe.name}.{variant.slug}{value_slug}.seed{seed}",

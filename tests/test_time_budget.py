@@ -1,0 +1,154 @@
+"""training.time_budget_s: as many steps as fit, chosen by timing this machine, and otherwise the
+same run: the weights equal those of a run told that many steps, and a resumed run keeps them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, TINY_RECIPE, copy_tiny_data, invoke
+
+import gptf.train.time_budget as time_budget
+from gptf.train.time_budget import estimated_seconds, steps_within_budget
+
+STEPS = 12
+
+
+def test_estimate_counts_the_steps_and_every_evaluation() -> None:
+    assert estimated_seconds(100, 0.1, 1.0, eval_interval=50) == pytest.approx(100 * 0.1 + 2 * 1.0)
+    assert estimated_seconds(120, 0.1, 1.0, eval_interval=50) == pytest.approx(12 + 3 * 1.0)  # and one at the end
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [
+        (1000.0, 900),  # everything fits: the recipe's steps
+        (91.0, 900),  # exactly: 900 * 0.1 + 1 evaluation
+        (80.0, 750),  # 800 would take 80 + 1 s
+        (10.0, 50),  # the fewest it trains in multiples
+        (0.5, 50),  # nothing fits: still trains (the fewest)
+    ],
+)
+def test_steps_within_budget(budget: float, expected: int) -> None:
+    assert steps_within_budget(900, budget, step_s=0.1, eval_s=1.0, eval_interval=1000, granularity=50) == expected
+
+
+def test_a_run_shorter_than_one_multiple_keeps_its_steps() -> None:
+    assert steps_within_budget(30, 0.01, step_s=0.1, eval_s=0.0, eval_interval=10, granularity=50) == 30
+    assert steps_within_budget(130, 10.0, step_s=0.1, eval_s=0.0, eval_interval=1000, granularity=50) == 100
+
+
+def test_the_reason_says_what_was_chosen_and_how_to_turn_it_off() -> None:
+    cut = time_budget.StepBudget(115.0, 900, 650, 0.158, 0.7, 107.3)
+    assert "650 of the recipe's 900 steps fit the 115 s budget" in cut.reason
+    assert "158 ms/step" in cut.reason and "training.time_budget_s=null" in cut.reason
+    assert cut.as_record()["steps"] == 650
+    whole = time_budget.StepBudget(115.0, 900, 900, 0.116, 0.5, 109.0)
+    assert whole.reason.startswith("all 900 steps fit the 115 s budget")
+
+
+# ---------------------------------------------------------------- a whole run (tiny recipe)
+
+
+def make_folder(folder: Path, budget: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    copy_tiny_data(folder)
+    shutil.copy(FIXTURES / "trouble_plugin.py", folder / "trouble_plugin.py")
+    recipe = folder / "r.yaml"
+    recipe.write_text(
+        f"extends: {TINY_RECIPE}\nplugins: [./trouble_plugin.py]\n"
+        f"training: {{max_steps: {STEPS}, time_budget_s: {budget}, callbacks: [signal_at]}}\n"
+        "demo_prompts: []\n"
+    )
+    return recipe
+
+
+@pytest.fixture
+def steady_machine(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, float]]:
+    """The real timing (steps taken and undone), reported as 0.1 s per step and no evaluation
+    time, and steps chosen in multiples of 4: a 0.85 s budget then allows 8 of the 12 steps."""
+    real = time_budget.measure_step
+    measured: list[tuple[float, float]] = []
+
+    def steady(trainer, mean_tokens_per_step, probe_steps=time_budget.PROBE_STEPS):
+        measured.append(real(trainer, mean_tokens_per_step, probe_steps))
+        return 0.1, 0.0
+
+    monkeypatch.setattr(time_budget, "measure_step", steady)
+    monkeypatch.setattr(time_budget, "GRANULARITY", 4)
+    return measured
+
+
+def run_in(folder: Path, *args: str):
+    import os
+
+    old = Path.cwd()
+    os.chdir(folder)
+    try:
+        return invoke(["run", "r.yaml", *args])
+    finally:
+        os.chdir(old)
+
+
+def run_dir(folder: Path) -> Path:
+    return folder / "checkpoints" / "tiny"
+
+
+def test_a_budgeted_run_is_the_run_of_the_steps_it_chose(
+    tmp_path: Path, steady_machine: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budgeted = tmp_path / "budgeted"
+    make_folder(budgeted, "0.85")
+    result = run_in(budgeted)
+    assert result.exit_code == 0, result.output
+    assert "steps: 8 of the recipe's 12 steps fit the 0.85 s budget" in result.stdout
+    assert len(steady_machine) == 1 and steady_machine[0][0] > 0  # it did time real steps
+    info = json.loads((run_dir(budgeted) / "run.json").read_text())
+    assert info["steps"] == 8 and info["time_budget"]["steps"] == 8 and info["time_budget"]["planned_steps"] == 12
+    assert "max_steps: 8" in (run_dir(budgeted) / "recipe.yaml").read_text()
+
+    fixed = tmp_path / "fixed"
+    make_folder(fixed, "null")
+    assert run_in(fixed, "training.max_steps=8").exit_code == 0
+    assert (run_dir(budgeted) / "model.safetensors").read_bytes() == (run_dir(fixed) / "model.safetensors").read_bytes()
+    assert logged(budgeted) == logged(fixed)
+
+
+def logged(folder: Path) -> list[dict]:
+    """The numbers a run logged that must match between runs (not the timings)."""
+    keep = ("step", "loss", "lr", "grad_norm", "val_loss")
+    lines = (run_dir(folder) / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k in keep} for line in lines]
+
+
+def test_everything_fits_trains_the_recipes_steps(tmp_path: Path, steady_machine: list) -> None:
+    make_folder(tmp_path, "60")
+    result = run_in(tmp_path)
+    assert result.exit_code == 0, result.output
+    assert f"steps: all {STEPS} steps fit the 60 s budget" in result.stdout
+    assert json.loads((run_dir(tmp_path) / "run.json").read_text())["steps"] == STEPS
+
+
+def test_resuming_keeps_the_steps_chosen_at_the_start(
+    tmp_path: Path, steady_machine: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_folder(tmp_path, "0.85")
+    monkeypatch.setenv("GPTF_TEST_SIGNAL_AT", "5:SIGINT")
+    assert run_in(tmp_path).exit_code == 130
+    monkeypatch.delenv("GPTF_TEST_SIGNAL_AT")
+    resumed = run_in(tmp_path, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "at step 5 of 8" in resumed.stdout
+    assert len(steady_machine) == 1  # timed once, when the run started
+    assert json.loads((run_dir(tmp_path) / "run.json").read_text())["steps"] == 8
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_a_budget_must_be_positive(tmp_path: Path, value: str) -> None:
+    make_folder(tmp_path, value)
+    result = run_in(tmp_path)
+    assert result.exit_code != 0
+    assert "training.time_budget_s: must be > 0 seconds or null" in result.output
+    assert "Traceback" not in result.output
