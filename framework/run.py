@@ -53,6 +53,7 @@ from gptf.model import GPT
 from gptf.plots import report_loss_plot
 from gptf.recipe import ComponentSpec, LoadedRecipe, Recipe, read_recipe_file, recipe_from_dict, recipe_to_dict
 from gptf.recipe.limits import sampling_problems
+from gptf.train import time_budget
 from gptf.train.answer_weights import loss_weighting
 from gptf.train.checkpoint import Checkpoint
 from gptf.train.distributed import World, oversubscription_note
@@ -440,6 +441,8 @@ def fit_time_budget(inputs: RunInputs, trainer: Trainer, console: Console, world
     (:mod:`gptf.train.time_budget`); the run's recipe then records the steps chosen."""
     training = inputs.recipe.training
     if training.time_budget_s is None or inputs.checkpoint is not None:  # resumed: chosen when it started
+        return
+    if training.max_steps <= time_budget.GRANULARITY:  # it would train them all anyway: nothing to time
         return
     if world.distributed:
         console.print(

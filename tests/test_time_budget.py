@@ -152,3 +152,12 @@ def test_a_budget_must_be_positive(tmp_path: Path, value: str) -> None:
     assert result.exit_code != 0
     assert "training.time_budget_s: must be > 0 seconds or null" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_run_of_at_most_one_multiple_is_not_timed(tmp_path: Path, steady_machine: list) -> None:
+    """Fewer steps than one multiple are all trained whatever the budget: no steps spent timing."""
+    make_folder(tmp_path, "0.001")
+    result = run_in(tmp_path, "training.max_steps=4")
+    assert result.exit_code == 0, result.output
+    assert steady_machine == [] and "steps:" not in result.stdout
+    assert json.loads((run_dir(tmp_path) / "run.json").read_text())["steps"] == 4
