@@ -47,6 +47,9 @@ def test_the_reason_says_what_was_chosen_and_how_to_turn_it_off() -> None:
     assert cut.as_record()["steps"] == 650
     whole = time_budget.StepBudget(115.0, 900, 900, 0.116, 0.5, 109.0)
     assert whole.reason.startswith("all 900 steps fit the 115 s budget")
+    short = time_budget.StepBudget(2.0, 900, 50, 0.158, 0.7, 8.6)
+    assert short.reason.startswith("not even 50 steps fit the 2 s budget (~9 s")
+    assert "raise training.time_budget_s" in short.reason
 
 
 # ---------------------------------------------------------------- a whole run (tiny recipe)

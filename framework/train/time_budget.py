@@ -54,6 +54,11 @@ class StepBudget:
     @property
     def reason(self) -> str:
         rate = f"{1000 * self.seconds_per_step:.0f} ms/step measured here"
+        if self.estimated_s > self.budget_s:  # not even the fewest fit: a run still trains
+            return (
+                f"not even {self.steps} steps fit the {self.budget_s:g} s budget (~{self.estimated_s:.0f} s, {rate}): "
+                f"training {self.steps}, the fewest it trains; raise training.time_budget_s for more"
+            )
         if self.steps == self.planned_steps:
             budget = f"the {self.budget_s:g} s budget (~{self.estimated_s:.0f} s, {rate})"
             return f"all {self.planned_steps} steps fit {budget}"
