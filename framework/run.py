@@ -82,7 +82,6 @@ from gptf.train.run_files import (
     write_yaml,
 )
 from gptf.train.session import TrainingSession, open_resume
-from gptf.train.time_budget import plan_steps, steps_chosen_before, with_max_steps
 from gptf.train.trainer import Trainer, TrainState
 
 
@@ -195,7 +194,7 @@ def run_recipe(
     world = world or World()
     world.check_batch(loaded.recipe.training.batch_size)
     if resume is not None:  # a run whose time budget chose its steps continues with those steps
-        loaded = steps_chosen_before(loaded, Path(resume))
+        loaded = time_budget.steps_chosen_before(loaded, Path(resume))
     inputs = load_stage(loaded, console, init_from=init_from, resume=resume, force=force, world=world, splits=splits)
     try:  # inputs.lock: this process alone writes the run folder until the end
         model = build_stage(inputs, console, device, world)
@@ -450,10 +449,10 @@ def fit_time_budget(inputs: RunInputs, trainer: Trainer, console: Console, world
         )
         return
     mean_tokens = training.batch_size * statistics.fmean(inputs.train.lengths)
-    budget = plan_steps(trainer, training.time_budget_s, mean_tokens)
+    budget = time_budget.plan_steps(trainer, training.time_budget_s, mean_tokens)
     inputs.time_budget.update(budget.as_record())
     if budget.steps != training.max_steps:
-        inputs.loaded = with_max_steps(inputs.loaded, budget.steps)
+        inputs.loaded = time_budget.with_max_steps(inputs.loaded, budget.steps)
         trainer.config = inputs.recipe.training
         trainer.schedule = build_scheduler(inputs.recipe, inputs.registry)  # warm-up and decay for these steps
     console.print(f"steps: {budget.reason}", highlight=False)

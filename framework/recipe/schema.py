@@ -66,7 +66,7 @@ class ModelConfig:
 class TrainingConfig:
     max_steps: int = 2000
     # seconds for the training steps and their evaluations on *this* machine: gptf run times a few
-    # steps first and trains max_steps, or as many whole hundreds as fit (gptf.train.time_budget)
+    # steps first and trains max_steps, or as many (in 50s) as fit (gptf.train.time_budget)
     time_budget_s: float | None = None
     batch_size: int = 16
     micro_batch: int = 16
