@@ -354,7 +354,9 @@ def build_stage(inputs: RunInputs, console: Console, device: str, world: World |
     banner(inputs.loaded, inputs.registry, model, console)
     t = recipe.training
     console.print(
-        f"training: {t.max_steps} steps, batch {t.batch_size} = {t.batch_size // t.micro_batch} x micro-batch "
+        f"training: {t.max_steps} steps"
+        + (f" or as many as fit {t.time_budget_s:g} s" if t.time_budget_s is not None and not inputs.checkpoint else "")
+        + f", batch {t.batch_size} = {t.batch_size // t.micro_batch} x micro-batch "
         f"{t.micro_batch}, lr {t.lr:g}, {t.precision}, {threads} threads"
         + (", torch.compile" if t.compile else "")
         + (", activation checkpointing" if t.activation_checkpointing else ""),

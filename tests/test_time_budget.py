@@ -106,6 +106,7 @@ def test_a_budgeted_run_is_the_run_of_the_steps_it_chose(
     make_folder(budgeted, "0.85")
     result = run_in(budgeted)
     assert result.exit_code == 0, result.output
+    assert "training: 12 steps or as many as fit 0.85 s, batch" in result.stdout
     assert "steps: 8 of the recipe's 12 steps fit the 0.85 s budget" in result.stdout
     assert len(steady_machine) == 1 and steady_machine[0][0] > 0  # it did time real steps
     info = json.loads((run_dir(budgeted) / "run.json").read_text())
