@@ -54,17 +54,17 @@ class StepBudget:
     @property
     def reason(self) -> str:
         rate = f"{1000 * self.seconds_per_step:.0f} ms/step measured here"
+        budget = f"the {self.budget_s:g} s budget (~{self.estimated_s:.0f} s, {rate})"
         if self.estimated_s > self.budget_s:  # not even the fewest fit: a run still trains
             return (
-                f"not even {self.steps} steps fit the {self.budget_s:g} s budget (~{self.estimated_s:.0f} s, {rate}): "
-                f"training {self.steps}, the fewest it trains; raise training.time_budget_s for more"
+                f"not even {self.steps} steps fit {budget}: training {self.steps}, the fewest it trains; "
+                "raise training.time_budget_s for more"
             )
         if self.steps == self.planned_steps:
-            budget = f"the {self.budget_s:g} s budget (~{self.estimated_s:.0f} s, {rate})"
             return f"all {self.planned_steps} steps fit {budget}"
         return (
-            f"{self.steps} of the recipe's {self.planned_steps} steps fit the {self.budget_s:g} s budget "
-            f"(~{self.estimated_s:.0f} s, {rate}); training.time_budget_s=null trains all {self.planned_steps}"
+            f"{self.steps} of the recipe's {self.planned_steps} steps fit {budget}; "
+            f"training.time_budget_s=null trains all {self.planned_steps}"
         )
 
     def as_record(self) -> dict:
@@ -115,9 +115,11 @@ def measure_step(trainer: Trainer, mean_tokens_per_step: float, probe_steps: int
             started = time.perf_counter()
             trainer.train_step()
             per_token.append((time.perf_counter() - started) / max(1, trainer.state.tokens_seen - tokens_before))
-        started = time.perf_counter()
-        trainer.evaluate()
-        eval_s = time.perf_counter() - started if trainer.val_split is not None else 0.0
+        eval_s = 0.0
+        if trainer.val_split is not None:
+            started = time.perf_counter()
+            trainer.evaluate()
+            eval_s = time.perf_counter() - started
     finally:
         model.load_state_dict(saved_weights)
         optimizer.load_state_dict(saved_optimizer)
