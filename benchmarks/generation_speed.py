@@ -43,6 +43,7 @@ from bench_common import emit, machine, our_data, set_threads, teacher_recipe
 from naive_reference import NaiveConfig, NaiveGPT, naive_generate
 
 from gptf.build.components import build_constraints, build_model, build_quantizer, open_registry
+from gptf.build.speed import CompiledDecodeStep
 from gptf.generate import DraftBank, Generation, Generator, SamplingSettings, greedy_answers, one_thread_per_worker
 from gptf.recipe import ComponentSpec
 
@@ -129,18 +130,16 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
         contenders[f"gptf_beam_search_{beams}_fp32"] = lambda p: searching.generate(p, settings)
     compile_s = None
     if not args.no_compile:
-        compiled = Generator(
-            plain.model,
-            plain.tokenizer,
-            plain.constraints,
-            answer_filter=plain.answer_filter,
-            compile_decode=True,
-            draft=False,
-        )
+        # the plain loop and draft and verify, each step after the prompt through the compiled decode step
+        compiled = run.generator(draft=False, beams=1)
+        compiled_draft = run.generator(draft=True, beams=1)
+        compiled.compiled_step = compiled_draft.compiled_step = CompiledDecodeStep(plain.model)  # one compile for both
         started = time.perf_counter()  # compile now (cold: tens of seconds; warm, from inductor's disk cache: seconds)
         compiled.generate(prompts[0], SamplingSettings(max_new_tokens=2, temperature=0.0))
+        compiled_draft.generate(prompts[0], settings)  # the graph for a token and its guesses
         compile_s = round(time.perf_counter() - started, 2)
         contenders["gptf_kv_cache_fp32_compiled"] = lambda p: compiled.generate(p, settings)
+        contenders["gptf_draft_verify_fp32_compiled"] = lambda p: compiled_draft.generate(p, settings)
     naive = None
     if not args.no_naive:
         torch.manual_seed(0)
@@ -149,7 +148,9 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
     for call in contenders.values():  # warm-up: first calls allocate and pick kernels
         call(prompts[0])
     answers: dict[str, list[Answer]] = {name: [] for name in [*contenders, "naive_recompute_fp32"]}
-    identical = 0
+    # per contender that should give the plain loop's answers: how many were token-identical to them
+    same_as_plain = ("gptf_draft_verify_fp32", "gptf_kv_cache_fp32_compiled", "gptf_draft_verify_fp32_compiled")
+    identical = dict.fromkeys(same_as_plain, 0)
     taught: list[bool] = []  # per answer: the model repeated a taught answer word for word
     taught_answers = {tuple(seq) for seq in bank.sequences}
     for _ in range(args.repeats or 1):
@@ -161,8 +162,10 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
                     (out.total_s, out.first_token_s, produced(out), out.model_calls, out.drafted, out.accepted)
                 )
             reference = outs["gptf_kv_cache_fp32"]
-            same = [t.token_id for t in outs["gptf_draft_verify_fp32"].tokens] == [t.token_id for t in reference.tokens]
-            identical += same and outs["gptf_draft_verify_fp32"].stop_reason == reference.stop_reason
+            for name in identical:
+                if name in outs:
+                    same = [t.token_id for t in outs[name].tokens] == [t.token_id for t in reference.tokens]
+                    identical[name] += same and outs[name].stop_reason == reference.stop_reason
             ids_out = [t.token_id for t in reference.tokens] + [run.tokenizer.eos_id] * (reference.stop_reason == "eos")
             taught.append(tuple(ids_out) in taught_answers)
             if naive is not None:
@@ -210,7 +213,11 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
         "questions": f"{path} ({len(prompts)} questions x {args.repeats or 1} round(s))",
         "n_questions": len(prompts),
         "draft_bank": f"{len(bank)} distinct answers of {run.recipe.data.train} ({bank_s:.2f} s to build)",
-        "draft_identical_to_plain": f"{identical}/{len(prompts) * (args.repeats or 1)} answers token-identical",
+        "identical_to_plain": {
+            name: f"{same}/{len(prompts) * (args.repeats or 1)} answers token-identical"
+            for name, same in identical.items()
+            if name in contenders
+        },
         "compile_s": compile_s,
         "constraints (gptf)": [s.name for s in run.recipe.generation.constraints],
         "results": results,

@@ -197,7 +197,13 @@ def table(raw: dict[str, Any]) -> str:
         g = real["results"]
         what = f"generation, batch 1, trained model, {real['n_questions']} held-out questions"
         base = g["naive_recompute_fp32"]["tokens_per_s"]
-        names = ("naive_recompute_fp32", "gptf_kv_cache_fp32", "gptf_kv_cache_fp32_compiled", "gptf_draft_verify_fp32")
+        names = (
+            "naive_recompute_fp32",
+            "gptf_kv_cache_fp32",
+            "gptf_kv_cache_fp32_compiled",
+            "gptf_draft_verify_fp32",
+            "gptf_draft_verify_fp32_compiled",
+        )
         beam = [n for n in g if n.startswith("gptf_beam_search_")]  # other answers: its own tokens per second
         for name in (n for n in (*names, *beam) if n in g):
             r = g[name]
@@ -206,11 +212,16 @@ def table(raw: dict[str, Any]) -> str:
                 speed += f"; {r['acceptance']:.0%} of guesses kept, {r['tokens_per_model_call']} tokens per model call"
             rows.append(f"| {what} | {name} | {speed} | {r['tokens_per_s'] / base:.2f}x | | |")
         for kind, kind_results in real.get("results_by_answer", {}).items():
-            r = kind_results.get("gptf_draft_verify_fp32")
-            if r and "vs_naive" in r:
-                speed = f"{r['tokens_per_s']} tokens/s, {r['tokens_per_model_call']} tokens per model call"
-                rows.append(f"| | draft and verify, answers that {kind} | {speed} | {r['vs_naive']:.2f}x | | |")
-        rows.append(f"| | draft and verify | {real['draft_identical_to_plain']}; bank: {real['draft_bank']} | | | |")
+            for name, label in (("gptf_draft_verify_fp32", ""), ("gptf_draft_verify_fp32_compiled", ", compiled")):
+                r = kind_results.get(name)
+                if r and "vs_naive" in r:
+                    speed = f"{r['tokens_per_s']} tokens/s, {r['tokens_per_model_call']} tokens per model call"
+                    what = f"draft and verify{label}, answers that {kind}"
+                    rows.append(f"| | {what} | {speed} | {r['vs_naive']:.2f}x | | |")
+        same = "; ".join(f"{name}: {text}" for name, text in real["identical_to_plain"].items())
+        rows.append(f"| | same answers as the plain loop | {same}; draft bank: {real['draft_bank']} | | | |")
+        if real.get("compile_s") is not None:
+            rows.append(f"| | compiling the decode step (both graphs) | {real['compile_s']} s | | | |")
     elif real:
         rows.append(f"| generation, trained model, real questions | skipped | {real['skipped']} | | | |")
     if "training" in raw:

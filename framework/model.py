@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 import torch
@@ -155,15 +155,15 @@ class KVCache:
 
 class _SlotWriter:
     """What :meth:`GPT.decode_step` hands each layer instead of a :class:`KVCache`: writes the
-    new key/value at a position *tensor* and returns the whole buffer (fixed shapes)."""
+    new keys/values at a positions *tensor* and returns the layer's whole buffer (fixed shapes)."""
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, position: torch.Tensor) -> None:
-        self.keys, self.values, self.position = keys, values, position
+    def __init__(self, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor], positions: torch.Tensor) -> None:
+        self.keys, self.values, self.positions = keys, values, positions
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self.keys[layer], self.values[layer]  # (B, H_kv, S, D)
-        keys.index_copy_(2, self.position, k)
-        values.index_copy_(2, self.position, v)
+        keys.index_copy_(2, self.positions, k)
+        values.index_copy_(2, self.positions, v)
         return keys, values
 
 
@@ -257,27 +257,33 @@ class GPT(nn.Module):
         return self.head(self.norm(x))  # (B, T, V)
 
     def decode_step(
-        self, ids: torch.Tensor, position: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        keys: Sequence[torch.Tensor],
+        values: Sequence[torch.Tensor],
     ) -> torch.Tensor:
-        """One new token per row with fixed shapes, for ``torch.compile`` (see gptf.build.fast_decode).
+        """New tokens after a cached past, with shapes that do not grow: for ``torch.compile``
+        (:class:`gptf.build.speed.CompiledDecodeStep`).
 
-        ``ids``: (B, 1); ``position``: (1,) long, where the token goes; ``keys``/``values``: a
-        :class:`KVCache`'s whole buffers (L, B, H_kv, seq_len, D), written in place at ``position``.
-        Attention runs over *all* seq_len slots with the unfilled ones masked out (-inf), so the
-        shapes never change with the length and a compiled graph is reused for every token.
-        Returns the logits (B, V). Same numbers as ``forward(ids, cache)`` up to rounding.
+        ``ids``: (B, T), the newest token of each row, or it and guesses to check (draft and verify);
+        ``positions``: (T,) long, where they go; ``keys``/``values``: a :class:`KVCache`'s buffers,
+        one (B, H_kv, seq_len, D) per layer (``cache.layer_keys``), written in place at ``positions``.
+        Attention runs over *all* seq_len slots with the slots after each token masked out (-inf),
+        so the shapes never change with the length and one compiled graph serves every step.
+        Returns the logits (B, T, V): those of ``forward(ids, cache)``, up to rounding.
         """
-        slots = torch.arange(keys.size(-2), device=ids.device)  # (S,)
-        hidden = torch.zeros(1, slots.numel(), dtype=keys.dtype, device=ids.device)
-        hidden = hidden.masked_fill(slots > position, float("-inf"))  # (1, S)
-        bias = self.positional.score_bias(position, slots)  # (H, 1, S) or None
-        bias = hidden if bias is None else bias.to(keys.dtype) + hidden  # future slots: -inf
-        x = self.embed(ids)  # (B, 1, C)
-        x = self.positional.embed(x, position)
-        writer = _SlotWriter(keys, values, position)
+        slots = torch.arange(keys[0].size(-2), device=ids.device)  # (S,)
+        hidden = torch.zeros(positions.numel(), slots.numel(), dtype=keys[0].dtype, device=ids.device)
+        hidden = hidden.masked_fill(slots > positions[:, None], float("-inf"))  # (T, S): the future
+        bias = self.positional.score_bias(positions, slots)  # (H, T, S) or None
+        bias = hidden if bias is None else bias.to(keys[0].dtype) + hidden
+        x = self.embed(ids)  # (B, T, C)
+        x = self.positional.embed(x, positions)
+        writer = _SlotWriter(keys, values, positions)
         for layer, block in enumerate(self.blocks):
-            x = block(x, AttentionContext(self.positional, position, bias, writer, layer))  # type: ignore[arg-type]
-        return self.head(self.norm(x))[:, -1]  # (B, V)
+            x = block(x, AttentionContext(self.positional, positions, bias, writer, layer))  # type: ignore[arg-type]
+        return self.head(self.norm(x))  # (B, T, V)
 
     def new_cache(self, batch: int = 1) -> KVCache:
         """An empty KV cache for ``batch`` sequences, on the model's device."""

@@ -370,14 +370,15 @@ def test_the_commands_draft_unless_told_not_to(tiny_run: Path, monkeypatch: pyte
 
 @pytest.mark.slow
 def test_drafting_with_the_compiled_step_gives_the_plain_answers(run: LoadedRun) -> None:
-    """generation.compile: true and drafting together: calls without a guess go through the compiled
-    one-token step, calls with guesses through the eager model; the answers stay the plain loop's."""
+    """generation.compile: true and drafting together: every call after the prompt goes through the
+    compiled step, one graph for a single token and one for a token and its guesses (any number of
+    them: no recompiling); the answers stay the plain loop's."""
     plain, _ = teacher_generators(run)
     both = Generator(run.model, run.tokenizer, plain.constraints, compile_decode=True, draft=True)
     settings = SamplingSettings(max_new_tokens=20, temperature=0.0)
     answers = {tuple(plain.prompt_ids(p)): tokens_of(plain.generate(p, settings)) for p in PROMPTS[:6]}
 
-    class EveryOtherCall(ScriptedBank):  # some calls with guesses (eager), some without (compiled)
+    class EveryOtherCall(ScriptedBank):  # some calls with guesses, some without
         def propose(self, context: Sequence[int], limit: int, start: int | None = None) -> list[int]:
             return super().propose(context, limit) if len(context) % 2 else []
 
@@ -388,3 +389,4 @@ def test_drafting_with_the_compiled_step_gives_the_plain_answers(run: LoadedRun)
         same_answer(got, plain.generate(prompt, settings))
         drafted += got.drafted
     assert drafted > 0 and both.compiled_step is not None and both.compiled_step.compiled_batches == {1}
+    assert both.compiled_step.graphs == {(1, False), (1, True)}

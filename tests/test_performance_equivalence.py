@@ -179,17 +179,23 @@ def test_greedy_answer_with_cache_equals_without(tokenizer: ByteLevelBPE, positi
 @pytest.mark.parametrize("positional", POSITIONALS)
 def test_fixed_shape_decode_step_equals_the_cached_forward(positional: str) -> None:
     """decode_step (the whole cache, masked; what torch.compile compiles) gives the logits of
-    forward(ids, cache), token after token."""
+    forward(ids, cache), for one new token at a time and for a token with guesses after it."""
     model = tiny_model(positional, 50)
     ids = torch.randint(0, 50, (2, 30), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         plain, fixed = model.new_cache(2), model.new_cache(2)
         model(ids[:, :10], plain), model(ids[:, :10], fixed)
-        for t in range(10, 30):
-            expected = model(ids[:, t : t + 1], plain)[:, -1]
-            got = model.decode_step(ids[:, t : t + 1], torch.tensor([fixed.length]), fixed.keys, fixed.values)
-            fixed.advance(1)
+        t = 10
+        for width in (1, 3, 1, 5, 2, 1, 4, 1, 2):  # 20 tokens, fed 1 or several at a time
+            expected = model(ids[:, t : t + width], plain)
+            at = torch.arange(fixed.length, fixed.length + width)
+            got = model.decode_step(ids[:, t : t + width], at, fixed.layer_keys, fixed.layer_values)
+            fixed.advance(width)
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+            t += width
+        assert t == 30
+        # the buffers hold the same keys and values as the cache that grew token by token
+        torch.testing.assert_close(fixed.keys[:, :, :, :30], plain.keys[:, :, :, :30], rtol=1e-5, atol=1e-5)
 
 
 def strong_model(positional: str, vocab_size: int) -> torch.nn.Module:
@@ -215,6 +221,33 @@ def test_compiled_decoding_is_token_identical(tokenizer: ByteLevelBPE, positiona
         assert [t.token_id for t in fast.tokens] == [t.token_id for t in eager.tokens]
         assert fast.stop_reason == eager.stop_reason
     assert compiled.compiled_step is not None and compiled.compiled_step.compiled_batches == {1}
+
+
+@pytest.mark.slow
+def test_the_compiled_step_takes_any_number_of_guesses_in_one_graph() -> None:
+    """One compiled graph for a single token and one for a token with any number of guesses: the
+    logits equal the eager forward's, and 2, 3, 7 or 12 tokens at a time compile nothing new."""
+    from torch._dynamo.utils import counters
+
+    from gptf.build.speed import CompiledDecodeStep
+
+    model = tiny_model("rope", 50)
+    step = CompiledDecodeStep(model)
+    ids = torch.randint(0, 50, (1, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        plain, fixed = model.new_cache(1), model.new_cache(1)
+        model(ids[:, :10], plain), model(ids[:, :10], fixed)
+        graphs_before = counters["stats"]["unique_graphs"]
+        t = 10
+        for width in (1, 2, 3, 1, 7, 12, 1, 2):
+            expected = model(ids[:, t : t + width], plain)
+            at = torch.arange(fixed.length, fixed.length + width)
+            got = step(ids[:, t : t + width], at, fixed.layer_keys, fixed.layer_values)
+            fixed.advance(width)
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+            t += width
+    assert counters["stats"]["unique_graphs"] - graphs_before == 2
+    assert step.graphs == {(1, False), (1, True)} and step.compile_s > 0
 
 
 def test_measures_are_recorded_only_when_asked(tokenizer: ByteLevelBPE) -> None:

@@ -4,9 +4,10 @@
   bf16 natively (x86 flags ``avx512_bf16``/``amx_bf16``, ARM ``bf16``; CUDA's own check) *and*
   a one-second probe of a teacher-shaped forward + backward measures it faster than fp32.
 * :class:`CompiledDecodeStep` — :meth:`gptf.model.GPT.decode_step` under ``torch.compile``
-  (inductor), fixed shapes, so one graph serves every token of every answer. Compiling costs
-  seconds (less on later runs: inductor keeps its work in an on-disk cache), so
-  :meth:`gptf.generate.Generator.decode` uses it only when enough tokens are coming to pay it back.
+  (inductor), shapes that do not grow, so two graphs (one token; a token and its guesses) serve
+  every step of every answer. Compiling costs seconds (less on later runs: inductor keeps its work
+  in an on-disk cache), so it is an option (``generation.compile``) for processes that answer many
+  questions (``gptf chat``, ``gptf serve``, ``gptf eval``), not a default.
 * :func:`one_pytorch_thread` — for work split among Python worker threads (micro-batches side by
   side, many answers side by side): each worker computes with one PyTorch thread.
 """
@@ -17,16 +18,13 @@ import contextlib
 import os
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import attrs
 import torch
 import torch.nn.functional as F
 
-# Measured on a Zen 4 (2 cores): compiled ~4x faster per token at batch 1; a warm start (on-disk
-# cache) ~3-5 s, a cold one ~20-40 s. Below this many decode steps in one process, stay eager.
-COMPILE_DECODE_AFTER_STEPS = 2000
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86; ARM calls it "bf16"
 
 
@@ -147,32 +145,45 @@ def compile_cache_dir() -> str:
 
 
 class CompiledDecodeStep:
-    """``model.decode_step`` compiled once (per batch size) and called for every token.
+    """``model.decode_step`` compiled, and called for every step after the prompt.
 
-    ``decode_step`` has fixed shapes (the whole preallocated cache, a mask, the position as a
-    tensor), so the graph is not recompiled as answers grow. The first call compiles
-    (``compile_s`` records how long it took)."""
+    ``decode_step`` reads and writes the whole preallocated cache (the unfilled slots masked), so
+    its shapes do not grow with the answer and no graph is recompiled as answers get longer. Per
+    batch size, two graphs: one for a single new token (the plain loop), one for a token and any
+    number of guesses after it (draft and verify; the number of tokens is a dynamic dimension).
+    The first call of each compiles: ``compile_s`` adds up how long that took."""
+
+    MAX_BATCH_SIZES = 4  # each batch size has graphs of its own (seconds to compile): beyond these, eager
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
         self.compile_s = 0.0
         self.compiled_batches: set[int] = set()
+        self.graphs: set[tuple[int, bool]] = set()  # (batch size, several tokens) compiled so far
         step = getattr(model, "decode_step", model)
-        self._fn = torch.compile(step, dynamic=False, fullgraph=True)
-
-    MAX_BATCH_SIZES = 4  # each batch size is its own graph (seconds to compile): beyond these, eager
+        self._fn = torch.compile(step, fullgraph=True)
 
     def accepts(self, batch: int) -> bool:
         return batch in self.compiled_batches or len(self.compiled_batches) < self.MAX_BATCH_SIZES
 
     def __call__(
-        self, ids: torch.Tensor, position: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        keys: Sequence[torch.Tensor],
+        values: Sequence[torch.Tensor],
     ) -> torch.Tensor:
-        batch = ids.size(0)
-        if batch in self.compiled_batches:
-            return self._fn(ids, position, keys, values)
+        """``model.decode_step(ids, positions, keys, values)``: logits (B, T, V)."""
+        graph = (ids.size(0), ids.size(1) > 1)
+        if graph[1]:  # one graph for any number of guesses, not one per number
+            most = keys[0].size(-2)  # (both bounds given: PyTorch 2.13 fails on a range open at the top)
+            torch._dynamo.mark_dynamic(ids, 1, min=2, max=most)
+            torch._dynamo.mark_dynamic(positions, 0, min=2, max=most)
+        if graph in self.graphs:
+            return self._fn(ids, positions, keys, values)
         started = time.perf_counter()
-        out = self._fn(ids, position, keys, values)
+        out = self._fn(ids, positions, keys, values)
         self.compile_s += time.perf_counter() - started
-        self.compiled_batches.add(batch)
+        self.graphs.add(graph)
+        self.compiled_batches.add(graph[0])
         return out
