@@ -161,7 +161,9 @@ class CompiledDecodeStep:
         self.compiled_batches: set[int] = set()
         self.graphs: set[tuple[int, bool]] = set()  # (batch size, several tokens) compiled so far
         step = getattr(model, "decode_step", model)
-        self._fn = torch.compile(step, fullgraph=True)
+        # cpp_wrapper: the code that calls the kernels is C++ too, not Python (60 val answers by draft
+        # and verify, side by side in one process: 2215 vs 2066 tokens/s; compiling cold ~18 s vs ~8 s)
+        self._fn = torch.compile(step, fullgraph=True, options={"cpp_wrapper": True})
 
     def accepts(self, batch: int) -> bool:
         return batch in self.compiled_batches or len(self.compiled_batches) < self.MAX_BATCH_SIZES
