@@ -446,13 +446,20 @@ def pick_token(scores: torch.Tensor, settings: SamplingSettings, rng: torch.Gene
     the best one is 0 *before* dividing, so ``score / temperature`` is never ``inf - inf``
     (a tiny temperature simply becomes greedy). NaN scores count as impossible tokens.
     """
-    scores = torch.nan_to_num(scores.float(), nan=float("-inf"), posinf=torch.finfo(torch.float32).max)
-    token = int(torch.argmax(scores))
-    if not torch.isfinite(scores[token]):
-        raise GptfError("the model gave no usable score for any token (its weights hold NaN or inf)")
     temperature = settings.temperature
     if not math.isfinite(temperature) or temperature < 0:
         raise GptfError(f"temperature must be 0 (greedy) or a positive number, got {temperature}")
+    scores = scores.float()
+    if temperature == 0:
+        # the common case, in fewer operations (~10 us less per token): a finite best score means no
+        # NaN (argmax would pick it) and no +inf, so the clean-up below would change nothing that counts
+        token = int(torch.argmax(scores))
+        if math.isfinite(float(scores[token])):
+            return token, float(torch.softmax(scores, dim=-1)[token])
+    scores = torch.nan_to_num(scores, nan=float("-inf"), posinf=torch.finfo(torch.float32).max)
+    token = int(torch.argmax(scores))
+    if not math.isfinite(float(scores[token])):
+        raise GptfError("the model gave no usable score for any token (its weights hold NaN or inf)")
     if temperature == 0:
         return token, float(torch.softmax(scores, dim=-1)[token])
     # the best token scores 0, the others below (in float64, so even temperature 1e-300 is no 0/0)

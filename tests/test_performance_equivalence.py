@@ -448,3 +448,33 @@ def test_a_whole_run_does_not_import_the_compiler(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "run" / "model.safetensors").is_file()
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-500:] + result.stderr[-2000:]
+
+
+def test_greedy_pick_takes_the_short_way_only_where_it_gives_the_same_answer() -> None:
+    """pick_token at temperature 0: scores with NaN, +inf or -inf give what the full clean-up gives
+    (NaN never chosen, +inf counts as the largest finite score, -inf as impossible), and scores
+    that are all NaN are a clear error."""
+    from gptf.errors import GptfError
+    from gptf.generate import pick_token
+
+    greedy = SamplingSettings(temperature=0.0)
+
+    def cleaned_up(scores: torch.Tensor) -> tuple[int, float]:  # the long way, written out
+        clean = torch.nan_to_num(scores, nan=float("-inf"), posinf=torch.finfo(torch.float32).max)
+        token = int(torch.argmax(clean))
+        return token, float(torch.softmax(clean, dim=-1)[token])
+
+    generator = torch.Generator().manual_seed(0)
+    for case in range(40):
+        scores = torch.randn(50, generator=generator) * 5
+        if case % 4 == 1:
+            scores[torch.randint(0, 50, (3,), generator=generator)] = float("nan")
+        if case % 4 == 2:
+            scores[torch.randint(0, 50, (1,), generator=generator)] = float("inf")
+        if case % 4 == 3:
+            scores[torch.randint(0, 50, (10,), generator=generator)] = float("-inf")
+        assert pick_token(scores, greedy, None) == cleaned_up(scores)
+    every_token_banned = torch.full((5,), float("-inf"))  # (the constraints never ban all: still an answer)
+    assert pick_token(every_token_banned, greedy, None) == cleaned_up(every_token_banned)
+    with pytest.raises(GptfError, match="no usable score"):
+        pick_token(torch.full((5,), float("nan")), greedy, None)

@@ -89,3 +89,20 @@ def test_ngram_mode_penalises_only_a_repeated_ngram(tokenizer: CharTokenizer) ->
     assert adjusted[tokenizer.encode("数")[0]] == 1.0 and adjusted[tokenizer.encode("的")[0]] == 2.0
     with pytest.raises(ValueError, match="ngram"):
         RepetitionPenalty(tokenizer, ngram=0)
+
+
+@pytest.mark.parametrize("penalty", [1.1, 1.3, 0.7])
+def test_the_penalty_is_the_textbook_formula_bit_for_bit(tokenizer: CharTokenizer, penalty: float) -> None:
+    """A repeated token's score s becomes s / p if positive and s * p if not, exactly as the
+    formula in plain float32 arithmetic with the Python number p gives; the others stay as they were."""
+    ids = tokenizer.encode("我是一个约万参数的")  # letters and characters only: every one is penalised
+    logits = torch.randn(tokenizer.vocab_size, generator=torch.Generator().manual_seed(3)) * 10
+    adjusted = RepetitionPenalty(tokenizer, penalty=penalty).adjust_logits(
+        logits.clone(), DecodingState(tokenizer, [], ids)
+    )
+    expected = logits.clone()
+    for token in set(ids):
+        s = logits[token : token + 1]
+        expected[token] = torch.where(s > 0, s / penalty, s * penalty)[0]
+    assert torch.equal(adjusted, expected)
+    assert sum(bool(a != b) for a, b in zip(adjusted, logits, strict=True)) == len(set(ids))
