@@ -149,3 +149,14 @@ def test_tables_match_asking_the_decoder_about_every_token(tokenizer: ByteLevelB
             for piece in constraint.pieces
         ]
         assert constraint.needed_table(pending).tolist() == expected, pending.hex(" ")
+
+
+def test_constraints_of_one_vocabulary_share_their_tables(tokenizer: ByteLevelBPE) -> None:
+    """Each pending-bytes table is worked out once per vocabulary, not once per constraint: a second
+    Utf8Only of the same tokenizer finds the first one's tables; another vocabulary has its own."""
+    first, second = Utf8Only(tokenizer), Utf8Only(tokenizer)
+    table = first.tables("蒸".encode()[:1])
+    assert second.tables("蒸".encode()[:1]) is table
+    other = ByteLevelBPE(300)
+    other.train(["完全不同的词表", "another vocabulary"] * 3)
+    assert Utf8Only(other).tables("蒸".encode()[:1]) is not table
