@@ -300,6 +300,7 @@ class Generator:
             use_cache=self.use_cache,
             device=self.device,
             choose=choose,
+            compiled_step=self.compiled_step,
         )
         decoded = []
         for ids, answer in zip(rows, found, strict=True):

@@ -127,8 +127,7 @@ class KVCache:
             filled.index_copy_(1, target, filled.index_select(1, source))
 
     def keep_rows(self, rows: list[int]) -> None:
-        """Keep only these sequences of the batch, in this order (their filled positions are copied;
-        the rest of the buffer is written before it is read).
+        """Keep only these sequences of the batch, in this order (their filled positions are copied).
 
         Row by row: one strided ``index_select`` of the filled positions was ~3x slower here."""
         if all(a < b for a, b in itertools.pairwise(rows)):
@@ -148,6 +147,10 @@ class KVCache:
                 filled, old_filled = new.narrow(3, 0, self.length), old.narrow(3, 0, self.length)
                 for i, row in enumerate(rows):
                     filled.select(1, i).copy_(old_filled.select(1, row))
+                # the unfilled slots: zeros, not whatever the memory held. The forward pass never reads
+                # them, but GPT.decode_step reads every slot (masked), and a NaN there would be NaN
+                # after the mask too (0 x NaN)
+                new.narrow(3, self.length, new.size(3) - self.length).zero_()
                 setattr(self, name, new)
         self.layer_keys = self.keys.unbind(0)
         self.layer_values = self.values.unbind(0)

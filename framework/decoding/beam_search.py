@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 import attrs
 import torch
 
+from gptf.build.speed import CompiledDecodeStep
 from gptf.interfaces import DecodingConstraint, DecodingState, Tokenizer
 
 
@@ -134,13 +135,15 @@ def beam_decode(
     use_cache: bool = True,
     device: torch.device | str = "cpu",
     choose: Callable[[int, list[Candidate]], Candidate] | None = None,
+    compiled_step: CompiledDecodeStep | None = None,
 ) -> list[BeamAnswer]:
     """Beam search for prompts of equal token length ``rows`` (``<bos>`` first), at most ``budget``
     new tokens each; one :class:`BeamAnswer` per prompt. All prompts' candidates go through the
     model together (``use_cache``: on the newest token only, the KV cache rows following their
     candidates; else the whole sequences again); a prompt whose search is done leaves the batch.
     ``choose(prompt index, candidates)`` picks each prompt's answer among its final candidates
-    (default: the highest mean token log-probability)."""
+    (default: the highest mean token log-probability). ``compiled_step``: the model's compiled decode
+    step (``generation.compile``), for every step after the prompt's."""
     length = len(rows[0])
     if any(len(r) != length for r in rows):
         raise ValueError("beam_decode() takes prompts of equal token length; see greedy_answers()")
@@ -152,7 +155,13 @@ def beam_decode(
     feed = torch.tensor(sequences, device=device)
     batch = [(p, searches[p].live[0]) for p in range(len(rows))]  # batch row -> (prompt, candidate)
     for _ in range(budget):
-        logits = model(feed, cache)[:, -1].float().cpu()  # (rows in the batch, V)
+        if compiled_step is not None and cache is not None and cache.length > 0 and compiled_step.accepts(len(batch)):
+            position = torch.tensor([cache.length], device=device)
+            step = compiled_step(feed, position, cache.layer_keys, cache.layer_values)
+            logits = step[:, -1].float().cpu()
+            cache.advance(1)
+        else:
+            logits = model(feed, cache)[:, -1].float().cpu()  # (rows in the batch, V)
         first_token_at = first_token_at or time.perf_counter()
         proposals: dict[int, list[tuple[float, int, int, float, float]]] = {p: [] for p, _ in batch}
         adjusted = []  # each row's scores after the constraints, which see that candidate's own answer
