@@ -10,11 +10,13 @@ Two conditions:
   stopping naturally at ``<eos>``, as ``gptf generate`` does. Contenders: the plain KV-cache loop
   (one token per model call), draft and verify (guesses from the run's training answers, checked
   in one call: same tokens, fewer calls; its acceptance rate and tokens per model call are
-  reported, and every answer is checked to be token-identical to the plain loop's), the compiled
-  one-token step, and the original release's full recompute producing the same number of tokens
-  per question; and beam search (``--beams``, default the recipe's ``generation.beams``, at least 2),
-  which gives other answers (the most likely of several candidates), so its tokens/s counts its own
-  tokens. ``--fixed-length`` gives the other condition with the trained weights instead.
+  reported, and every answer is checked to be token-identical to the plain loop's), both of them
+  again through the compiled decode step (``generation.compile``: one graph for a token, one for a
+  token and its guesses; checked token-identical too), and the original release's full recompute
+  producing the same number of tokens per question; and beam search (``--beams``, default the
+  recipe's ``generation.beams``, at least 2), eager and compiled, which gives other answers (the
+  most likely of several candidates), so its tokens/s counts its own tokens. ``--fixed-length``
+  gives the other condition with the trained weights instead.
 * **Fixed length (no ``--ckpt``: random, seeded weights).** The teacher recipe's demo prompts,
   exactly ``--new-tokens`` (64) new tokens each (<eos> banned), fp32 and int8, KV cache and
   recompute. Speed does not depend on what the weights say when the length is fixed, but draft
@@ -140,6 +142,13 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
         compile_s = round(time.perf_counter() - started, 2)
         contenders["gptf_kv_cache_fp32_compiled"] = lambda p: compiled.generate(p, settings)
         contenders["gptf_draft_verify_fp32_compiled"] = lambda p: compiled_draft.generate(p, settings)
+        if beams > 1:  # beam search's steps through the compiled step too (a graph for its batch of `beams` rows)
+            compiled_beams = run.generator(beams=beams)
+            compiled_beams.compiled_step = compiled.compiled_step
+            started = time.perf_counter()
+            compiled_beams.generate(prompts[0], settings)
+            compile_s = round(compile_s + time.perf_counter() - started, 2)
+            contenders[f"gptf_beam_search_{beams}_fp32_compiled"] = lambda p: compiled_beams.generate(p, settings)
     naive = None
     if not args.no_naive:
         torch.manual_seed(0)
@@ -151,6 +160,8 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
     # per contender that should give the plain loop's answers: how many were token-identical to them
     same_as_plain = ("gptf_draft_verify_fp32", "gptf_kv_cache_fp32_compiled", "gptf_draft_verify_fp32_compiled")
     identical = dict.fromkeys(same_as_plain, 0)
+    beam_names = (f"gptf_beam_search_{beams}_fp32", f"gptf_beam_search_{beams}_fp32_compiled")
+    same_beams = 0  # compiled beam search: answers token-identical to eager beam search
     taught: list[bool] = []  # per answer: the model repeated a taught answer word for word
     taught_answers = {tuple(seq) for seq in bank.sequences}
     for _ in range(args.repeats or 1):
@@ -161,6 +172,9 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
                 answers[name].append(
                     (out.total_s, out.first_token_s, produced(out), out.model_calls, out.drafted, out.accepted)
                 )
+            if all(name in outs for name in beam_names):
+                eager_ids, compiled_ids = ([t.token_id for t in outs[name].tokens] for name in beam_names)
+                same_beams += eager_ids == compiled_ids
             reference = outs["gptf_kv_cache_fp32"]
             for name in identical:
                 if name in outs:
@@ -217,7 +231,12 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
             name: f"{same}/{len(prompts) * (args.repeats or 1)} answers token-identical"
             for name, same in identical.items()
             if name in contenders
-        },
+        }
+        | (
+            {beam_names[1]: f"{same_beams}/{len(prompts) * (args.repeats or 1)} answers token-identical to eager beams"}
+            if beam_names[1] in contenders
+            else {}
+        ),
         "compile_s": compile_s,
         "constraints (gptf)": [s.name for s in run.recipe.generation.constraints],
         "results": results,

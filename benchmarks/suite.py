@@ -8,7 +8,8 @@ It runs, each in its own process (contenders inside one process, side by side, i
 
 * generation_speed.py: batch-1 greedy answers, KV cache (eager and compiled) vs the original's
   full recompute, twice: random weights at a fixed length, and a trained run (``--ckpt``, default
-  checkpoints/teacher_3m) answering the held-out val questions, where draft and verify joins in;
+  checkpoints/teacher_3m) answering the held-out val questions, where draft and verify (eager and
+  compiled) and beam search join in;
 * train_speed.py: one optimizer step of the teacher recipe vs the naive reference, with the
   fp32 GEMM peak measured in the same process;
 * a whole run: ``gptf run`` (start-up, data, training, checkpoints, int8, demo answers, greedy
