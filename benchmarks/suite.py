@@ -222,7 +222,7 @@ def table(raw: dict[str, Any]) -> str:
         same = "; ".join(f"{name}: {text}" for name, text in real["identical_to_plain"].items())
         rows.append(f"| | same answers as the plain loop | {same}; draft bank: {real['draft_bank']} | | | |")
         if real.get("compile_s") is not None:
-            rows.append(f"| | compiling the decode step (both graphs) | {real['compile_s']} s | | | |")
+            rows.append(f"| | compiling the decode step (all its graphs) | {real['compile_s']} s | | | |")
     elif real:
         rows.append(f"| generation, trained model, real questions | skipped | {real['skipped']} | | | |")
     if "training" in raw:
