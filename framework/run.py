@@ -42,6 +42,7 @@ from gptf.build.describe import banner
 from gptf.build.devices import resolve_device
 from gptf.build.plugins import is_plugin_file, untrusted_plugins
 from gptf.build.registry import Registry
+from gptf.build.speed import CompiledDecodeStep
 from gptf.build.validate import validate_for_run
 from gptf.data import TokenizedSplit, augment_prompts, parse_jsonl, read_jsonl, tokenize_split, training_texts
 from gptf.decoding.taught_questions import QUESTION_SIMILARITY, TaughtQuestions
@@ -736,6 +737,7 @@ class LoadedRun:
     info: dict[str, Any]
     _draft_bank: DraftBank | None = attrs.field(default=None, init=False, repr=False)
     _taught: TaughtQuestions | None = attrs.field(default=None, init=False, repr=False)
+    _compiled_step: CompiledDecodeStep | None = attrs.field(default=None, init=False, repr=False)
 
     def stale_calibration(self) -> str | None:
         """A warning where the recipe's answer filter measures with the taught questions and its
@@ -793,19 +795,29 @@ class LoadedRun:
         choice = beam_choice(self.recipe.generation.beam_choice, beams)
         # the filter measures with the training questions, or beam search picks its answer with them
         needed = needs_taught(filter_) or choice == "taught_question"
-        return Generator(
+        generator = Generator(
             self.model,
             self.tokenizer,
             constraints,
             use_cache=use_cache,
             answer_filter=filter_,
-            compile_decode=compile_decode,
             draft=draft,
             draft_bank=self.draft_bank() if draft else None,
             beams=beams,
             taught=self.taught_questions(required=needed) if taught or needed else None,
             beam_choice=choice,
         )
+        if compile_decode and use_cache and hasattr(self.model, "decode_step"):
+            generator.compiled_step = self.compiled_step()
+        return generator
+
+    def compiled_step(self) -> CompiledDecodeStep:
+        """The model's compiled decode step (``generation.compile``), made on first use and shared by
+        the run's generators: ``gptf serve`` has one per repetition penalty, ``gptf chat`` one with
+        beams and one without, and each would otherwise compile the same graphs again (seconds each)."""
+        if self._compiled_step is None:
+            self._compiled_step = CompiledDecodeStep(self.model)
+        return self._compiled_step
 
     def taught_questions(self, *, required: bool = False) -> TaughtQuestions | None:
         """The questions of the run's ``data.train``, if that file is the one the run was trained on

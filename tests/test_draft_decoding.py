@@ -368,6 +368,43 @@ def test_the_commands_draft_unless_told_not_to(tiny_run: Path, monkeypatch: pyte
         assert "--no-draft" in usage and "--no-no-" not in usage
 
 
+def test_a_runs_generators_share_one_compiled_step(tiny_run: Path) -> None:
+    """generation.compile: true: the generators of one run (serve's, one per repetition penalty; chat's,
+    with beams and without) share one compiled step, so the graphs compile once per process; the
+    int8 weights never compile (nothing is compiled here: torch.compile waits for the first call)."""
+    import attrs
+
+    run = load_run(tiny_run)
+    run.recipe = attrs.evolve(run.recipe, generation=attrs.evolve(run.recipe.generation, compile=True))
+    greedy, beams = run.generator(repetition_penalty=1.1, beams=1), run.generator(repetition_penalty=1.3, beams=4)
+    assert greedy.compiled_step is not None and greedy.compiled_step is beams.compiled_step
+    assert run.generator(use_cache=False).compiled_step is None
+    quantized = load_run(tiny_run, quantized=True)
+    quantized.recipe = run.recipe
+    assert quantized.generator().compiled_step is None
+
+
+@pytest.mark.slow
+def test_chat_and_serve_compile_before_the_first_question(tiny_run: Path) -> None:
+    """With generation.compile, `gptf chat` and `gptf serve` answer a question nobody asked at start-up,
+    which compiles the graphs the first student would otherwise wait for; without it they do nothing."""
+    import attrs
+
+    from gptf.cli.ask import compile_before_the_first_question
+    from gptf.tools.serve import ChatService
+
+    run = load_run(tiny_run)
+    plain = run.generator()
+    plain.generate = None  # type: ignore[assignment]  # (would fail if called)
+    compile_before_the_first_question(plain, ["你好"], SamplingSettings(max_new_tokens=4))
+    run.recipe = attrs.evolve(run.recipe, generation=attrs.evolve(run.recipe.generation, compile=True))
+    service = ChatService(run, ["什么是注意力机制？"])
+    compile_before_the_first_question(service.default_generator(), service.examples, service.defaults)
+    step = run.compiled_step()
+    assert step.graphs and step.compile_s > 0
+    assert service.default_generator().compiled_step is step
+
+
 @pytest.mark.slow
 def test_drafting_with_the_compiled_step_gives_the_plain_answers(run: LoadedRun) -> None:
     """generation.compile: true and drafting together: every call after the prompt goes through the

@@ -6,6 +6,8 @@ Importing this module registers them on :data:`gptf.cli.app.app` (see :mod:`gptf
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,6 +25,7 @@ from gptf.cli.app import (
 from gptf.recipe.limits import THREADS_MAX
 
 if TYPE_CHECKING:
+    from gptf.generate import Generator, SamplingSettings
     from gptf.run import LoadedRun
 
 CkptOption = Annotated[Path, typer.Option(help="Run directory, e.g. checkpoints/teacher_3m")]
@@ -316,6 +319,19 @@ def _flow(spec: object) -> str:
 
 @app.command()
 @friendly_errors
+def compile_before_the_first_question(
+    generator: Generator, questions: Sequence[str], settings: SamplingSettings
+) -> None:
+    """With ``generation.compile: true``, compile the decode step now, by answering a question nobody
+    asked, so the first student's answer does not wait for the compiler (seconds; more on a cold cache)."""
+    if generator.compiled_step is None:
+        return
+    started = time.perf_counter()
+    with err_console.status("compiling the decode step (generation.compile: once per process)..."):
+        generator.generate(questions[0] if questions else "你好", settings)
+    err_console.print(f"[dim]decode step compiled in {time.perf_counter() - started:.1f} s[/]")
+
+
 def chat(
     ckpt: CkptOption,
     temperature: Annotated[
@@ -346,6 +362,7 @@ def chat(
     )
     console.print(f"gptf chat: {run.files.root} ({run.recipe.name}, {run.model.config.seq_len} tokens of context)")
     generator = run.generator(draft=False if no_draft else None, beams=beams)
+    compile_before_the_first_question(generator, run.recipe.demo_prompts, settings)
     chat_loop(ChatSession(generator, settings, seed=seed), console)
 
 
@@ -373,6 +390,7 @@ def serve(
     check_sampling_options({"beams": beams})
     run = open_ckpt(ckpt, quantized, device, trust_plugins, no_verify)
     service = ChatService(run, example_questions(run), draft=False if no_draft else None, beams=beams)
+    compile_before_the_first_question(service.default_generator(), service.examples, service.defaults)
     server = make_server(service, host, port, console)
     bound_host, bound_port = server.server_address[:2]
     shown = "127.0.0.1" if bound_host in ("0.0.0.0", "::") else bound_host

@@ -54,7 +54,7 @@ from rich.text import Text
 
 from gptf.data import BROKEN_TEXT_HINT, has_broken_character, normalize_prompt
 from gptf.errors import GptfError
-from gptf.generate import Generation, SamplingSettings
+from gptf.generate import Generation, Generator, SamplingSettings
 from gptf.recipe.limits import is_number, is_whole, sampling_problems
 from gptf.run import LoadedRun
 from gptf.tools.conversation import Turn, conversation_ids
@@ -199,6 +199,10 @@ class ChatService:
         )
         # answers at temperature 0 by beam search over this many candidates (1: greedy)
         self.beams = run.recipe.generation.beams if beams is None else beams
+
+    def default_generator(self) -> Generator:
+        """The generator of the recipe's repetition penalty: the one most questions are answered with."""
+        return self._generator(round(default_repetition_penalty(self.run), 3))
 
     def info(self) -> dict[str, Any]:
         recipe = self.run.recipe
