@@ -775,6 +775,7 @@ class LoadedRun:
         draft: bool | None = None,
         beams: int | None = None,
         taught: bool | None = None,
+        compile: bool | None = None,
     ) -> Generator:
         """The run's generator. ``recipe_constraints=False``: ignore the recipe's
         ``generation.constraints`` (plain decoding, e.g. to compare with another library;
@@ -784,12 +785,13 @@ class LoadedRun:
         greedy answers by beam search over this many candidates (default: ``generation.beams``).
         ``taught``: give it the questions of the run's training file, for the answer filter's
         ``taught_question`` measures (default: only if the filter uses one; ``gptf eval --calibrate``
-        asks for them to compare every measure)."""
+        asks for them to compare every measure). ``compile``: decode through the run's compiled step
+        (default: ``generation.compile``; never with the int8 weights)."""
         recipe_specs = self.recipe.generation.constraints if recipe_constraints else []
         specs = with_decoding_overrides(recipe_specs, repetition_penalty, stops)
         constraints = build_constraints(specs, self.registry, self.tokenizer)
         filter_ = self.answer_filter() if answer_filter else None
-        compile_decode = self.recipe.generation.compile and not self.quantized
+        compile_decode = (self.recipe.generation.compile if compile is None else compile) and not self.quantized
         draft = (self.recipe.generation.draft if draft is None else draft) and not self.quantized
         beams = self.recipe.generation.beams if beams is None else beams
         choice = beam_choice(self.recipe.generation.beam_choice, beams)

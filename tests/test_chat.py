@@ -112,6 +112,24 @@ def test_chat_in_a_real_terminal(tiny_run: Path, tmp_path: Path) -> None:
     assert child.exitstatus == 0
 
 
+@pytest.mark.slow
+def test_chat_compiles_the_decode_step_before_the_first_question(tiny_run: Path, tmp_path: Path) -> None:
+    """--compile: the compiler runs at start-up (and says so), then the chat answers as usual."""
+    child = spawn_chat(tiny_run, tmp_path, "--compile")
+    try:
+        assert "decode step compiled in" in (child.before or "")
+        child.expect_exact("你> ")
+        child.sendline("什么是注意力机制？")
+        child.expect("助手: ")
+        child.expect_exact("你> ")
+        child.sendline("/quit")
+        child.expect_exact("bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+
+
 def test_ctrl_d_leaves_cleanly(tiny_run: Path, tmp_path: Path) -> None:
     child = spawn_chat(tiny_run, tmp_path)
     try:

@@ -386,10 +386,8 @@ def test_a_runs_generators_share_one_compiled_step(tiny_run: Path) -> None:
 
 @pytest.mark.slow
 def test_chat_and_serve_compile_before_the_first_question(tiny_run: Path) -> None:
-    """With generation.compile, `gptf chat` and `gptf serve` answer a question nobody asked at start-up,
-    which compiles the graphs the first student would otherwise wait for; without it they do nothing."""
-    import attrs
-
+    """With generation.compile (or --compile), `gptf chat` and `gptf serve` answer a question nobody asked
+    at start-up, which compiles the graphs the first student would otherwise wait for; without, nothing."""
     from gptf.cli.ask import compile_before_the_first_question
     from gptf.tools.serve import ChatService
 
@@ -397,8 +395,7 @@ def test_chat_and_serve_compile_before_the_first_question(tiny_run: Path) -> Non
     plain = run.generator()
     plain.generate = None  # type: ignore[assignment]  # (would fail if called)
     compile_before_the_first_question(plain, ["你好"], SamplingSettings(max_new_tokens=4))
-    run.recipe = attrs.evolve(run.recipe, generation=attrs.evolve(run.recipe.generation, compile=True))
-    service = ChatService(run, ["什么是注意力机制？"])
+    service = ChatService(run, ["什么是注意力机制？"], compile=True)  # gptf serve --compile
     compile_before_the_first_question(service.default_generator(), service.examples, service.defaults)
     step = run.compiled_step()
     assert step.graphs and step.compile_s > 0

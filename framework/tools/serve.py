@@ -182,7 +182,13 @@ class ChatService:
     """Answers questions with one loaded run; safe to call from many threads."""
 
     def __init__(
-        self, run: LoadedRun, examples: list[str], *, draft: bool | None = None, beams: int | None = None
+        self,
+        run: LoadedRun,
+        examples: list[str],
+        *,
+        draft: bool | None = None,
+        beams: int | None = None,
+        compile: bool | None = None,
     ) -> None:
         self.run = run
         self.examples = examples
@@ -195,7 +201,7 @@ class ChatService:
         self.max_tokens = run.model.config.seq_len
         self.lock = threading.Lock()
         self._generator = lru_cache(maxsize=8)(
-            lambda penalty: run.generator(repetition_penalty=penalty, draft=draft, beams=beams)
+            lambda penalty: run.generator(repetition_penalty=penalty, draft=draft, beams=beams, compile=compile)
         )
         # answers at temperature 0 by beam search over this many candidates (1: greedy)
         self.beams = run.recipe.generation.beams if beams is None else beams
