@@ -450,6 +450,38 @@ def test_a_whole_run_does_not_import_the_compiler(tmp_path: Path) -> None:
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-500:] + result.stderr[-2000:]
 
 
+@pytest.mark.slow
+def test_past_the_compilers_graph_limit_decoding_goes_on_uncompiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyTorch keeps a limited number of graphs per function, counting every model of the process; a
+    compiled step past that limit warns once and decodes uncompiled, with the same logits."""
+    import torch._dynamo
+
+    from gptf.build.speed import CompiledDecodeStep
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(CompiledDecodeStep, "RECOMPILE_LIMIT", 1)
+    with torch._dynamo.config.patch(recompile_limit=1):  # (restored afterwards, as the compiler does it)
+        for number, positional in enumerate(("rope", "learned")):  # the second model needs a second graph
+            model = tiny_model(positional, 50)
+            step = CompiledDecodeStep(model)
+            ids = torch.randint(0, 50, (1, 12), generator=torch.Generator().manual_seed(0))
+            with torch.no_grad():
+                plain, fixed = model.new_cache(1), model.new_cache(1)
+                model(ids[:, :10], plain), model(ids[:, :10], fixed)
+                expected = model(ids[:, 10:11], plain)
+                at = torch.tensor([fixed.length])
+                if number == 0:
+                    got = step(ids[:, 10:11], at, fixed.layer_keys, fixed.layer_values)
+                    assert not step.eager
+                else:
+                    with pytest.warns(RuntimeWarning, match="decoding uncompiled from now on"):
+                        got = step(ids[:, 10:11], at, fixed.layer_keys, fixed.layer_values)
+                    assert step.eager
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch._dynamo.reset()
+    assert torch._dynamo.config.recompile_limit >= 1  # the setting is still there
+
+
 def test_greedy_pick_takes_the_short_way_only_where_it_gives_the_same_answer() -> None:
     """pick_token at temperature 0: scores with NaN, +inf or -inf give what the full clean-up gives
     (NaN never chosen, +inf counts as the largest finite score, -inf as impossible), and scores

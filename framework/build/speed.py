@@ -18,6 +18,7 @@ import contextlib
 import os
 import platform
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -154,12 +155,19 @@ class CompiledDecodeStep:
     The first call of each compiles: ``compile_s`` adds up how long that took."""
 
     MAX_BATCH_SIZES = 4  # each batch size has graphs of its own (seconds to compile): beyond these, eager
+    # Graphs of one function that PyTorch keeps (its default, 8, counts every model of the process: a
+    # notebook or a test session with a few models and their 2-3 graphs each reaches it)
+    RECOMPILE_LIMIT = 64
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
         self.compile_s = 0.0
         self.compiled_batches: set[int] = set()
         self.graphs: set[tuple[int, bool]] = set()  # (batch size, several tokens) compiled so far
+        self.eager = False  # True once compiling failed: decode_step runs uncompiled (same numbers)
+        import torch._dynamo  # (the compiler's settings; torch.compile below imports it anyway)
+
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, self.RECOMPILE_LIMIT)
         step = getattr(model, "decode_step", model)
         # cpp_wrapper: the code that calls the kernels is C++ too, not Python (60 val answers by draft
         # and verify, side by side in one process: 2215 vs 2066 tokens/s; compiling cold ~18 s vs ~8 s)
@@ -176,16 +184,23 @@ class CompiledDecodeStep:
         values: Sequence[torch.Tensor],
     ) -> torch.Tensor:
         """``model.decode_step(ids, positions, keys, values)``: logits (B, T, V)."""
+        if self.eager:
+            return self.model.decode_step(ids, positions, keys, values)
         graph = (ids.size(0), ids.size(1) > 1)
         if graph[1]:  # one graph for any number of guesses, not one per number
             most = keys[0].size(-2)  # (both bounds given: PyTorch 2.13 fails on a range open at the top)
             torch._dynamo.mark_dynamic(ids, 1, min=2, max=most)
             torch._dynamo.mark_dynamic(positions, 0, min=2, max=most)
-        if graph in self.graphs:
-            return self._fn(ids, positions, keys, values)
         started = time.perf_counter()
-        out = self._fn(ids, positions, keys, values)
-        self.compile_s += time.perf_counter() - started
-        self.graphs.add(graph)
-        self.compiled_batches.add(graph[0])
+        try:
+            out = self._fn(ids, positions, keys, values)
+        except torch._dynamo.exc.FailOnRecompileLimitHit as error:  # too many graphs in this process
+            first_line = str(error).splitlines()[0]
+            warnings.warn(f"decoding uncompiled from now on: {first_line}", RuntimeWarning, stacklevel=2)
+            self.eager = True
+            return self.model.decode_step(ids, positions, keys, values)
+        if graph not in self.graphs:  # its first call: compiled it
+            self.compile_s += time.perf_counter() - started
+            self.graphs.add(graph)
+            self.compiled_batches.add(graph[0])
         return out
