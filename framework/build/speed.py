@@ -6,8 +6,8 @@
 * :class:`CompiledDecodeStep` — :meth:`gptf.model.GPT.decode_step` under ``torch.compile``
   (inductor), shapes that do not grow, so two graphs (one token; a token and its guesses) serve
   every step of every answer. Compiling costs seconds (less on later runs: inductor keeps its work
-  in an on-disk cache), so it is an option (``generation.compile``) for processes that answer many
-  questions (``gptf chat``, ``gptf serve``, ``gptf eval``), not a default.
+  in an on-disk cache), so it is an option (``generation.compile``, ``--compile``) for processes that
+  answer questions for a long time (``gptf chat``, ``gptf serve``), not a default.
 * :func:`one_pytorch_thread` — for work split among Python worker threads (micro-batches side by
   side, many answers side by side): each worker computes with one PyTorch thread.
 """
