@@ -82,6 +82,13 @@ def spawn_chat(tiny_run: Path, tmp_path: Path, *args: str) -> pexpect.spawn:
     return child
 
 
+def say_quit(child: pexpect.spawn) -> None:
+    """/quit, and the chat says goodbye and ends."""
+    child.sendline("/quit")
+    child.expect_exact("bye")
+    child.expect(pexpect.EOF)
+
+
 def test_chat_in_a_real_terminal(tiny_run: Path, tmp_path: Path) -> None:
     child = spawn_chat(tiny_run, tmp_path)
     try:
@@ -104,9 +111,7 @@ def test_chat_in_a_real_terminal(tiny_run: Path, tmp_path: Path) -> None:
         child.expect_exact("2 turn(s) of history")
         child.sendline("/reset")
         child.expect_exact("conversation cleared")
-        child.sendline("/quit")
-        child.expect_exact("bye")
-        child.expect(pexpect.EOF)
+        say_quit(child)
     finally:
         child.close()
     assert child.exitstatus == 0
@@ -122,9 +127,7 @@ def test_chat_compiles_the_decode_step_before_the_first_question(tiny_run: Path,
         child.sendline("什么是注意力机制？")
         child.expect("助手: ")
         child.expect_exact("你> ")
-        child.sendline("/quit")
-        child.expect_exact("bye")
-        child.expect(pexpect.EOF)
+        say_quit(child)
     finally:
         child.close()
     assert child.exitstatus == 0
