@@ -257,10 +257,7 @@ class Generator:
         for _ in range(budget):
             if compiled and cache is not None and cache.length > 0:
                 # the prompt went through the model eagerly; each new token goes through the compiled step
-                position = torch.tensor([cache.length], device=self.device)
-                step = self.compiled_step(feed, position, cache.layer_keys, cache.layer_values)  # type: ignore[misc]
-                logits = step[:, -1].float().cpu()
-                cache.advance(1)
+                logits = self.compiled_step.after_cache(feed, cache)[:, -1].float().cpu()  # type: ignore[union-attr]
             else:
                 logits = self.model(feed, cache)[:, -1].float().cpu()  # (B, V): next-token scores of every row
             for i in active:
@@ -356,9 +353,7 @@ class Generator:
             tokens = torch.tensor([feed], device=self.device)
             compiled = self.compiled_step is not None and self.compiled_step.accepts(1)
             if compiled and fed_before > 0:  # the newest token and its guesses through the compiled step
-                at = torch.arange(fed_before, fed_before + len(feed), device=self.device)
-                scores = self.compiled_step(tokens, at, cache.layer_keys, cache.layer_values)[0].float().cpu()  # type: ignore[misc]
-                cache.advance(len(feed))
+                scores = self.compiled_step.after_cache(tokens, cache)[0].float().cpu()  # type: ignore[union-attr]
             else:  # scores of the newest token and of each guess (of the prompt: its last position only)
                 scores = self.model(tokens, cache)[0, -1 - len(guess) :].float().cpu()  # (1 + guesses, V)
             row.model_calls += 1

@@ -26,6 +26,8 @@ import attrs
 import torch
 import torch.nn.functional as F
 
+from gptf.model import KVCache
+
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86; ARM calls it "bf16"
 
 
@@ -175,6 +177,14 @@ class CompiledDecodeStep:
 
     def accepts(self, batch: int) -> bool:
         return batch in self.compiled_batches or len(self.compiled_batches) < self.MAX_BATCH_SIZES
+
+    def after_cache(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """What ``model(ids, cache)`` does, through the compiled step: the logits (B, T, V) of ``ids``
+        at the positions after the cached ones, their keys and values stored, the cache advanced."""
+        positions = torch.arange(cache.length, cache.length + ids.size(1), device=ids.device)
+        logits = self(ids, positions, cache.layer_keys, cache.layer_values)
+        cache.advance(ids.size(1))
+        return logits
 
     def __call__(
         self,

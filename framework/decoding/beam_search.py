@@ -156,10 +156,7 @@ def beam_decode(
     batch = [(p, searches[p].live[0]) for p in range(len(rows))]  # batch row -> (prompt, candidate)
     for _ in range(budget):
         if compiled_step is not None and cache is not None and cache.length > 0 and compiled_step.accepts(len(batch)):
-            position = torch.tensor([cache.length], device=device)
-            step = compiled_step(feed, position, cache.layer_keys, cache.layer_values)
-            logits = step[:, -1].float().cpu()
-            cache.advance(1)
+            logits = compiled_step.after_cache(feed, cache)[:, -1].float().cpu()
         else:
             logits = model(feed, cache)[:, -1].float().cpu()  # (rows in the batch, V)
         first_token_at = first_token_at or time.perf_counter()
