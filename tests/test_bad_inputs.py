@@ -736,6 +736,13 @@ def test_case3_yaml_alias_bombs_are_refused_with_a_short_message(workdir: Path, 
         assert len(message) < 2000, message
 
 
+def test_compile_with_the_int8_weights_is_refused_by_name(tiny_run: Path) -> None:
+    """--compile compiles the fp32 decode step; with --quantized it would silently do nothing."""
+    for command in ("chat", "serve"):
+        result = invoke([command, "--ckpt", str(tiny_run), "--quantized", "--compile"])
+        one_clear_error(result, "--compile works with the fp32 weights only: drop --quantized or --compile")
+
+
 def test_case4_extreme_temperatures_are_refused_everywhere_and_sampling_is_safe(tiny_run: Path) -> None:
     import torch
 

@@ -325,6 +325,14 @@ def _flow(spec: object) -> str:
     return str(spec)
 
 
+def check_compile_option(compile: bool | None, quantized: bool) -> None:
+    """--compile with --quantized: refused by name (the int8 layers are not compiled: no faster answers)."""
+    if compile and quantized:
+        from gptf.errors import GptfError
+
+        raise GptfError("--compile works with the fp32 weights only: drop --quantized or --compile")
+
+
 def compile_before_the_first_question(
     generator: Generator, questions: Sequence[str], settings: SamplingSettings
 ) -> None:
@@ -365,6 +373,7 @@ def chat(
 
     options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "max_new_tokens": max_new_tokens}
     check_sampling_options({**options, "seed": seed, "beams": beams})
+    check_compile_option(compile, quantized)
     run = open_ckpt(ckpt, quantized, device, trust_plugins, no_verify)
     settings = sampling_settings(
         run.recipe, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens
@@ -398,6 +407,7 @@ def serve(
     from gptf.tools.serve import ChatService, example_questions, is_loopback, make_server
 
     check_sampling_options({"beams": beams})
+    check_compile_option(compile, quantized)
     run = open_ckpt(ckpt, quantized, device, trust_plugins, no_verify)
     service = ChatService(run, example_questions(run), draft=False if no_draft else None, beams=beams, compile=compile)
     compile_before_the_first_question(service.default_generator(), service.examples, service.defaults)
