@@ -45,7 +45,6 @@ from bench_common import emit, machine, our_data, set_threads, teacher_recipe
 from naive_reference import NaiveConfig, NaiveGPT, naive_generate
 
 from gptf.build.components import build_constraints, build_model, build_quantizer, open_registry
-from gptf.build.speed import CompiledDecodeStep
 from gptf.generate import DraftBank, Generation, Generator, SamplingSettings, greedy_answers, one_thread_per_worker
 from gptf.recipe import ComponentSpec
 
@@ -133,9 +132,8 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
     compile_s = None
     if not args.no_compile:
         # the plain loop and draft and verify, each step after the prompt through the compiled decode step
-        compiled = run.generator(draft=False, beams=1)
-        compiled_draft = run.generator(draft=True, beams=1)
-        compiled.compiled_step = compiled_draft.compiled_step = CompiledDecodeStep(plain.model)  # one compile for both
+        compiled = run.generator(draft=False, beams=1, compile=True)
+        compiled_draft = run.generator(draft=True, beams=1, compile=True)  # (the run's one compiled step, shared)
         started = time.perf_counter()  # compile now (cold: tens of seconds; warm, from inductor's disk cache: seconds)
         compiled.generate(prompts[0], SamplingSettings(max_new_tokens=2, temperature=0.0))
         compiled_draft.generate(prompts[0], settings)  # the graph for a token and its guesses
@@ -143,8 +141,7 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
         contenders["gptf_kv_cache_fp32_compiled"] = lambda p: compiled.generate(p, settings)
         contenders["gptf_draft_verify_fp32_compiled"] = lambda p: compiled_draft.generate(p, settings)
         if beams > 1:  # beam search's steps through the compiled step too (a graph for its batch of `beams` rows)
-            compiled_beams = run.generator(beams=beams)
-            compiled_beams.compiled_step = compiled.compiled_step
+            compiled_beams = run.generator(beams=beams, compile=True)
             started = time.perf_counter()
             compiled_beams.generate(prompts[0], settings)
             compile_s = round(compile_s + time.perf_counter() - started, 2)
