@@ -402,6 +402,39 @@ def test_chat_and_serve_compile_before_the_first_question(tiny_run: Path) -> Non
     assert service.default_generator().compiled_step is step
 
 
+def test_a_computer_that_cannot_compile_answers_uncompiled(tiny_run: Path) -> None:
+    """No C++ compiler (a student's laptop): `--compile` says so in one line at start-up, and the
+    answers come uncompiled, the same as without --compile."""
+    import io
+
+    import torch._dynamo.exc
+    from rich.console import Console
+
+    from gptf.cli import ask
+
+    run = load_run(tiny_run)
+    generator = run.generator(beams=1, draft=False, compile=True)
+
+    def no_compiler(*args: object) -> torch.Tensor:
+        missing = RuntimeError("InvalidCxxCompiler: no working C++ compiler")
+        raise torch._dynamo.exc.BackendCompilerFailed(None, missing, None)
+
+    generator.compiled_step._fn = no_compiler  # type: ignore[union-attr]
+    shown = io.StringIO()
+    console = ask.err_console
+    ask.err_console = Console(file=shown, width=200)
+    try:
+        ask.compile_before_the_first_question(generator, ["你好"], SamplingSettings(max_new_tokens=4))
+    finally:
+        ask.err_console = console
+    assert "decoding uncompiled from now on: InvalidCxxCompiler: no working C++ compiler" in shown.getvalue()
+    assert "compiled in" not in shown.getvalue() and generator.compiled_step.eager  # type: ignore[union-attr]
+    settings = SamplingSettings(max_new_tokens=12, temperature=0.0)
+    plain = run.generator(beams=1, draft=False)
+    question = "什么是注意力机制？"
+    assert tokens_of(generator.generate(question, settings)) == tokens_of(plain.generate(question, settings))
+
+
 @pytest.mark.slow
 def test_drafting_with_the_compiled_step_gives_the_plain_answers(run: LoadedRun) -> None:
     """generation.compile: true and drafting together: every call after the prompt goes through the

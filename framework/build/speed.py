@@ -204,9 +204,11 @@ class CompiledDecodeStep:
         started = time.perf_counter()
         try:
             out = self._fn(ids, positions, keys, values)
-        except torch._dynamo.exc.FailOnRecompileLimitHit as error:  # too many graphs in this process
-            first_line = str(error).splitlines()[0]
-            warnings.warn(f"decoding uncompiled from now on: {first_line}", RuntimeWarning, stacklevel=2)
+        except (torch._dynamo.exc.FailOnRecompileLimitHit, torch._dynamo.exc.BackendCompilerFailed) as error:
+            # too many graphs in this process, or no graph could be built (e.g. no C++ compiler on this
+            # computer): the same step, uncompiled
+            reason = str(getattr(error, "inner_exception", error)).strip().splitlines()[0]
+            warnings.warn(f"decoding uncompiled from now on: {reason}", RuntimeWarning, stacklevel=2)
             self.eager = True
             return self.model.decode_step(ids, positions, keys, values)
         if graph not in self.graphs:  # its first call: compiled it

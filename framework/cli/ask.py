@@ -7,6 +7,7 @@ Importing this module registers them on :data:`gptf.cli.app.app` (see :mod:`gptf
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -341,9 +342,17 @@ def compile_before_the_first_question(
     if generator.compiled_step is None:
         return
     started = time.perf_counter()
-    with err_console.status("compiling the decode step (generation.compile: once per process)..."):
+    with (
+        err_console.status("compiling the decode step (generation.compile: once per process)..."),
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always", RuntimeWarning)
         generator.generate(questions[0] if questions else "你好", settings)
-    err_console.print(f"[dim]decode step compiled in {time.perf_counter() - started:.1f} s[/]")
+    if generator.compiled_step.eager:  # the compiler could not build it: say so once, in one line
+        reasons = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        err_console.print(reasons[0] if reasons else "decoding uncompiled", style="yellow", markup=False)
+    else:
+        err_console.print(f"[dim]decode step compiled in {time.perf_counter() - started:.1f} s[/]")
 
 
 @app.command()
