@@ -99,7 +99,7 @@ def test_run_json_records_the_precision(tiny_run: Path) -> None:
 def test_the_compiled_step_takes_at_most_four_batch_sizes() -> None:
     """Each batch size is a graph of its own (seconds to compile); after four, decoding stays eager."""
     step = speed.CompiledDecodeStep(torch.nn.Linear(2, 2))  # torch.compile is lazy: nothing compiles here
-    step.compiled_batches.update({1, 8, 16, 32})
+    step.graphs.update({(1, False), (8, False), (16, False), (32, False)})
     assert step.accepts(8) and not step.accepts(5)
-    step.compiled_batches.discard(32)
+    step.graphs.discard((32, False))
     assert step.accepts(5)

@@ -164,7 +164,6 @@ class CompiledDecodeStep:
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
         self.compile_s = 0.0
-        self.compiled_batches: set[int] = set()
         self.graphs: set[tuple[int, bool]] = set()  # (batch size, several tokens) compiled so far
         self.eager = False  # True once compiling failed: decode_step runs uncompiled (same numbers)
         import torch._dynamo  # (the compiler's settings; torch.compile below imports it anyway)
@@ -175,8 +174,14 @@ class CompiledDecodeStep:
         # and verify, side by side in one process: 2215 vs 2066 tokens/s; compiling cold ~18 s vs ~8 s)
         self._fn = torch.compile(step, fullgraph=True, options={"cpp_wrapper": True})
 
+    @property
+    def compiled_batches(self) -> set[int]:
+        """The batch sizes with a graph so far."""
+        return {batch for batch, _ in self.graphs}
+
     def accepts(self, batch: int) -> bool:
-        return batch in self.compiled_batches or len(self.compiled_batches) < self.MAX_BATCH_SIZES
+        batches = self.compiled_batches
+        return batch in batches or len(batches) < self.MAX_BATCH_SIZES
 
     def after_cache(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """What ``model(ids, cache)`` does, through the compiled step: the logits (B, T, V) of ``ids``
@@ -214,5 +219,4 @@ class CompiledDecodeStep:
         if graph not in self.graphs:  # its first call: compiled it
             self.compile_s += time.perf_counter() - started
             self.graphs.add(graph)
-            self.compiled_batches.add(graph[0])
         return out
