@@ -106,6 +106,7 @@ class Generator:
         answer_filter: AnswerFilter | None = None,
         measures: bool | None = None,
         compile_decode: bool = False,
+        compiled_step: CompiledDecodeStep | None = None,
         draft: bool = True,
         draft_bank: DraftBank | None = None,
         answered: dict[tuple[tuple[int, ...], int], FinishedAnswer] | None = None,
@@ -131,11 +132,12 @@ class Generator:
         # log-probabilities and entropies of each token, for an answer filter (or calibrating one):
         # a log_softmax and two reductions per token, skipped when nobody reads them
         self.measures = answer_filter is not None if measures is None else measures
-        # the one-token step under torch.compile (gptf.build.speed): faster per token, but the
-        # compile costs seconds, so only where many tokens follow (see README, "speed")
+        # the decode step under torch.compile (gptf.build.speed): faster per token, but the compile
+        # costs seconds, so only where many tokens follow (see README, "speed"). ``compiled_step``:
+        # one already made for this model (shared by a run's generators); ``compile_decode``: make one
         self.compiled_step: CompiledDecodeStep | None = None
-        if compile_decode and use_cache and hasattr(model, "decode_step"):
-            self.compiled_step = CompiledDecodeStep(model)
+        if (compiled_step is not None or compile_decode) and use_cache and hasattr(model, "decode_step"):
+            self.compiled_step = compiled_step or CompiledDecodeStep(model)
         self.tokenizer = tokenizer
         self.constraints = list(constraints)
         self.answer_filter = answer_filter

@@ -797,7 +797,7 @@ class LoadedRun:
         choice = beam_choice(self.recipe.generation.beam_choice, beams)
         # the filter measures with the training questions, or beam search picks its answer with them
         needed = needs_taught(filter_) or choice == "taught_question"
-        generator = Generator(
+        return Generator(
             self.model,
             self.tokenizer,
             constraints,
@@ -808,10 +808,8 @@ class LoadedRun:
             beams=beams,
             taught=self.taught_questions(required=needed) if taught or needed else None,
             beam_choice=choice,
+            compiled_step=self.compiled_step() if compile_decode else None,
         )
-        if compile_decode and use_cache and hasattr(self.model, "decode_step"):
-            generator.compiled_step = self.compiled_step()
-        return generator
 
     def compiled_step(self) -> CompiledDecodeStep:
         """The model's compiled decode step (``generation.compile``), made on first use and shared by
