@@ -823,13 +823,14 @@ class LoadedRun:
         """The questions of the run's ``data.train``, if that file is the one the run was trained on
         (its sha256 as ``run.json`` recorded it); None if not, or an error if ``required``."""
         if self._taught is None:
-            self._taught = taught_questions(self.recipe, self.info.get("data", {}), required=required)
+            recorded = self.info.get("data", {})
+            self._taught = taught_questions(self.recipe, recorded, required=required, run_dir=self.files.root)
         return self._taught
 
     def draft_bank(self) -> DraftBank:
         """The run's :func:`draft_bank`, built on first use and shared by its generators."""
         if self._draft_bank is None:
-            self._draft_bank = draft_bank(self.recipe, self.tokenizer)
+            self._draft_bank = draft_bank(self.recipe, self.tokenizer, self.files.root, self.info.get("data", {}))
         return self._draft_bank
 
     def answer_filter(self) -> Any:
@@ -840,18 +841,42 @@ class LoadedRun:
 DRAFT_FILE_LIMIT = 64 * 1024 * 1024  # bytes: a larger "training file" is not read for guesses
 
 
-def draft_bank(recipe: Recipe, tokenizer: Tokenizer) -> DraftBank:
+def run_training_file(recipe: Recipe, run_dir: Path | None = None, recorded: dict[str, str] | None = None) -> Path:
+    """Where the run's ``data.train`` is now.
+
+    ``gptf run`` read it relative to the folder it ran in, so that comes first. Asked from another
+    folder (``gptf chat --ckpt ~/gptf/checkpoints/teacher_3m`` from the home folder), the file is also
+    looked for under each folder above the run directory (a run lives in ``<project>/checkpoints/<name>``),
+    but taken from there only if it is the very file the run was trained on: its sha256 as
+    ``run.json`` recorded it (``recorded``). Otherwise the path as written, which callers report."""
+    path = Path(recipe.data.train)
+    expected = (recorded or {}).get(recipe.data.train)
+    if path.is_file() or path.is_absolute() or run_dir is None or expected is None:
+        return path
+    for folder in Path(run_dir).resolve().parents:
+        candidate = folder / path
+        try:
+            if candidate.is_file() and file_sha256(candidate) == expected:
+                return candidate
+        except OSError:  # unreadable there: keep looking
+            continue
+    return path
+
+
+def draft_bank(
+    recipe: Recipe, tokenizer: Tokenizer, run_dir: Path | None = None, recorded: dict[str, str] | None = None
+) -> DraftBank:
     """Where draft-and-verify decoding takes its guesses from (:class:`gptf.generate.DraftBank`):
     the distinct answers of the recipe's ``data.train``, tokenized with the run's tokenizer.
 
     Built when a run is opened, not stored in the run folder, so every run has one, old runs
     included, and it is cheap (the teacher data: 382 distinct answers, ~0.1 s). The file is read
-    where ``gptf run`` read it: relative to the current folder, like ``gptf eval``'s data. It
+    where ``gptf run`` read it, or found from the run directory (:func:`run_training_file`). It
     never fails: a missing, unreadable or huge file (or ``generation.draft: false``) gives an empty
     bank, which guesses from the answer so far only. Nor does it matter what the file says now: a
     guess only makes decoding faster or slower, never different, since the model checks each one.
     """
-    path = Path(recipe.data.train)
+    path = run_training_file(recipe, run_dir, recorded)
     if not recipe.generation.draft:
         return DraftBank()
     try:
@@ -874,25 +899,27 @@ def beam_choice(chosen: str, beams: int) -> str:
 
 
 def taught_questions(
-    recipe: Recipe, recorded: dict[str, str] | None = None, *, required: bool = False
+    recipe: Recipe, recorded: dict[str, str] | None = None, *, required: bool = False, run_dir: Path | None = None
 ) -> TaughtQuestions | None:
     """The (question, answer) pairs of the recipe's ``data.train``, for the answer filter's
     ``taught_question`` measures (:class:`gptf.decoding.taught_questions.TaughtQuestions`).
 
-    Read from the file, relative to the current folder, as ``gptf run`` read it. ``recorded``: the
-    data hashes of ``run.json``; the file must still be the one the run was trained on, since what
-    it says decides which answers are shown. None when the file is missing, unreadable or changed;
+    Read from the file, relative to the current folder, as ``gptf run`` read it, or found from the
+    run directory ``run_dir`` (:func:`run_training_file`). ``recorded``: the data hashes of ``run.json``;
+    the file must still be the one the run was trained on, since what it says decides which answers
+    are shown. None when the file is missing, unreadable or changed;
     with ``required`` (the recipe's filter measures with it, or its beam search chooses with it)
     that is an error saying which."""
     path = recipe.data.train
+    found = run_training_file(recipe, run_dir, recorded)
     problem = ""
     try:
-        if not Path(path).is_file():
+        if not found.is_file():
             problem = "is not here"
-        elif recorded is not None and recorded.get(path) not in (None, file_sha256(Path(path))):
+        elif recorded is not None and recorded.get(path) not in (None, file_sha256(found)):
             problem = "has changed since the run was trained (its sha256 differs from run.json's)"
         else:
-            samples = parse_jsonl(path).samples
+            samples = parse_jsonl(found).samples
             return TaughtQuestions((s.prompt, s.completion) for s in samples)
     except (OSError, GptfError) as exc:
         problem = f"cannot be read ({exc})"
@@ -900,7 +927,8 @@ def taught_questions(
         raise GptfError(
             f"this run compares questions with the training questions of {path} (generation.beam_choice: "
             f"taught_question, or the answer filter's taught_question measure), and that file {problem}",
-            hint="run from the folder the run was trained in, or choose another measure with gptf eval --calibrate "
+            hint="run from the folder the run was trained in (or keep the run inside it: checkpoints/<name>), "
+            "or choose another measure with gptf eval --calibrate "
             "(and generation.beam_choice: likelihood)",
         )
     return None

@@ -211,3 +211,27 @@ def test_a_threshold_calibrated_with_another_question_similarity_is_named_when_t
     # gptf eval --calibrate records how it compared
     assert invoke(["eval", "--ckpt", str(run_dir), "--calibrate"]).exit_code == 0
     assert json.loads(calibration.read_text(encoding="utf-8"))["question_similarity"] == QUESTION_SIMILARITY
+
+
+def test_a_run_asked_from_another_folder_finds_its_training_file_above_it(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``gptf chat --ckpt ~/project/checkpoints/run`` from elsewhere: the training file is found under a
+    folder above the run, but only if it is the very file the run was trained on (run.json's sha256)."""
+    project = tmp_path / "project"
+    (project / "checkpoints").mkdir(parents=True)
+    shutil.copy(tiny_run.parent / "tiny_train.jsonl", project)
+    run_dir = with_filter(tiny_run, project / "checkpoints", "taught_question")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run = load_run(run_dir)
+    assert run.taught_questions(required=True) is not None and len(run.draft_bank()) > 0
+    result = invoke(["generate", "--ckpt", str(run_dir), "--prompt", "你好"])
+    assert result.exit_code == 0, result.output
+    train = project / "tiny_train.jsonl"
+    train.write_text(train.read_text(encoding="utf-8") + json.dumps({"prompt": "新", "completion": "新的。"}) + "\n")
+    result = invoke(["generate", "--ckpt", str(run_dir), "--prompt", "你好"])  # another file by that name
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "tiny_train.jsonl" in result.output and "that file is not here" in result.output
+    assert len(load_run(run_dir).draft_bank()) == 0  # guesses only from files the run was trained on
