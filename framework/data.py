@@ -19,7 +19,7 @@ import random
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import overload
+from typing import Any, overload
 
 import attrs
 import torch
@@ -129,15 +129,47 @@ def read_jsonl(path: str | Path) -> list[Sample]:
     return contents.samples
 
 
+class _NotStrictJson(ValueError):
+    """What Python's json module accepts but JSON does not: NaN/Infinity, or a key given twice."""
+
+
+def _no_constants(name: str) -> None:
+    raise _NotStrictJson(f"{name} is not JSON")
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in record:  # json.loads would silently keep the last one
+            raise _NotStrictJson(f"the key {key!r} appears twice")
+        record[key] = value
+    return record
+
+
+def json_type(value: Any) -> str:
+    """A value's type in JSON's words (what the person who wrote the line sees), not Python's."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
 def _parse_line(line: str, where: str) -> tuple[Sample | None, str | None]:
     try:
-        record = json.loads(line)
+        record = json.loads(line, parse_constant=_no_constants, object_pairs_hook=_no_repeated_keys)
     except json.JSONDecodeError as exc:
         return None, f"not valid JSON ({exc.msg}, column {exc.colno})"
+    except _NotStrictJson as exc:
+        return None, f"not valid JSON ({exc})"
     except RecursionError:
         return None, "not valid JSON (nested too deeply)"
     if not isinstance(record, dict):
-        return None, f"expected a JSON object, got {type(record).__name__}"
+        return None, f"expected a JSON object, got {json_type(record)}"
     problem = next((p for p in (_field_problem(record, k) for k in ("prompt", "completion")) if p), None)
     if problem:
         return None, problem
@@ -149,7 +181,7 @@ def _field_problem(record: dict, key: str) -> str | None:
     if key not in record:
         return f'missing field \'{key}\' (each line needs "prompt" and "completion")'
     if not isinstance(record[key], str):
-        return f"field '{key}' must be a string, got {type(record[key]).__name__}"
+        return f"field '{key}' must be a string, got {json_type(record[key])}"
     if not record[key].strip():
         return f"field '{key}' is empty"
     if has_broken_character(record[key]):

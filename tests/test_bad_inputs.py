@@ -292,12 +292,30 @@ CASES = [
         ("bad.jsonl:2: not valid JSON",),
     ),
     Case("jsonl-missing-field", data_file('{"prompt": "问"}\n'), ERROR, ("bad.jsonl:1: missing field 'completion'",)),
-    Case("jsonl-not-object", data_file('["问", "答"]\n'), ERROR, ("bad.jsonl:1: expected a JSON object, got list",)),
+    Case(
+        "jsonl-not-object",
+        data_file('["问", "答"]\n'),
+        ERROR,
+        ("bad.jsonl:1: expected a JSON object, got an array",),
+    ),
+    Case(
+        "jsonl-null-field",
+        data_file('{"prompt": "问", "completion": null}\n'),
+        ERROR,
+        ("bad.jsonl:1: field 'completion' must be a string, got null",),
+    ),
+    Case("jsonl-nan", data_file('{"prompt": "问", "completion": "答", "score": NaN}\n'), ERROR, ("NaN is not JSON",)),
+    Case(
+        "jsonl-repeated-key",  # json.loads alone would keep the second prompt without a word
+        data_file('{"prompt": "问", "completion": "答", "prompt": "另一个问题"}\n'),
+        ERROR,
+        ("bad.jsonl:1: not valid JSON (the key 'prompt' appears twice)",),
+    ),
     Case(
         "jsonl-not-string",
         data_file('{"prompt": 3, "completion": "答"}\n'),
         ERROR,
-        ("field 'prompt' must be a string",),
+        ("field 'prompt' must be a string, got a number (3)",),
     ),
     Case("jsonl-empty-field", data_file('{"prompt": " ", "completion": "答"}\n'), ERROR, ("field 'prompt' is empty",)),
     Case(
