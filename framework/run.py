@@ -876,9 +876,9 @@ def draft_bank(
     bank, which guesses from the answer so far only. Nor does it matter what the file says now: a
     guess only makes decoding faster or slower, never different, since the model checks each one.
     """
-    path = run_training_file(recipe, run_dir, recorded)
     if not recipe.generation.draft:
         return DraftBank()
+    path = run_training_file(recipe, run_dir, recorded)
     try:
         if not path.is_file() or path.stat().st_size > DRAFT_FILE_LIMIT:
             return DraftBank()
