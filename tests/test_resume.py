@@ -317,3 +317,14 @@ def test_fresh_run_over_a_checkpoint_says_how_to_continue_it(workdir: Path, monk
     assert fresh.exit_code == 0, fresh.output
     assert "holds a resumable checkpoint (step 4)" in fresh.stdout and "--resume" in fresh.stdout
     assert latest_checkpoint(run_dir(workdir)) is None  # finished: nothing left to resume
+
+
+def test_fresh_run_over_a_finished_run_says_it_will_replace_it(workdir: Path) -> None:
+    make_run_folder(workdir)
+    assert invoke(["run", "r.yaml"]).exit_code == 0
+    before = (run_dir(workdir) / "run.json").read_text(encoding="utf-8")
+    again = invoke(["run", "r.yaml"])
+    assert again.exit_code == 0, again.output
+    assert "holds a finished run (" in again.stdout and "replaces it when it finishes" in again.stdout
+    assert "name=" in again.stdout  # how to keep it
+    assert (run_dir(workdir) / "run.json").read_text(encoding="utf-8") != before  # and it did replace it

@@ -74,6 +74,19 @@ def resume_command(loaded: LoadedRecipe, run_dir: Path) -> str:
     return shlex.join(parts)
 
 
+def finished_run_note(files: RunFiles) -> str:
+    """What a new run is about to do to the finished run already in its folder: replace it at its end."""
+    try:
+        steps = files.read_info().get("steps")
+    except GptfError:
+        steps = None
+    what = f"a finished run ({steps} steps)" if isinstance(steps, int) else "a finished run"
+    return (
+        f"{files.root} holds {what}; this new run replaces it when it finishes (until then gptf generate, chat and "
+        f"serve keep answering with it). To keep it: Ctrl+C now and copy the folder, or add name=<another name>"
+    )
+
+
 def _shown_path(path: Path) -> str:
     try:
         relative = os.path.relpath(path)
@@ -158,6 +171,8 @@ class TrainingSession:
                 f"replace it. To continue that one instead: Ctrl+C now, then {resume_command(loaded, files.root)}[/]",
                 highlight=False,
             )
+        elif files.info.is_file():
+            console.print(f"[yellow]note: {finished_run_note(files)}[/]", highlight=False)
 
     # -- resuming ------------------------------------------------------------
     def _resume(self, checkpoint: Checkpoint) -> None:
