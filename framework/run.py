@@ -738,6 +738,7 @@ class LoadedRun:
     _draft_bank: DraftBank | None = attrs.field(default=None, init=False, repr=False)
     _taught: TaughtQuestions | None = attrs.field(default=None, init=False, repr=False)
     _compiled_step: CompiledDecodeStep | None = attrs.field(default=None, init=False, repr=False)
+    _training_file: Path | None = attrs.field(default=None, init=False, repr=False)
 
     def stale_calibration(self) -> str | None:
         """A warning where the recipe's answer filter measures with the taught questions and its
@@ -824,14 +825,20 @@ class LoadedRun:
         (its sha256 as ``run.json`` recorded it); None if not, or an error if ``required``."""
         if self._taught is None:
             recorded = self.info.get("data", {})
-            self._taught = taught_questions(self.recipe, recorded, required=required, run_dir=self.files.root)
+            self._taught = taught_questions(self.recipe, recorded, required=required, path=self.training_file())
         return self._taught
 
     def draft_bank(self) -> DraftBank:
         """The run's :func:`draft_bank`, built on first use and shared by its generators."""
         if self._draft_bank is None:
-            self._draft_bank = draft_bank(self.recipe, self.tokenizer, self.files.root, self.info.get("data", {}))
+            self._draft_bank = draft_bank(self.recipe, self.tokenizer, path=self.training_file())
         return self._draft_bank
+
+    def training_file(self) -> Path:
+        """Where the run's ``data.train`` is now (:func:`run_training_file`), looked up once."""
+        if self._training_file is None:
+            self._training_file = run_training_file(self.recipe, self.files.root, self.info.get("data", {}))
+        return self._training_file
 
     def answer_filter(self) -> Any:
         """The recipe's ``generation.answer_filter`` (None: ``none``)."""
@@ -863,22 +870,20 @@ def run_training_file(recipe: Recipe, run_dir: Path | None = None, recorded: dic
     return path
 
 
-def draft_bank(
-    recipe: Recipe, tokenizer: Tokenizer, run_dir: Path | None = None, recorded: dict[str, str] | None = None
-) -> DraftBank:
+def draft_bank(recipe: Recipe, tokenizer: Tokenizer, *, path: Path | None = None) -> DraftBank:
     """Where draft-and-verify decoding takes its guesses from (:class:`gptf.generate.DraftBank`):
     the distinct answers of the recipe's ``data.train``, tokenized with the run's tokenizer.
 
     Built when a run is opened, not stored in the run folder, so every run has one, old runs
     included, and it is cheap (the teacher data: 382 distinct answers, ~0.1 s). The file is read
-    where ``gptf run`` read it, or found from the run directory (:func:`run_training_file`). It
+    where ``gptf run`` read it, or at ``path`` (a run's :meth:`LoadedRun.training_file`). It
     never fails: a missing, unreadable or huge file (or ``generation.draft: false``) gives an empty
     bank, which guesses from the answer so far only. Nor does it matter what the file says now: a
     guess only makes decoding faster or slower, never different, since the model checks each one.
     """
     if not recipe.generation.draft:
         return DraftBank()
-    path = run_training_file(recipe, run_dir, recorded)
+    path = Path(recipe.data.train) if path is None else path
     try:
         if not path.is_file() or path.stat().st_size > DRAFT_FILE_LIMIT:
             return DraftBank()
@@ -899,24 +904,23 @@ def beam_choice(chosen: str, beams: int) -> str:
 
 
 def taught_questions(
-    recipe: Recipe, recorded: dict[str, str] | None = None, *, required: bool = False, run_dir: Path | None = None
+    recipe: Recipe, recorded: dict[str, str] | None = None, *, required: bool = False, path: Path | None = None
 ) -> TaughtQuestions | None:
     """The (question, answer) pairs of the recipe's ``data.train``, for the answer filter's
     ``taught_question`` measures (:class:`gptf.decoding.taught_questions.TaughtQuestions`).
 
-    Read from the file, relative to the current folder, as ``gptf run`` read it, or found from the
-    run directory ``run_dir`` (:func:`run_training_file`). ``recorded``: the data hashes of ``run.json``;
+    Read from the file, relative to the current folder, as ``gptf run`` read it, or at ``path`` (a run's
+    :meth:`LoadedRun.training_file`). ``recorded``: the data hashes of ``run.json``;
     the file must still be the one the run was trained on, since what it says decides which answers
     are shown. None when the file is missing, unreadable or changed;
     with ``required`` (the recipe's filter measures with it, or its beam search chooses with it)
     that is an error saying which."""
-    path = recipe.data.train
-    found = run_training_file(recipe, run_dir, recorded)
+    found = Path(recipe.data.train) if path is None else path
     problem = ""
     try:
         if not found.is_file():
             problem = "is not here"
-        elif recorded is not None and recorded.get(path) not in (None, file_sha256(found)):
+        elif recorded is not None and recorded.get(recipe.data.train) not in (None, file_sha256(found)):
             problem = "has changed since the run was trained (its sha256 differs from run.json's)"
         else:
             samples = parse_jsonl(found).samples
@@ -925,7 +929,7 @@ def taught_questions(
         problem = f"cannot be read ({exc})"
     if required:
         raise GptfError(
-            f"this run compares questions with the training questions of {path} (generation.beam_choice: "
+            f"this run compares questions with the training questions of {recipe.data.train} (generation.beam_choice: "
             f"taught_question, or the answer filter's taught_question measure), and that file {problem}",
             hint="run from the folder the run was trained in (or keep the run inside it: checkpoints/<name>), "
             "or choose another measure with gptf eval --calibrate "
