@@ -120,6 +120,8 @@ def test_eval_without_data_is_a_clear_error(tiny_run: Path, tmp_path: Path) -> N
     result = run_gptf(["eval", "--ckpt", str(tiny_run)], tmp_path)  # the data files are not here
     assert result.returncode == 2
     assert "nothing to evaluate" in result.stderr and "Traceback" not in result.stderr
+    # the run found its training file in the folder above it: the hint names that folder
+    assert f"this run's data files are in {tiny_run.parent.resolve()}" in " ".join(result.stderr.split())
 
 
 def test_run_ends_with_the_val_evaluation(tiny_run: Path) -> None:

@@ -253,7 +253,7 @@ def eval_command(
 
         raise DataError(
             "nothing to evaluate: none of " + ", ".join(f.path for f in files) + " exists here",
-            hint="run gptf eval from the folder you trained in, or pass --data FILE.jsonl",
+            hint=data_elsewhere_hint(run),
         )
     print_report(console, reports, worst)
     target = out or run.files.root / ("eval.int8.json" if quantized else "eval.json")
@@ -271,6 +271,17 @@ def eval_command(
         ),
     )
     console.print(f"scores written to {target}")
+
+
+def data_elsewhere_hint(run: LoadedRun) -> str:
+    """Where to run ``gptf eval`` when the run's data files are not in this folder: the project folder
+    in which the run found its training file (:meth:`gptf.run.LoadedRun.training_file`), if it did."""
+    written = Path(run.recipe.data.train)
+    found = run.training_file()
+    if not written.is_absolute() and found.is_absolute():  # found above the run, not here
+        project = found.parents[len(written.parts) - 1]
+        return f"this run's data files are in {project}: run gptf eval there, or pass --data FILE.jsonl"
+    return "run gptf eval from the folder you trained in, or pass --data FILE.jsonl"
 
 
 def _spec_text(spec: object) -> object:
