@@ -159,6 +159,7 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
     identical = dict.fromkeys(same_as_plain, 0)
     beam_names = (f"gptf_beam_search_{beams}_fp32", f"gptf_beam_search_{beams}_fp32_compiled")
     same_beams = 0  # compiled beam search: answers token-identical to eager beam search
+    asked = len(prompts) * (args.repeats or 1)  # answers per contender
     taught: list[bool] = []  # per answer: the model repeated a taught answer word for word
     taught_answers = {tuple(seq) for seq in bank.sequences}
     for _ in range(args.repeats or 1):
@@ -225,12 +226,10 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
         "n_questions": len(prompts),
         "draft_bank": f"{len(bank)} distinct answers of {run.recipe.data.train} ({bank_s:.2f} s to build)",
         "identical_to_plain": {
-            name: f"{same}/{len(prompts) * (args.repeats or 1)} answers token-identical"
-            for name, same in identical.items()
-            if name in contenders
+            name: f"{same}/{asked} answers token-identical" for name, same in identical.items() if name in contenders
         }
         | (
-            {beam_names[1]: f"{same_beams}/{len(prompts) * (args.repeats or 1)} answers token-identical to eager beams"}
+            {beam_names[1]: f"{same_beams}/{asked} answers token-identical to eager beams"}
             if beam_names[1] in contenders
             else {}
         ),

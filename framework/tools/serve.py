@@ -206,9 +206,13 @@ class ChatService:
         # answers at temperature 0 by beam search over this many candidates (1: greedy)
         self.beams = run.recipe.generation.beams if beams is None else beams
 
+    def generator_for(self, repetition_penalty: float) -> Generator:
+        """The generator of this repetition penalty (penalties equal to 3 decimals share one)."""
+        return self._generator(round(repetition_penalty, 3))
+
     def default_generator(self) -> Generator:
         """The generator of the recipe's repetition penalty: the one most questions are answered with."""
-        return self._generator(round(default_repetition_penalty(self.run), 3))
+        return self.generator_for(default_repetition_penalty(self.run))
 
     def info(self) -> dict[str, Any]:
         recipe = self.run.recipe
@@ -226,7 +230,7 @@ class ChatService:
 
     def answer(self, request: ChatRequest) -> dict[str, Any]:
         with self.lock:  # one answer at a time: the model and its constraints are shared
-            generator = self._generator(round(request.repetition_penalty, 3))
+            generator = self.generator_for(request.repetition_penalty)
             context = conversation_ids(
                 self.run.tokenizer,
                 request.history,
