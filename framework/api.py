@@ -84,9 +84,10 @@ def train(
 class Model:
     """A trained run, opened for questions: the object behind ``--ckpt``."""
 
-    def __init__(self, run: LoadedRun, *, beams: int | None = None) -> None:
+    def __init__(self, run: LoadedRun, *, beams: int | None = None, memory: bool = True) -> None:
         self.run = run
-        self._generator = run.generator(beams=beams)  # beams: as --beams (default: the recipe's)
+        # beams: as --beams (default: the recipe's); memory=False: as --no-memory
+        self._generator = run.generator(beams=beams, memory=memory)
 
     @property
     def path(self) -> Path:
@@ -152,13 +153,16 @@ class Model:
         return self._generator
 
 
-def open_run(path: str | Path, *, quantized: bool = False, device: str = "cpu", beams: int | None = None) -> Model:
+def open_run(
+    path: str | Path, *, quantized: bool = False, device: str = "cpu", beams: int | None = None, memory: bool = True
+) -> Model:
     """Open a finished run folder (``checkpoints/<name>``) for questions. ``beams``: answers at
     temperature 0 by beam search over this many candidates, as ``--beams`` (default: the recipe's
-    ``generation.beams``; 1 = plain greedy)."""
+    ``generation.beams``; 1 = plain greedy). ``memory=False``: the model alone, without the recipe's
+    ``generation.memory`` (as ``--no-memory``)."""
     if beams is not None:
         check_sampling_options({"beams": beams})
-    return Model(load_run(Path(path), quantized=quantized, device=device), beams=beams)
+    return Model(load_run(Path(path), quantized=quantized, device=device), beams=beams, memory=memory)
 
 
 def ablate(

@@ -563,13 +563,20 @@ def evaluate_files(
     return reports
 
 
-def decoding_name(beams: int, beam_choice: str = "likelihood") -> str:
+def decoding_name(beams: int, beam_choice: str = "likelihood", memory: bool = False) -> str:
     """How answers at temperature 0 are chosen, for reports: "greedy", "beam search, 4 beams", or
-    "beam search, 4 beams, chosen by taught questions"."""
+    "beam search, 4 beams, chosen by taught questions", and ", with a memory of the taught answers"
+    where one votes (``generation.memory``)."""
+    with_memory = ", with a memory of the taught answers" if memory else ""
     if beams == 1:
-        return "greedy"
+        return f"greedy{with_memory}"
     chosen = ", chosen by taught questions" if beam_choice == "taught_question" else ""
-    return f"beam search, {beams} beams{chosen}"
+    return f"beam search, {beams} beams{chosen}{with_memory}"
+
+
+def generator_decoding(generator: Generator) -> str:
+    """:func:`decoding_name` of how ``generator`` answers."""
+    return decoding_name(generator.beams, generator.beam_choice, generator.memory is not None)
 
 
 def decline_texts(generator: Generator) -> list[str]:
@@ -596,7 +603,7 @@ def evaluate_after_training(
         return None
     g = recipe.generation
     settings = SamplingSettings(max_new_tokens=g.max_new_tokens, temperature=0.0)
-    decoding = decoding_name(generator.beams, generator.beam_choice)
+    decoding = generator_decoding(generator)
     console.rule(f"evaluation on val (held-out prompts, {decoding})")
     files = [EvalFile("val", "generalisation", recipe.data.val, limit)]
     concepts = concepts_for(recipe.data, generator)
@@ -787,7 +794,7 @@ def calibrate(
     unfiltered = Generator(
         generator.model,
         generator.tokenizer,
-        generator.constraints,
+        generator.recipe_constraints,
         use_cache=generator.use_cache,
         measures=True,
         draft=generator.draft,
@@ -796,6 +803,7 @@ def calibrate(
         beams=generator.beams,
         taught=generator.taught,
         beam_choice=generator.beam_choice,
+        memory=generator.memory,
     )
     answers = greedy_answers(unfiltered, [s.prompt for s in samples], max_new_tokens, on_progress=on_answer)
     verdicts = [concepts.check(a.text, sample_concept(s)).verdict for s, a in zip(samples, answers, strict=True)]
@@ -835,7 +843,7 @@ def calibrate(
         spec,
         max_declined,
         max_right_lost,
-        decoding_name(generator.beams, generator.beam_choice),
+        generator_decoding(generator),
     )
 
 

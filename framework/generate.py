@@ -40,6 +40,7 @@ from gptf.errors import GptfError
 from gptf.interfaces import DecodingState, FinishedAnswer
 
 if TYPE_CHECKING:
+    from gptf.decoding.taught_memory import TaughtMemory
     from gptf.decoding.taught_questions import TaughtQuestions
     from gptf.interfaces import AnswerFilter, DecodingConstraint, Tokenizer
     from gptf.model import GPT
@@ -113,6 +114,7 @@ class Generator:
         beams: int = 1,
         taught: TaughtQuestions | None = None,
         beam_choice: str = "likelihood",
+        memory: TaughtMemory | None = None,
     ) -> None:
         if beams < 1:
             raise ValueError(f"beams must be 1 (greedy) or more, got {beams}")
@@ -139,7 +141,12 @@ class Generator:
         if (compiled_step is not None or compile_decode) and use_cache and hasattr(model, "decode_step"):
             self.compiled_step = compiled_step or CompiledDecodeStep(model)
         self.tokenizer = tokenizer
-        self.constraints = list(constraints)
+        # a memory of the taught answers (generation.memory, gptf.decoding.taught_memory) mixes its vote
+        # into the scores first; the recipe's constraints then apply to the mixed scores
+        self.memory = memory
+        self.recipe_constraints = list(constraints)
+        # what decoding applies, in this order
+        self.constraints = [memory, *constraints] if memory is not None else list(constraints)
         self.answer_filter = answer_filter
         self.use_cache = use_cache
         self.config = model.config

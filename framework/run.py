@@ -45,6 +45,7 @@ from gptf.build.registry import Registry
 from gptf.build.speed import CompiledDecodeStep
 from gptf.build.validate import validate_for_run
 from gptf.data import TokenizedSplit, augment_prompts, parse_jsonl, read_jsonl, tokenize_split, training_texts
+from gptf.decoding.taught_memory import TaughtMemory
 from gptf.decoding.taught_questions import QUESTION_SIMILARITY, TaughtQuestions
 from gptf.errors import CheckpointError, GptfError, PluginError, RunFolderBusy
 from gptf.evaluate import Calibration, calibrate_on_val, evaluate_after_training
@@ -54,6 +55,7 @@ from gptf.model import GPT
 from gptf.plots import report_loss_plot
 from gptf.recipe import ComponentSpec, LoadedRecipe, Recipe, read_recipe_file, recipe_from_dict, recipe_to_dict
 from gptf.recipe.limits import sampling_problems
+from gptf.recipe.schema import MemoryConfig
 from gptf.train import time_budget
 from gptf.train.answer_weights import loss_weighting
 from gptf.train.checkpoint import Checkpoint
@@ -122,13 +124,16 @@ class RunResult:
 class Extras:
     """What a run makes that nothing downstream of ``gptf ablate`` reads: on for ``gptf run``; an
     ablation run turns them off (:data:`gptf.tools.ablate.ABLATION_EXTRAS`). The training, the final
-    val loss, the val answers and their scores, the weights and ``run.json`` do not depend on them."""
+    val loss, the weights and ``run.json`` do not depend on them; the val answers only on ``memory``."""
 
     checkpoints: bool = True  # a resumable checkpoint every training.save_interval steps
     loss_plot: bool = True  # loss.png beside metrics.jsonl
     # answer_filter threshold: auto, calibrated on val after training; without it the filter stays
     # off, so an ablation scores every variant's own answers (not what its filter would hide)
     calibrate_filter: bool = True
+    # generation.memory for the val answers at the end; off, an ablation compares what each variant's
+    # model learned, not what the memory of the taught answers adds to every variant alike
+    memory: bool = True
 
 
 class SplitCache:
@@ -214,6 +219,7 @@ def run_recipe(
                 final_eval=final_eval,
                 stability=stability,
                 calibrate_filter=extras.calibrate_filter,
+                memory=extras.memory,
             )
         except OSError as exc:  # disk full...: the training is kept as a resumable checkpoint
             session.rescue(exc, "saving the finished run")
@@ -536,6 +542,7 @@ def report_stage(
     final_eval: bool,
     stability: dict[str, Any],
     calibrate_filter: bool = True,
+    memory: bool = True,
 ) -> RunResult:
     """Demo answers, scores on the val questions, and ``run.json`` (what this run was made with)."""
     recipe, registry, tokenizer = inputs.recipe, inputs.registry, inputs.tokenizer
@@ -547,12 +554,21 @@ def report_stage(
     calibrating = calibrate_filter and final_eval and wants_calibration(g.answer_filter) and recipe.data.val
     # the training questions, read once: beam search may choose with them, the calibration compares the
     # filter's taught_question measures (only where the file can be read), the chosen filter may use them
+    memory_config = g.memory if memory else None  # (off: gptf ablate)
     taught = None
-    if calibrating or choice == "taught_question":
-        taught = taught_questions(recipe, required=choice == "taught_question")
+    if calibrating or choice == "taught_question" or memory_config is not None:
+        taught = taught_questions(recipe, required=choice == "taught_question" or memory_config is not None)
+    memory_vote = taught_memory(memory_config, taught, tokenizer)
     if calibrating:
         unfiltered = Generator(
-            model, tokenizer, constraints, answered=answered, beams=g.beams, taught=taught, beam_choice=choice
+            model,
+            tokenizer,
+            constraints,
+            answered=answered,
+            beams=g.beams,
+            taught=taught,
+            beam_choice=choice,
+            memory=memory_vote,
         )
         calibration = calibrate_filter_on_val(inputs, unfiltered, console)
         recipe = read_saved_recipe(inputs)  # now with the chosen filter
@@ -571,6 +587,7 @@ def report_stage(
         beams=recipe.generation.beams,
         taught=taught,
         beam_choice=choice,
+        memory=memory_vote,
     )
     answers = demo_answers(recipe, generator, console)
     record = run_record(inputs, model, state, answers)
@@ -629,6 +646,12 @@ def demo_answers(recipe: Recipe, generator: Generator, console: Console) -> list
                 else ""
             )
             + "(generation.beams; these and the scores below)[/]"
+        )
+    if generator.memory is not None:
+        console.print(
+            "[dim]with a memory of the taught answers: those of the most similar taught questions vote with "
+            f"{generator.memory.weight:.0%} on every next token (generation.memory; gptf eval --no-memory: "
+            "the model alone)[/]"
         )
     answers = []
     for prompt in recipe.demo_prompts:
@@ -739,6 +762,7 @@ class LoadedRun:
     _taught: TaughtQuestions | None = attrs.field(default=None, init=False, repr=False)
     _compiled_step: CompiledDecodeStep | None = attrs.field(default=None, init=False, repr=False)
     _training_file: Path | None = attrs.field(default=None, init=False, repr=False)
+    _memory: TaughtMemory | None = attrs.field(default=None, init=False, repr=False)
 
     def stale_calibration(self) -> str | None:
         """A warning where the recipe's answer filter measures with the taught questions and its
@@ -777,17 +801,19 @@ class LoadedRun:
         beams: int | None = None,
         taught: bool | None = None,
         compile: bool | None = None,
+        memory: bool = True,
     ) -> Generator:
         """The run's generator. ``recipe_constraints=False``: ignore the recipe's
-        ``generation.constraints`` (plain decoding, e.g. to compare with another library;
-        ``repetition_penalty``/``stops`` still apply). ``answer_filter=False``: show every answer
+        ``generation.constraints`` and ``generation.memory`` (plain decoding, e.g. to compare with another
+        library; ``repetition_penalty``/``stops`` still apply). ``answer_filter=False``: show every answer
         (no ``generation.answer_filter``). ``draft``: greedy answers by draft and verify (default:
         ``generation.draft``; never with the int8 weights, where it would not be exact). ``beams``:
         greedy answers by beam search over this many candidates (default: ``generation.beams``).
         ``taught``: give it the questions of the run's training file, for the answer filter's
         ``taught_question`` measures (default: only if the filter uses one; ``gptf eval --calibrate``
         asks for them to compare every measure). ``compile``: decode through the run's compiled step
-        (default: ``generation.compile``; never with the int8 weights)."""
+        (default: ``generation.compile``; never with the int8 weights). ``memory=False``: the model alone,
+        without the recipe's ``generation.memory`` (``--no-memory``)."""
         recipe_specs = self.recipe.generation.constraints if recipe_constraints else []
         specs = with_decoding_overrides(recipe_specs, repetition_penalty, stops)
         constraints = build_constraints(specs, self.registry, self.tokenizer)
@@ -796,8 +822,10 @@ class LoadedRun:
         draft = (self.recipe.generation.draft if draft is None else draft) and not self.quantized
         beams = self.recipe.generation.beams if beams is None else beams
         choice = beam_choice(self.recipe.generation.beam_choice, beams)
-        # the filter measures with the training questions, or beam search picks its answer with them
-        needed = needs_taught(filter_) or choice == "taught_question"
+        # the filter measures with the training questions, or beam search picks its answer with them,
+        # or the memory recalls their answers
+        with_memory = memory and recipe_constraints and self.recipe.generation.memory is not None
+        needed = needs_taught(filter_) or choice == "taught_question" or with_memory
         return Generator(
             self.model,
             self.tokenizer,
@@ -810,7 +838,17 @@ class LoadedRun:
             taught=self.taught_questions(required=needed) if taught or needed else None,
             beam_choice=choice,
             compiled_step=self.compiled_step() if compile_decode else None,
+            memory=self.answer_memory() if with_memory else None,
         )
+
+    def answer_memory(self) -> TaughtMemory | None:
+        """The recipe's ``generation.memory`` over the run's training questions, made on first use and
+        shared by the run's generators (with what it recalled for each question); None: no memory."""
+        if self._memory is None and self.recipe.generation.memory is not None:
+            self._memory = taught_memory(
+                self.recipe.generation.memory, self.taught_questions(required=True), self.tokenizer
+            )
+        return self._memory
 
     def compiled_step(self) -> CompiledDecodeStep:
         """The model's compiled decode step (``generation.compile``), made on first use and shared by
@@ -893,6 +931,17 @@ def draft_bank(recipe: Recipe, tokenizer: Tokenizer, *, path: Path | None = None
     return DraftBank.from_texts((s.completion for s in samples), tokenizer)
 
 
+def taught_memory(
+    config: MemoryConfig | None, taught: TaughtQuestions | None, tokenizer: Tokenizer
+) -> TaughtMemory | None:
+    """``generation.memory`` as a decoding constraint over the taught answers (None: no memory)."""
+    if config is None or taught is None:
+        return None
+    return TaughtMemory(
+        taught, tokenizer, weight=config.weight, neighbours=config.neighbours, temperature=config.temperature
+    )
+
+
 def needs_taught(answer_filter: Any) -> bool:
     """Whether ``answer_filter`` measures how much a question looks like the taught ones."""
     return getattr(answer_filter, "measure", None) in TAUGHT_MEASURES
@@ -929,11 +978,12 @@ def taught_questions(
         problem = f"cannot be read ({exc})"
     if required:
         raise GptfError(
-            f"this run compares questions with the training questions of {recipe.data.train} (generation.beam_choice: "
-            f"taught_question, or the answer filter's taught_question measure), and that file {problem}",
+            f"this run compares questions with the training questions of {recipe.data.train} (generation.memory, "
+            f"generation.beam_choice: taught_question, or the answer filter's taught_question measure), and that "
+            f"file {problem}",
             hint="run from the folder the run was trained in (or keep the run inside it: checkpoints/<name>), "
             "or choose another measure with gptf eval --calibrate "
-            "(and generation.beam_choice: likelihood)",
+            "(and generation.beam_choice: likelihood, generation.memory: null)",
         )
     return None
 

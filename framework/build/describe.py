@@ -31,6 +31,10 @@ def components_table(recipe: Recipe, registry: Registry, title: str = "component
         info = registry.components[slot.kind][slot.spec.name]
         params = ", ".join(f"{k}={v}" for k, v in slot.spec.params.items()) or "-"
         table.add_row(slot.key, slot.spec.name, info.plugin, params)
+    memory = recipe.generation.memory
+    if memory is not None:  # a setting of the decoding, not a plugin (gptf.decoding.taught_memory)
+        params = f"weight={memory.weight}, neighbours={memory.neighbours}, temperature={memory.temperature}"
+        table.add_row("generation.memory", "taught_memory", "gptf.decoding", params)
     return table
 
 

@@ -62,6 +62,13 @@ CompileOption = Annotated[
         "(default: the recipe's generation.compile)",
     ),
 ]
+MemoryOption = Annotated[
+    bool,
+    typer.Option(
+        help="Answer with the recipe's generation.memory of the taught answers, where it has one "
+        "(--no-memory: the model alone)",
+    ),
+]
 BeamsOption = Annotated[
     int | None,
     typer.Option(
@@ -107,7 +114,7 @@ def generate(
         bool,
         typer.Option(
             "--no-constraints",
-            help="Ignore the recipe's generation.constraints (plain decoding, as transformers' generate does)",
+            help="Ignore the recipe's generation.constraints and memory (plain decoding, as transformers' generate)",
         ),
     ] = False,
     stats: Annotated[
@@ -115,6 +122,7 @@ def generate(
     ] = False,
     no_draft: NoDraftOption = False,
     beams: BeamsOption = None,
+    memory: MemoryOption = True,
     device: DeviceOption = "auto",
     threads: ThreadsOption = 1,
     trust_plugins: TrustPluginsOption = False,
@@ -137,6 +145,7 @@ def generate(
         recipe_constraints=not no_constraints,
         draft=False if no_draft else None,
         beams=beams,
+        memory=memory,
     )
     for text in prompt:
         answer = generator.generate(text, settings, seed=seed)
@@ -197,6 +206,7 @@ def eval_command(
         bool, typer.Option(help="Apply the run's generation.answer_filter (--no-answer-filter: score every answer)")
     ] = True,
     beams: BeamsOption = None,
+    memory: MemoryOption = True,
     device: DeviceOption = "auto",
     threads: EvalThreadsOption = None,
     trust_plugins: TrustPluginsOption = False,
@@ -207,10 +217,10 @@ def eval_command(
         use_threads(threads)
     from gptf.evaluate import (
         concepts_for,
-        decoding_name,
         default_eval_files,
         eval_files_for,
         evaluate_files,
+        generator_decoding,
         print_report,
         report_json,
     )
@@ -241,9 +251,10 @@ def eval_command(
             max_declined=max_declined,
             max_right_lost=max_right_lost,
             beams=beams,
+            memory=memory,
         )
         return
-    generator = run.generator(answer_filter=answer_filter, beams=beams)
+    generator = run.generator(answer_filter=answer_filter, beams=beams, memory=memory)
     files = eval_files_for(data, recipe.data.train) if data else default_eval_files(recipe.data, recall_samples)
     concepts = concepts_for(recipe.data, generator, [str(p) for p in data or []])
     with one_thread_per_worker():  # groups of questions side by side, one thread each (gptf.generate)
@@ -263,7 +274,7 @@ def eval_command(
             reports,
             run=str(run.files.root),
             quantized=quantized,
-            decoding=decoding_name(generator.beams, generator.beam_choice),
+            decoding=generator_decoding(generator),
             max_new_tokens=settings.max_new_tokens,
             constraints=[s.name for s in recipe.generation.constraints],
             answer_filter=_spec_text(recipe.generation.answer_filter) if answer_filter else "none",
@@ -298,6 +309,7 @@ def calibrate_run(
     max_declined: float = 1.0,
     max_right_lost: float = 0.1,
     beams: int | None = None,
+    memory: bool = True,
 ) -> None:
     """``gptf eval --calibrate``: the answer filter's threshold, chosen on the val questions."""
     from gptf.evaluate import calibrate_on_val, calibration_tables
@@ -305,7 +317,7 @@ def calibrate_run(
 
     with console.status(f"answering the val questions ({run.recipe.data.val})...", spinner="dots"):
         result = calibrate_on_val(
-            run.generator(beams=beams, taught=True),  # every measure, the taught_question ones too
+            run.generator(beams=beams, taught=True, memory=memory),  # every measure, the taught_question ones too
             run.recipe,
             max_new_tokens,
             max_declined=max_declined,
@@ -380,6 +392,7 @@ def chat(
     quantized: Annotated[bool, typer.Option(help="Use the int8 weights")] = False,
     no_draft: NoDraftOption = False,
     beams: BeamsOption = None,
+    memory: MemoryOption = True,
     compile: CompileOption = None,
     device: DeviceOption = "auto",
     threads: ThreadsOption = 1,
@@ -399,7 +412,7 @@ def chat(
         run.recipe, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens
     )
     console.print(f"gptf chat: {run.files.root} ({run.recipe.name}, {run.model.config.seq_len} tokens of context)")
-    generator = run.generator(draft=False if no_draft else None, beams=beams, compile=compile)
+    generator = run.generator(draft=False if no_draft else None, beams=beams, compile=compile, memory=memory)
     compile_before_the_first_question(generator, run.recipe.demo_prompts, settings)
     chat_loop(ChatSession(generator, settings, seed=seed), console)
 
@@ -415,6 +428,7 @@ def serve(
     quantized: Annotated[bool, typer.Option(help="Use the int8 weights")] = False,
     no_draft: NoDraftOption = False,
     beams: BeamsOption = None,
+    memory: MemoryOption = True,
     compile: CompileOption = None,
     device: DeviceOption = "auto",
     threads: ThreadsOption = 1,
@@ -429,7 +443,9 @@ def serve(
     check_sampling_options({"beams": beams})
     check_compile_option(compile, quantized)
     run = open_ckpt(ckpt, quantized, device, trust_plugins, no_verify)
-    service = ChatService(run, example_questions(run), draft=False if no_draft else None, beams=beams, compile=compile)
+    service = ChatService(
+        run, example_questions(run), draft=False if no_draft else None, beams=beams, compile=compile, memory=memory
+    )
     compile_before_the_first_question(service.default_generator(), service.examples, service.defaults)
     server = make_server(service, host, port, console)
     bound_host, bound_port = server.server_address[:2]

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import torch
+
 from gptf.decoding.char_bags import CharBags, rarity_weights
 from gptf.decoding.numbers import same_numbers
 
@@ -44,6 +46,7 @@ class TaughtQuestions:
         self._questions = [questions[a] for a in self.answers]
         self._rarity = rarity_weights(question for pairs in self._questions for question in pairs)
         self._question_bags: dict[int, CharBags] = {}  # built when an answer's questions are first asked about
+        self._all_questions: tuple[CharBags, torch.Tensor] | None = None  # every question, and its answer
 
     def __len__(self) -> int:
         return len(self.answers)
@@ -65,3 +68,19 @@ class TaughtQuestions:
         if index not in self._question_bags:
             self._question_bags[index] = CharBags(self._questions[index], self._rarity)
         return float(self._question_bags[index].f1(question).max())
+
+    def closest_answers(self, question: str, k: int) -> tuple[list[int], list[float]]:
+        """The ``k`` taught answers whose closest taught question looks most like ``question`` (the
+        other direction of :meth:`similarity`: from a question to answers), best first, and those
+        similarities (char F1 weighted by rarity, 0 to 1). Fewer when fewer are taught."""
+        if self._all_questions is None:
+            texts = [q for questions in self._questions for q in questions]
+            owners = [a for a, questions in enumerate(self._questions) for _ in questions]
+            self._all_questions = (CharBags(texts, self._rarity), torch.tensor(owners, dtype=torch.long))
+        bags, owners = self._all_questions
+        if not self.answers:
+            return [], []
+        per_answer = torch.zeros(len(self.answers), dtype=torch.float64)
+        per_answer.scatter_reduce_(0, owners, bags.f1(question), reduce="amax")  # each answer's closest question
+        best = per_answer.topk(min(k, len(self.answers)))
+        return best.indices.tolist(), best.values.tolist()

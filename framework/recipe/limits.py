@@ -33,6 +33,8 @@ LAYERS_MAX = 1024
 SAMPLING_KEYS = ("temperature", "top_k", "top_p", "max_new_tokens", "repetition_penalty", "seed", "beams")
 #: Beam search keeps this many candidate answers at most: each one costs a row of every model call.
 BEAMS_MAX = 32
+#: generation.memory recalls at most this many taught answers per question (each is followed every step).
+MEMORY_NEIGHBOURS_MAX = 1000
 
 
 def is_number(value: Any) -> bool:

@@ -91,6 +91,16 @@ class TrainingConfig:
 
 
 @attrs.frozen
+class MemoryConfig:
+    """``generation.memory``: answer with a memory of the taught answers beside the model
+    (:mod:`gptf.decoding.taught_memory`; needs data.train)."""
+
+    weight: float = 0.3  # share of the next-token probability the recalled answers vote with
+    neighbours: int = 10  # taught answers recalled per question: those of the most similar taught questions
+    temperature: float = 0.05  # how much more the closest question's answer counts (softmax of similarity / this)
+
+
+@attrs.frozen
 class GenerationConfig:
     max_new_tokens: int = 64
     temperature: float = 0.0
@@ -104,6 +114,7 @@ class GenerationConfig:
     # which finished candidate answers: the likeliest (mean token log-probability), or the likeliest
     # among those taught for questions most like this one (gptf.decoding.taught_questions; needs data.train)
     beam_choice: Literal["likelihood", "taught_question"] = "likelihood"
+    memory: MemoryConfig | None = None  # null: the model alone
 
 
 @attrs.frozen

@@ -18,8 +18,17 @@ import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from gptf.errors import RecipeError, did_you_mean, shown
-from gptf.recipe.limits import INT64_MAX, LAYERS_MAX, SEED_RANGE, THREADS_MAX, int_problem, sampling_problems
-from gptf.recipe.schema import ComponentSpec, Recipe
+from gptf.recipe.limits import (
+    INT64_MAX,
+    LAYERS_MAX,
+    MEMORY_NEIGHBOURS_MAX,
+    SEED_RANGE,
+    THREADS_MAX,
+    int_problem,
+    is_number,
+    sampling_problems,
+)
+from gptf.recipe.schema import ComponentSpec, MemoryConfig, Recipe
 from gptf.recipe.value_types import fits, type_name
 
 #: A recipe's name is a folder name (checkpoints/<name>): one plain name, never '.' or '..'.
@@ -39,6 +48,18 @@ def _make_converter() -> cattrs.Converter:
 
     for kind in (int, float, bool, str):
         strict(kind)
+
+    def structure_memory(value: Any, _: type) -> MemoryConfig | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            keys = ", ".join(f.name for f in attrs.fields(MemoryConfig))
+            raise TypeError(
+                f"expected a mapping with {keys} (or null: no memory), got {type_name(type(value))} {shown(value)}"
+            )
+        return converter.structure(value, MemoryConfig)
+
+    converter.register_structure_hook(MemoryConfig | None, structure_memory)
 
     def structure_spec(value: Any, _: type) -> ComponentSpec:
         if isinstance(value, str) and value:
@@ -179,6 +200,8 @@ def check_shapes(recipe: Recipe) -> list[str]:
     }
     # (no seq_len bound here: a recipe's default of 64 new tokens is simply cut to what fits a
     # small model; a number typed for one answer, --max-new-tokens, is held to seq_len)
+    if g.memory is not None:
+        problems += memory_problems(g.memory)
     wrong = sampling_problems(sampling)
     problems += [f"generation.{key}: {problem}" for key, problem in wrong.items()]
     if not NAME_PATTERN.fullmatch(recipe.name):
@@ -186,6 +209,25 @@ def check_shapes(recipe: Recipe) -> list[str]:
             f"name: {shown(recipe.name)} may only use letters, digits, '_', '-' and '.' (it is a folder name: "
             "at most 100 characters, not starting with '.' or '-')"
         )
+    return problems
+
+
+def memory_problems(memory: MemoryConfig) -> list[str]:
+    """What is out of range in ``generation.memory`` (NaN fails every range here)."""
+    problems = []
+    if not (is_number(memory.weight) and 0 < memory.weight < 1):
+        problems.append(
+            f"generation.memory.weight: must be above 0 and below 1 (the share of the next-token probability "
+            f"the taught answers vote with, the model keeping the rest; memory: null turns it off), "
+            f"got {shown(memory.weight)}"
+        )
+    if not 1 <= memory.neighbours <= MEMORY_NEIGHBOURS_MAX:
+        problems.append(
+            f"generation.memory.neighbours: must be a whole number from 1 to {MEMORY_NEIGHBOURS_MAX}, "
+            f"got {shown(memory.neighbours)}"
+        )
+    if not (is_number(memory.temperature) and 1e-3 <= memory.temperature <= 100):
+        problems.append(f"generation.memory.temperature: must be from 0.001 to 100, got {shown(memory.temperature)}")
     return problems
 
 

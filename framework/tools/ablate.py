@@ -82,8 +82,10 @@ PARALLEL_FASTER = True
 #: What an ablation run does without (gptf.run.Extras): no resumable checkpoint every save_interval
 #: steps (an unfinished run is trained again from the start) and no loss.png per run (the ablation
 #: draws val_loss.png for the grid), and no answer filter calibrated on val (threshold: auto stays
-#: off, so the char F1 scores each variant's own answers). The training and its losses are unchanged.
-ABLATION_EXTRAS = Extras(checkpoints=False, loss_plot=False, calibrate_filter=False)
+#: off, so the char F1 scores each variant's own answers), and no generation.memory (the val answers are
+#: each variant's model alone, not lifted alike by the memory of the taught answers). The training and its
+#: losses are unchanged.
+ABLATION_EXTRAS = Extras(checkpoints=False, loss_plot=False, calibrate_filter=False, memory=False)
 #: Validation-loss points per curve when --eval-interval is not given (never fewer than the recipe's
 #: training.eval_interval gives). Each point is a pass over all of data.val: on the teacher recipe as much
 #: compute as ~5 training steps (1.3 s of a ~105 s, 300-step run), so the 10 points of before took 11% of a

@@ -170,7 +170,8 @@ def summarise(plan: Any, records: dict[str, dict[str, Any]], seconds: float, tra
         "budget": plan.settings.budget,
         "seeds": plan.settings.seeds,
         "eval_interval": plan.eval_interval,
-        "decoding": decoding_name(generation.beams, generation.beam_choice),  # how the runs answered data.val
+        # how the runs answered data.val
+        "decoding": decoding_name(generation.beams, generation.beam_choice, generation.memory is not None),
         "swaps": [{"key": s.key, "values": s.values} for s in plan.settings.swaps],
         "tune": None
         if tune is None

@@ -432,6 +432,12 @@ def model_card(run: LoadedRun, plan: LlamaPlan, out: Path, transformers_version:
     else:
         mlp = "gptf's SwiGLU is Llama's MLP as it is (gate_proj, up_proj, down_proj)."
     constraints = ", ".join(s.name for s in r.generation.constraints) or "none"
+    memory = (
+        "\n- The recipe answers with a memory of its taught answers (`generation.memory`), which is not part of"
+        " the weights:\n  these are the model's own answers, as `gptf generate --no-memory` gives them."
+        if r.generation.memory is not None
+        else ""
+    )
     question = (r.demo_prompts or ["什么是注意力机制？"])[0]
     kv = f" ({c.n_kv_head} key/value heads)" if c.n_kv_head != c.n_head else ""
     return f"""# {r.name}: a gptf model for transformers
@@ -467,7 +473,7 @@ adds special tokens by itself, so `tok.encode(text)` gives exactly gptf's ids fo
 - Greedy answers (`do_sample=False`) equal `gptf generate --temperature 0 --no-constraints`, token
   for token. The recipe also used decoding constraints ({constraints}); transformers has similar
   options (`repetition_penalty=`, `min_new_tokens=`, `bad_words_ids=`), but not the same code, so
-  answers with them may differ from gptf's.
+  answers with them may differ from gptf's.{memory}
 - {mlp}
 - The model was trained on {c.seq_len} tokens: keep prompt + answer within that.
 """

@@ -36,7 +36,7 @@ from gptf.errors import GptfError
 from gptf.evaluate import SplitReport, evaluate_file
 from gptf.generate import one_thread_per_worker
 from gptf.recipe import LoadedRecipe, Recipe
-from gptf.run import beam_choice, load_run, run_recipe, sampling_settings
+from gptf.run import beam_choice, load_run, run_recipe, sampling_settings, taught_memory
 from gptf.train.run_files import RunFiles, append_jsonl, write_json
 
 BEST = "best"
@@ -93,6 +93,8 @@ def score_run(run_dir: Path, recipe: Recipe, path: str, device: str) -> SplitRep
 
     constraints = build_constraints(recipe.generation.constraints, run.registry, run.tokenizer)
     choice = beam_choice(recipe.generation.beam_choice, recipe.generation.beams)
+    needed = choice == "taught_question" or recipe.generation.memory is not None
+    taught = run.taught_questions(required=True) if needed else None
     generator = Generator(
         run.model,
         run.tokenizer,
@@ -100,8 +102,9 @@ def score_run(run_dir: Path, recipe: Recipe, path: str, device: str) -> SplitRep
         draft=recipe.generation.draft,
         draft_bank=run.draft_bank(),
         beams=recipe.generation.beams,
-        taught=run.taught_questions(required=True) if choice == "taught_question" else None,
+        taught=taught,
         beam_choice=choice,
+        memory=taught_memory(recipe.generation.memory, taught, run.tokenizer),
     )
     settings = sampling_settings(recipe, temperature=0.0, top_k=0, top_p=1.0)
     return evaluate_file(generator, path, settings, name="val", kind="generalisation")

@@ -189,6 +189,7 @@ class ChatService:
         draft: bool | None = None,
         beams: int | None = None,
         compile: bool | None = None,
+        memory: bool = True,
     ) -> None:
         self.run = run
         self.examples = examples
@@ -201,7 +202,9 @@ class ChatService:
         self.max_tokens = run.model.config.seq_len
         self.lock = threading.Lock()
         self._generator = lru_cache(maxsize=8)(
-            lambda penalty: run.generator(repetition_penalty=penalty, draft=draft, beams=beams, compile=compile)
+            lambda penalty: run.generator(
+                repetition_penalty=penalty, draft=draft, beams=beams, compile=compile, memory=memory
+            )
         )
         # answers at temperature 0 by beam search over this many candidates (1: greedy)
         self.beams = run.recipe.generation.beams if beams is None else beams
