@@ -81,3 +81,31 @@ def test_score_answer_records_concept_numbers_and_the_filter() -> None:
     score = score_answer(sample, declined, concepts=index)
     assert score.verdict == "declined" and score.model_verdict == "right" and score.confidence == -2.5
     assert score.answer == DECLINE_TEXT and score.model_answer == IDENTITY and score.declined
+
+
+def test_questions_on_taught_topics_and_out_of_scope_ones_are_counted_apart() -> None:
+    """An out-of-scope question can at best be declined: the report gives right concept on the questions
+    about taught topics, and how many of the out-of-scope ones were declined, beside the overall shares."""
+    from gptf.evaluate import SplitReport, scope_lines
+
+    index = ConceptIndex(SAMPLES)
+    answers = [
+        score_answer(SAMPLES[0], ROPE, concepts=index),  # in scope, right
+        score_answer(SAMPLES[2], ROPE, concepts=index),  # in scope, wrong (the RoPE answer to attention)
+        score_answer(SAMPLES[3], DECLINE_TEXT, concepts=index),  # in scope, declined
+        score_answer(SAMPLES[4], DECLINE_TEXT, concepts=index),  # out of scope, declined: its best answer
+        score_answer(SAMPLES[5], ATTENTION, concepts=index),  # out of scope, answered anyway: wrong
+    ]
+    assert [a.out_of_scope for a in answers] == [False, False, False, True, True]
+    report = SplitReport("val", "generalisation", "val.jsonl", 5, answers, 0.0, 1.0)
+    assert report.right_concept == 1 / 5  # overall: the out-of-scope questions count too
+    assert report.in_scope_right == (1 / 3, 3)
+    assert report.out_of_scope_declined == (1 / 2, 2)
+    summary = report.summary()
+    assert (summary["in_scope"], summary["in_scope_right_concept"]) == (3, 0.3333)
+    assert (summary["out_of_scope"], summary["out_of_scope_declined"]) == (2, 0.5)
+    assert scope_lines([report]) == [
+        "val: right concept 33.3% of the 3 questions on taught topics; 50.0% of the 2 out-of-scope questions declined"
+    ]
+    unchecked = SplitReport("val", "generalisation", "val.jsonl", 1, [score_answer(SAMPLES[0], ROPE)], 0.0, 1.0)
+    assert unchecked.in_scope_right == (None, 0) and scope_lines([unchecked]) == []
