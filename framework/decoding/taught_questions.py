@@ -32,6 +32,8 @@ from gptf.decoding.numbers import same_numbers
 #: records it (``calibration.json``): a threshold chosen while questions were compared otherwise (plain
 #: char F1, before 2026-12-01) does not mean the same now, and ``gptf`` says so when it loads such a run.
 QUESTION_SIMILARITY = "char F1, characters weighted by rarity"
+#: Questions whose comparison with every taught question is kept (a full memo starts again).
+_ASKED_KEPT = 1024
 
 
 class TaughtQuestions:
@@ -45,8 +47,8 @@ class TaughtQuestions:
         self._answers = CharBags(self.answers)
         self._questions = [questions[a] for a in self.answers]
         self._rarity = rarity_weights(question for pairs in self._questions for question in pairs)
-        self._question_bags: dict[int, CharBags] = {}  # built when an answer's questions are first asked about
         self._all_questions: tuple[CharBags, torch.Tensor] | None = None  # every question, and its answer
+        self._asked: dict[str, torch.Tensor] = {}  # question -> each answer's closest question (last few asked)
 
     def __len__(self) -> int:
         return len(self.answers)
@@ -65,22 +67,31 @@ class TaughtQuestions:
         index = self.closest_answer(answer)
         if index < 0 or not same_numbers(answer, self.answers[index]):
             return 0.0
-        if index not in self._question_bags:
-            self._question_bags[index] = CharBags(self._questions[index], self._rarity)
-        return float(self._question_bags[index].f1(question).max())
+        return float(self.by_answer(question)[index])
+
+    def by_answer(self, question: str) -> torch.Tensor:
+        """For each taught answer, how much ``question`` looks like the closest question it was taught for
+        (float64, one per answer): one weighted char F1 with every taught question, the best per answer.
+        The last questions asked are remembered (beam search asks about one question for every candidate)."""
+        found = self._asked.get(question)
+        if found is None:
+            if self._all_questions is None:
+                texts = [q for questions in self._questions for q in questions]
+                owners = [a for a, questions in enumerate(self._questions) for _ in questions]
+                self._all_questions = (CharBags(texts, self._rarity), torch.tensor(owners, dtype=torch.long))
+            bags, owners = self._all_questions
+            found = torch.zeros(len(self.answers), dtype=torch.float64)
+            found.scatter_reduce_(0, owners, bags.f1(question), reduce="amax")
+            if len(self._asked) >= _ASKED_KEPT:
+                self._asked = {}
+            self._asked[question] = found
+        return found
 
     def closest_answers(self, question: str, k: int) -> tuple[list[int], list[float]]:
         """The ``k`` taught answers whose closest taught question looks most like ``question`` (the
         other direction of :meth:`similarity`: from a question to answers), best first, and those
         similarities (char F1 weighted by rarity, 0 to 1). Fewer when fewer are taught."""
-        if self._all_questions is None:
-            texts = [q for questions in self._questions for q in questions]
-            owners = [a for a, questions in enumerate(self._questions) for _ in questions]
-            self._all_questions = (CharBags(texts, self._rarity), torch.tensor(owners, dtype=torch.long))
-        bags, owners = self._all_questions
         if not self.answers:
             return [], []
-        per_answer = torch.zeros(len(self.answers), dtype=torch.float64)
-        per_answer.scatter_reduce_(0, owners, bags.f1(question), reduce="amax")  # each answer's closest question
-        best = per_answer.topk(min(k, len(self.answers)))
+        best = self.by_answer(question).topk(min(k, len(self.answers)))
         return best.indices.tolist(), best.values.tolist()
