@@ -190,3 +190,8 @@ def test_gptf_eval_says_how_it_answered_with_and_without_memory(
         result = invoke(["eval", "--ckpt", str(tmp_path / "run"), "--data", "tiny_val.jsonl", "--out", str(out), *flag])
         assert result.exit_code == 0, result.output
         assert ("with a memory of the taught answers" in json.loads(out.read_text())["decoding"]) is expected
+    # a threshold chosen for the model alone must not land in a recipe that answers with its memory
+    result = invoke(["eval", "--ckpt", str(tmp_path / "run"), "--calibrate", "--apply", "--no-memory"])
+    assert result.exit_code != 0
+    assert "--no-memory calibrates other answers" in result.output
+    assert "hint: drop --no-memory" in result.output

@@ -236,6 +236,14 @@ def eval_command(
         from gptf.errors import GptfError
 
         raise GptfError("--apply writes what --calibrate chose: use them together")
+    if apply and not memory and recipe.generation.memory is not None:
+        from gptf.errors import GptfError
+
+        raise GptfError(
+            "--apply writes the threshold into the run's recipe, whose answers use its generation.memory; "
+            "--no-memory calibrates other answers (the model alone)",
+            hint="drop --no-memory to calibrate the run's own answers, or drop --apply to only see the curve",
+        )
     if calibrate:
         if data:
             from gptf.errors import GptfError
