@@ -258,6 +258,19 @@ def test_ablation_runs_score_their_own_answers_without_calibrating_a_filter(work
     assert not any(a["declined"] and a["model_answer"] != a["answer"] for a in answers)  # nothing hidden
 
 
+def test_ablation_runs_score_the_model_alone_without_the_memory(workdir: Path) -> None:
+    """generation.memory would lift every variant alike: an ablation run's val answers are its model's own."""
+    memory = "generation.memory={weight: 0.3}"
+    settings = Settings(TINY_RECIPE, check_swaps_given(["model.positional=rope"]), [memory], steps=2,
+                        out=Path("abl"), jobs=1)  # fmt: skip
+    (run,) = run_ablation(settings, quiet())["runs"]
+    run_dir = Path(run["run_dir"])
+    saved = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
+    assert saved["generation"]["memory"]["weight"] == 0.3  # the recipe keeps it, for gptf generate --ckpt
+    decoding = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))["decoding"]
+    assert decoding == "greedy"  # no ", with a memory of the taught answers"
+
+
 def test_runs_in_one_process_tokenise_the_data_once(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import gptf.run
     import gptf.tools.ablate as ablate
