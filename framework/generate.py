@@ -83,6 +83,9 @@ class Generation:
     model_calls: int = 0  # forward passes, the prompt's included (draft and verify: fewer than tokens)
     drafted: int = 0  # guessed tokens checked by the model (0: decoded one token at a time)
     accepted: int = 0  # guesses the model agreed with: tokens that cost no model call of their own
+    # with generation.memory: the taught question most like the question, and how much (0 to 1)
+    recalled: str = ""
+    recalled_similarity: float | None = None
 
     @property
     def tokens_per_s(self) -> float:
@@ -198,6 +201,7 @@ class Generator:
         raw = row.state.text
         first_token_s = (row.first_token_at - start) if row.first_token_at else 0.0
         verdict = self.review(self.finished_answer(row, prompt))
+        recalled = self.memory.recalled_question(ids) if self.memory is not None else None
         return Generation(
             prompt,
             verdict.text,
@@ -212,6 +216,8 @@ class Generator:
             model_calls=row.model_calls,
             drafted=row.drafted,
             accepted=row.accepted,
+            recalled=recalled[0] if recalled else "",
+            recalled_similarity=recalled[1] if recalled else None,
         )
 
     def finished_answer(self, row: DecodedRow, prompt: str) -> FinishedAnswer:

@@ -68,6 +68,7 @@ def test_info_and_an_answer_with_token_probabilities(server_url: str) -> None:
     # the token texts put together are the raw answer: partial characters show up on the token that completes them
     joined = "".join(t["text"] for t in reply["tokens"])
     assert "\ufffd" not in joined and joined.rstrip().endswith(reply["answer"])
+    assert reply["recalled"] == "" and reply["recalled_similarity"] is None  # the tiny recipe has no memory
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,8 @@ from gptf.interfaces import DecodingState
 from gptf.recipe import load_recipe
 from gptf.recipe.schema import MemoryConfig
 from gptf.run import LoadedRun, load_run
+from gptf.tools.chat import ChatSession
+from gptf.tools.serve import ChatRequest, ChatService
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -42,6 +44,14 @@ def run(tiny_run: Path) -> LoadedRun:
 
 def prompt_ids(run: LoadedRun, question: str) -> list[int]:
     return Generator(run.model, run.tokenizer).prompt_ids(question)
+
+
+def test_closest_question_is_the_most_similar_taught_question_and_its_answer() -> None:
+    question, answer, similarity = TAUGHT.closest_question("压力锅为啥煮得快")  # type: ignore[misc]
+    assert question == "压力锅煮饭为啥快" and TAUGHT.answers[answer] == PRESSURE
+    assert similarity == pytest.approx(TAUGHT.similarity("压力锅为啥煮得快", PRESSURE))
+    assert TAUGHT.closest_question("！？") is None  # nothing in common
+    assert TaughtQuestions([]).closest_question("天空") is None
 
 
 def test_closest_answers_ranks_taught_answers_by_their_closest_question() -> None:
@@ -174,6 +184,15 @@ def test_a_run_with_memory_recalls_its_taught_answers_and_no_memory_shows_the_mo
     assert recalled == [s.completion for s in fits]
     alone = [a.text for a in greedy_answers(run.generator(memory=False), [s.prompt for s in fits], 64)]
     assert alone != recalled  # the model alone does not: the memory made the difference
+    # what it recalled is shown: gptf generate --stats, chat's note, the page (here: a training question itself)
+    asked = with_memory.generate(fits[0].prompt, settings)
+    assert (asked.recalled, asked.recalled_similarity) == (fits[0].prompt, pytest.approx(1.0))
+    service = ChatService(run, [], memory=True)
+    reply = service.answer(ChatRequest(fits[0].prompt, [], settings, 1.1, None))
+    assert reply["recalled"] == fits[0].prompt and reply["recalled_similarity"] == pytest.approx(1.0)
+    _, note = ChatSession(with_memory, settings).ask(fits[0].prompt)
+    assert f"memory recalled {fits[0].prompt} (1.00)" in note
+    assert run.generator(memory=False).generate(fits[0].prompt, settings).recalled == ""
     assert run.generator(memory=False).memory is None
     assert run.generator(recipe_constraints=False).memory is None  # --no-constraints: plain decoding, as transformers
 

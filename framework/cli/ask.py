@@ -167,6 +167,12 @@ def generate(
                 f"first token {answer.first_token_s * 1000:.1f} ms, stop: {answer.stop_reason}, "
                 f"{answer.model_calls} model calls{drafted}[/]"
             )
+            if answer.recalled:
+                err_console.print(
+                    f"[dim]memory: the taught question most like it: {answer.recalled} "
+                    f"(similarity {answer.recalled_similarity:.2f})[/]",
+                    highlight=False,
+                )
 
 
 @app.command(name="eval")

@@ -76,6 +76,12 @@ class TaughtMemory(DecodingConstraint):
         text = text[start + len(_QUESTION_START) :] if start >= 0 else text
         return text.removesuffix(_QUESTION_END)
 
+    def recalled_question(self, prompt_ids: list[int]) -> tuple[str, float] | None:
+        """The taught question most like this prompt's question, and how much (0 to 1): what the memory
+        recalled first, for a person to see why the answer went as it did. None: nothing alike."""
+        found = self.taught.closest_question(self.question(prompt_ids))
+        return None if found is None else (found[0], found[2])
+
     def recall(self, prompt_ids: list[int]) -> list[tuple[list[int], float]]:
         """The recalled answers for this prompt, as (token ids with ``<eos>``, weight), weights summing to
         1; none where no taught question shares a character with it."""

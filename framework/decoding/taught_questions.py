@@ -47,6 +47,7 @@ class TaughtQuestions:
         self._answers = CharBags(self.answers)
         self._questions = [questions[a] for a in self.answers]
         self._rarity = rarity_weights(question for pairs in self._questions for question in pairs)
+        self._texts = [q for questions in self._questions for q in questions]  # every taught question, by answer
         self._all_questions: tuple[CharBags, torch.Tensor] | None = None  # every question, and its answer
         self._asked: dict[str, torch.Tensor] = {}  # question -> each answer's closest question (last few asked)
 
@@ -69,23 +70,38 @@ class TaughtQuestions:
             return 0.0
         return float(self.by_answer(question)[index])
 
+    def _question_index(self) -> tuple[CharBags, torch.Tensor]:
+        """Every taught question as a bag of weighted characters, and the index of its answer (built once)."""
+        if self._all_questions is None:
+            owners = [a for a, questions in enumerate(self._questions) for _ in questions]
+            self._all_questions = (CharBags(self._texts, self._rarity), torch.tensor(owners, dtype=torch.long))
+        return self._all_questions
+
     def by_answer(self, question: str) -> torch.Tensor:
         """For each taught answer, how much ``question`` looks like the closest question it was taught for
         (float64, one per answer): one weighted char F1 with every taught question, the best per answer.
         The last questions asked are remembered (beam search asks about one question for every candidate)."""
         found = self._asked.get(question)
         if found is None:
-            if self._all_questions is None:
-                texts = [q for questions in self._questions for q in questions]
-                owners = [a for a, questions in enumerate(self._questions) for _ in questions]
-                self._all_questions = (CharBags(texts, self._rarity), torch.tensor(owners, dtype=torch.long))
-            bags, owners = self._all_questions
+            bags, owners = self._question_index()
             found = torch.zeros(len(self.answers), dtype=torch.float64)
             found.scatter_reduce_(0, owners, bags.f1(question), reduce="amax")
             if len(self._asked) >= _ASKED_KEPT:
                 self._asked = {}
             self._asked[question] = found
         return found
+
+    def closest_question(self, question: str) -> tuple[str, int, float] | None:
+        """The taught question most like ``question`` (weighted char F1), the index of its answer and that
+        similarity; None where no taught question shares a character with it."""
+        if not self.answers:
+            return None
+        bags, owners = self._question_index()
+        scores = bags.f1(question)
+        row = int(scores.argmax())
+        if float(scores[row]) <= 0.0:
+            return None
+        return self._texts[row], int(owners[row]), float(scores[row])
 
     def closest_answers(self, question: str, k: int) -> tuple[list[int], list[float]]:
         """The ``k`` taught answers whose closest taught question looks most like ``question`` (the

@@ -71,6 +71,8 @@ class ChatSession:
             )
         elif answer.confidence is not None:
             note += f", confidence {answer.confidence:.2f}"
+        if answer.recalled:
+            note += f"; memory recalled {answer.recalled} ({answer.recalled_similarity:.2f})"
         if dropped:
             note += f"; the {dropped} oldest turn(s) no longer fit in seq_len={seq_len} and were left out"
         return answer.text, note

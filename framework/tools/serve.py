@@ -7,11 +7,14 @@
                        "temperature": ..., "top_k": ..., "top_p": ...,
                        "repetition_penalty": ..., "max_new_tokens": ..., "seed": ...}
                       -> {"answer": ..., "tokens": [{"text", "bytes", "probability"}],
-                          "declined": ..., "confidence": ..., "model_answer": ..., ...}
+                          "declined": ..., "confidence": ..., "model_answer": ...,
+                          "recalled": ..., "recalled_similarity": ..., ...}
 
 When the run has an answer filter (``generation.answer_filter``), an answer the model was unsure
 of comes back as the filter's reply ("这个问题我还没有学过。") with ``declined: true``, the
-confidence and the threshold; the page shows a badge, and the withheld answer folded away.
+confidence and the threshold; the page shows a badge, and the withheld answer folded away. When it
+answers with a memory of its taught answers (``generation.memory``), ``recalled`` is the taught
+question most like the question (and how much, 0 to 1), shown under the answer.
 
 Why the standard library and not a web framework: three routes and JSON are all the page
 needs, and ``http.server`` needs no install. Safety for a classroom:
@@ -253,6 +256,9 @@ class ChatService:
             "declined": generation.declined,
             "confidence": _finite(generation.confidence),
             "model_answer": generation.model_text,
+            # with generation.memory: the taught question most like the question ("" without)
+            "recalled": generation.recalled,
+            "recalled_similarity": _finite(generation.recalled_similarity),
         }
 
 
