@@ -555,9 +555,8 @@ def report_stage(
     # the training questions, read once: beam search may choose with them, the calibration compares the
     # filter's taught_question measures (only where the file can be read), the chosen filter may use them
     memory_config = g.memory if memory else None  # (off: gptf ablate)
-    taught = None
-    if calibrating or choice == "taught_question" or memory_config is not None:
-        taught = taught_questions(recipe, required=choice == "taught_question" or memory_config is not None)
+    required = choice == "taught_question" or memory_config is not None  # cannot answer without them
+    taught = taught_questions(recipe, required=required) if calibrating or required else None
     memory_vote = taught_memory(memory_config, taught, tokenizer)
     if calibrating:
         unfiltered = Generator(
