@@ -146,10 +146,9 @@ class Generator:
         self.tokenizer = tokenizer
         # a memory of the taught answers (generation.memory, gptf.decoding.taught_memory) mixes its vote
         # into the scores first; the recipe's constraints then apply to the mixed scores
-        self.memory = memory
+        self.given_memory = memory  # (gptf chat's /memory off and on switch it, set_memory)
         self.recipe_constraints = list(constraints)
-        # what decoding applies, in this order
-        self.constraints = [memory, *constraints] if memory is not None else list(constraints)
+        self.set_memory(True)
         self.answer_filter = answer_filter
         self.use_cache = use_cache
         self.config = model.config
@@ -164,6 +163,13 @@ class Generator:
         # beam search's pick among its finished candidates: the likeliest, or the likeliest of those whose
         # taught questions look most like the question (generation.beam_choice)
         self.beam_choice = beam_choice
+
+    def set_memory(self, on: bool) -> None:
+        """Answer with the memory this generator was given (``memory``), or without it: the model alone."""
+        self.memory = self.given_memory if on else None
+        # what decoding applies, in this order: the memory's vote first, then the recipe's constraints
+        with_memory = [self.memory] if self.memory is not None else []
+        self.constraints = [*with_memory, *self.recipe_constraints]
 
     def drafts(self, settings: SamplingSettings) -> bool:
         """Whether :meth:`generate` uses draft and verify for these settings: greedy only, where it

@@ -19,7 +19,7 @@ from gptf.interfaces import DecodingState
 from gptf.recipe import load_recipe
 from gptf.recipe.schema import MemoryConfig
 from gptf.run import LoadedRun, load_run
-from gptf.tools.chat import ChatSession
+from gptf.tools.chat import ChatSession, CommandError
 from gptf.tools.serve import ChatRequest, ChatService
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -190,8 +190,21 @@ def test_a_run_with_memory_recalls_its_taught_answers_and_no_memory_shows_the_mo
     service = ChatService(run, [], memory=True)
     reply = service.answer(ChatRequest(fits[0].prompt, [], settings, 1.1, None))
     assert reply["recalled"] == fits[0].prompt and reply["recalled_similarity"] == pytest.approx(1.0)
-    _, note = ChatSession(with_memory, settings).ask(fits[0].prompt)
+    chat = ChatSession(with_memory, settings)
+    _, note = chat.ask(fits[0].prompt)
     assert f"memory recalled {fits[0].prompt} (1.00)" in note
+    # /memory off and on, in the chat: the model alone, then the memory again
+    assert "memory of the taught answers off" in chat.command("/memory off")
+    assert with_memory.memory is None and with_memory.constraints == with_memory.recipe_constraints
+    chat.command("/reset")
+    alone_answer, note = chat.ask(fits[0].prompt)
+    assert alone_answer == alone[0] and "memory recalled" not in note  # the model's own answer
+    assert "memory of the taught answers on" in chat.command("/memory ON")
+    assert with_memory.constraints[0] is with_memory.given_memory
+    with pytest.raises(CommandError, match="needs on or off"):
+        chat.command("/memory maybe")
+    with pytest.raises(CommandError, match="no memory of the taught answers"):
+        ChatSession(run.generator(memory=False), settings).command("/memory on")
     assert run.generator(memory=False).generate(fits[0].prompt, settings).recalled == ""
     assert run.generator(memory=False).memory is None
     assert run.generator(recipe_constraints=False).memory is None  # --no-constraints: plain decoding, as transformers

@@ -26,6 +26,7 @@ commands (命令):
   /topk 20     top-k: sample only among the 20 most likely tokens (0 = off)
   /topp 0.9    top-p: sample only among the most likely tokens that together reach 90% (1 = off)
   /beams 4     beam search 束搜索: with temperature 0, the most likely of 4 candidate answers (1 = plain greedy)
+  /memory off  answer without the memory of the taught answers (记忆), the model alone; /memory on: with it
   /reset       forget the conversation so far (清空对话)
   /settings    show the current settings
   /help        this help
@@ -97,6 +98,8 @@ class ChatSession:
                 raise CommandError(f"{name}: {problem}")
             self.generator.beams = int(value)
             return self.describe()
+        if name == "/memory":
+            return self.switch_memory(argument)
         setting = SETTINGS.get(name)
         if setting is None:
             raise CommandError(f"unknown command {shown(name, 40)}; type /help for the list")
@@ -108,12 +111,27 @@ class ChatSession:
         self.settings = attrs.evolve(self.settings, **{key: value})
         return self.describe()
 
+    def switch_memory(self, argument: str) -> str:
+        """``/memory on`` or ``/memory off``: answer with or without the run's generation.memory."""
+        if argument.lower() not in ("on", "off"):
+            raise CommandError("/memory needs on or off, e.g. /memory off")
+        if self.generator.given_memory is None:
+            raise CommandError(
+                "this chat has no memory of the taught answers (the run's recipe has no generation.memory, "
+                "or gptf chat was started with --no-memory)"
+            )
+        self.generator.set_memory(argument.lower() == "on")
+        return self.describe()
+
     def describe(self) -> str:
         s = self.settings
         beams = self.generator.beams
         mode = "sampling" if s.temperature else "greedy" if beams == 1 else f"greedy, beam search: {beams} candidates"
+        memory = ""
+        if self.generator.given_memory is not None:
+            memory = ", memory of the taught answers " + ("on" if self.generator.memory is not None else "off")
         return (
-            f"temperature {s.temperature:g} ({mode}), top-k {s.top_k or 'off'}, top-p {s.top_p:g}, "
+            f"temperature {s.temperature:g} ({mode}), top-k {s.top_k or 'off'}, top-p {s.top_p:g}{memory}, "
             f"max {s.max_new_tokens} new tokens, {len(self.history)} turn(s) of history"
         )
 
