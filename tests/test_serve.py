@@ -61,6 +61,7 @@ def test_info_and_an_answer_with_token_probabilities(server_url: str) -> None:
     status, info = call(server_url + "/api/info")
     assert status == 200 and info["name"] == "tiny" and info["examples"][0] == "什么是注意力机制？"
     assert info["defaults"]["repetition_penalty"] == 1.1 and info["limits"]["max_new_tokens"] == 64
+    assert info["memory"] is False  # the tiny recipe has no generation.memory: the page hides the switch
     status, reply = call(server_url + "/api/chat", {"question": "什么是注意力机制？", "max_new_tokens": 10})
     assert status == 200, reply
     assert 1 <= len(reply["tokens"]) <= 10 and reply["stop_reason"] in ("eos", "max_new_tokens", "stop")
@@ -84,6 +85,7 @@ def test_info_and_an_answer_with_token_probabilities(server_url: str) -> None:
         ({"question": "好", "history": [{"user": "a"}]}, "each history turn"),
         ({"question": "好", "history": [{"user": "a", "assistant": "b"}] * 21}, "at most 20 turns"),
         ({"question": "好", "seed": -1}, "seed must be"),
+        ({"question": "好", "memory": "yes"}, "memory must be true or false"),
         (["not", "an", "object"], "must be a JSON object"),
     ],
 )

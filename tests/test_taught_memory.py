@@ -188,8 +188,12 @@ def test_a_run_with_memory_recalls_its_taught_answers_and_no_memory_shows_the_mo
     asked = with_memory.generate(fits[0].prompt, settings)
     assert (asked.recalled, asked.recalled_similarity) == (fits[0].prompt, pytest.approx(1.0))
     service = ChatService(run, [], memory=True)
+    assert service.info()["memory"] is True  # the page shows its switch
     reply = service.answer(ChatRequest(fits[0].prompt, [], settings, 1.1, None))
     assert reply["recalled"] == fits[0].prompt and reply["recalled_similarity"] == pytest.approx(1.0)
+    reply = service.answer(ChatRequest(fits[0].prompt, [], settings, 1.1, None, memory=False))  # switched off
+    assert reply["recalled"] == "" and reply["answer"] == alone[0]
+    assert ChatService(run, [], memory=False).info()["memory"] is False  # gptf serve --no-memory
     chat = ChatSession(with_memory, settings)
     _, note = chat.ask(fits[0].prompt)
     assert f"memory recalled {fits[0].prompt} (1.00)" in note

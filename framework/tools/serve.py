@@ -5,7 +5,7 @@
     GET  /api/info    the model's name, default settings, limits and example questions
     POST /api/chat    {"question": ..., "history": [{"user": ..., "assistant": ...}],
                        "temperature": ..., "top_k": ..., "top_p": ...,
-                       "repetition_penalty": ..., "max_new_tokens": ..., "seed": ...}
+                       "repetition_penalty": ..., "max_new_tokens": ..., "seed": ..., "memory": true}
                       -> {"answer": ..., "tokens": [{"text", "bytes", "probability"}],
                           "declined": ..., "confidence": ..., "model_answer": ...,
                           "recalled": ..., "recalled_similarity": ..., ...}
@@ -82,6 +82,7 @@ class ChatRequest:
     settings: SamplingSettings
     repetition_penalty: float
     seed: int | None
+    memory: bool = True  # with the run's generation.memory (where it has one); false: the model alone
 
 
 def _text(value: Any, what: str) -> str:
@@ -133,7 +134,10 @@ def parse_chat_request(body: Any, defaults: SamplingSettings, max_tokens: int) -
         top_p=float(values["top_p"]),
     )
     seed = int(values["seed"]) if is_whole(values["seed"]) else None
-    return ChatRequest(question.strip(), history, settings, float(values["repetition_penalty"]), seed)
+    memory = body.get("memory", True)
+    if not isinstance(memory, bool):
+        raise BadRequest("memory must be true or false")
+    return ChatRequest(question.strip(), history, settings, float(values["repetition_penalty"]), seed, memory)
 
 
 def token_view(tokenizer: Any, generation: Generation) -> list[dict[str, Any]]:
@@ -211,6 +215,8 @@ class ChatService:
         )
         # answers at temperature 0 by beam search over this many candidates (1: greedy)
         self.beams = run.recipe.generation.beams if beams is None else beams
+        # answers with the run's generation.memory, which a request may switch off ("memory": false)
+        self.memory = memory and run.recipe.generation.memory is not None
 
     def generator_for(self, repetition_penalty: float) -> Generator:
         """The generator of this repetition penalty (penalties equal to 3 decimals share one)."""
@@ -232,11 +238,13 @@ class ChatService:
             "limits": {"question_chars": MAX_QUESTION_CHARS, "max_new_tokens": self.max_tokens},
             "answer_filter": filter_info(self.run),
             "beams": self.beams,
+            "memory": self.memory,
         }
 
     def answer(self, request: ChatRequest) -> dict[str, Any]:
         with self.lock:  # one answer at a time: the model and its constraints are shared
             generator = self.generator_for(request.repetition_penalty)
+            generator.set_memory(request.memory)  # (under the lock: the generator is shared)
             context = conversation_ids(
                 self.run.tokenizer,
                 request.history,
