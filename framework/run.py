@@ -783,8 +783,9 @@ class LoadedRun:
             return None  # the recipe's threshold is not this calibration's
         return (
             f"the answer filter's threshold ({spec.params.get('measure')} below {spec.params.get('threshold')}) was "
-            f"calibrated ({path}) while taught_question compared questions by plain char F1; gptf now weighs rare "
-            f"characters more, so it declines other answers than it was chosen for. Calibrate again: "
+            f"calibrated ({path}) while taught_question compared questions by "
+            f"{calibration.get('question_similarity') or 'plain char F1'}; gptf now compares them by "
+            f"{QUESTION_SIMILARITY}, so it declines other answers than it was chosen for. Calibrate again: "
             f"gptf eval --ckpt {self.files.root} --calibrate --apply"
         )
 

@@ -182,7 +182,7 @@ def test_a_run_that_picks_by_taught_questions_reads_its_training_file(tiny_run: 
 def test_a_threshold_calibrated_with_another_question_similarity_is_named_when_the_run_is_opened(
     tiny_run: Path, workdir: Path
 ) -> None:
-    """A run calibrated before rare characters counted more keeps a threshold for the old measure: say so."""
+    """A run calibrated before rare characters (or numbers) counted more keeps a threshold for the old measure: say so."""
     run_dir = with_filter(tiny_run, workdir, "taught_question")  # threshold 0.5 in its recipe
     calibration = run_dir / "calibration.json"
     old = {
@@ -194,10 +194,17 @@ def test_a_threshold_calibrated_with_another_question_similarity_is_named_when_t
     result = invoke(["generate", "--ckpt", str(run_dir), "--prompt", "你好", "--max-new-tokens", "4"])
     assert result.exit_code == 0, result.output
     assert (
-        "weighs rare characters more" in result.stderr
+        "compared questions by plain char F1" in result.stderr
+        and f"now compares them by {QUESTION_SIMILARITY}" in result.stderr
         and f"gptf eval --ckpt {run_dir} --calibrate --apply" in result.stderr
     )
     assert "warning" not in result.stdout  # the answer's own output stays clean
+    old["question_similarity"] = "char F1, characters weighted by rarity"  # numbers read as characters
+    calibration.write_text(json.dumps(old), encoding="utf-8")
+    assert "compared questions by char F1, characters weighted by rarity;" in load_run(run_dir).stale_calibration()
+    old["question_similarity"] = QUESTION_SIMILARITY
+    calibration.write_text(json.dumps(old), encoding="utf-8")
+    assert load_run(run_dir).stale_calibration() is None
     # calibrated as gptf compares now: nothing to say
     calibration.write_text(json.dumps({**old, "question_similarity": QUESTION_SIMILARITY}), encoding="utf-8")
     assert load_run(run_dir).stale_calibration() is None

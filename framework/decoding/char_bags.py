@@ -17,6 +17,9 @@ about different things share them; 锅 or 熵 occur in a few questions, and shar
 lot. With ``weight`` (:func:`rarity_weights`), each character counts as much as it is rare:
 F1 = 2·Σ w·common / (Σ w·len(a) + Σ w·len(b)), the weighted form of the same formula (as a search
 engine weighs its words by inverse document frequency). Without it, every character counts 1.
+
+A "character" is whatever ``terms`` makes of a text: by default its content characters; questions are
+compared with every number as one term (:func:`gptf.decoding.numbers.question_terms`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ import torch
 from gptf.interfaces import content_chars
 
 
-def rarity_weights(texts: Iterable[str]) -> Callable[[str], float]:
+def rarity_weights(
+    texts: Iterable[str], terms: Callable[[str], Iterable[str]] = content_chars
+) -> Callable[[str], float]:
     """How much sharing each character says, from how many of ``texts`` contain it (``df`` of
     ``n``): BM25's inverse document frequency, log(1 + (n - df + 0.5) / (df + 0.5)). Near 0 for a
     character in every text, ~log(2n) for one in none (a character never seen says the most).
@@ -42,7 +47,7 @@ def rarity_weights(texts: Iterable[str]) -> Callable[[str], float]:
     counts: Counter[str] = Counter()
     n = 0
     for text in texts:
-        counts.update(set(content_chars(text)))
+        counts.update(set(terms(text)))
         n += 1
 
     def weight(ch: str) -> float:
@@ -54,10 +59,16 @@ def rarity_weights(texts: Iterable[str]) -> Callable[[str], float]:
 
 class CharBags:
     """The character counts of ``texts``, in their order (row i is ``texts[i]``); with ``weight``,
-    each character's count times its weight (see the module's docstring)."""
+    each character's count times its weight (see the module's docstring). ``terms``: what a text's
+    characters are (default: its content characters)."""
 
-    def __init__(self, texts: Sequence[str], weight: Callable[[str], float] | None = None) -> None:
-        self.weight = weight
+    def __init__(
+        self,
+        texts: Sequence[str],
+        weight: Callable[[str], float] | None = None,
+        terms: Callable[[str], Iterable[str]] = content_chars,
+    ) -> None:
+        self.weight, self.terms = weight, terms
         bags = [self._bag(text) for text in texts]
         rows: dict[str, list[int]] = {}
         counts: dict[str, list[float]] = {}  # (whole numbers without a weight)
@@ -72,7 +83,7 @@ class CharBags:
 
     def _bag(self, text: str) -> Counter:
         """Each content character of ``text`` and how often it occurs (times its weight)."""
-        bag = Counter(content_chars(text))
+        bag = Counter(self.terms(text))
         if self.weight is not None:
             bag = Counter({ch: n * self.weight(ch) for ch, n in bag.items()})
         return bag

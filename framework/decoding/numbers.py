@@ -5,12 +5,18 @@ out as 九乘以九等于二十五, 337万 as 37万. Numbers are found as digits
 two or more Chinese numerals (二十四, 一百); a lone 一 is left out, it is mostly a word (一种, 一个).
 Used by the evaluation (every number of the reference must come out whole) and by
 :mod:`gptf.decoding.taught_questions` (a taught answer with other numbers was taught for no question).
+
+Questions are compared with numbers read as their values (:func:`question_terms`): 七的平方 asks what
+7的平方 asks, and 48 is one thing, not a 4 and an 8. Character by character, 九的平方是多少 looked more
+like 8的平方是多少 than like 9的平方等于多少.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+
+from gptf.interfaces import content_chars
 
 _NUMBER = re.compile(r"\d+(?:[.．]\d+)?|[零〇一二三四五六七八九十百千万亿两]{2,}")
 
@@ -33,3 +39,94 @@ def numbers_intact(answer: str, reference: str) -> bool | None:
 def same_numbers(answer: str, taught: str) -> bool:
     """``answer`` has exactly the numbers of ``taught``, as many times each (order aside)."""
     return Counter(numbers_in(answer)) == Counter(numbers_in(taught))
+
+
+# Numbers in a question: digits (with a decimal part), two or more Chinese numerals, or one numeral other
+# than 一 (七的平方, 两个7; a lone 一 is mostly a word: 一下, 一种).
+_QUESTION_NUMBER = re.compile(r"\d+(?:[.．]\d+)?|[零〇一二两三四五六七八九十百千万亿]{2,}|[零〇二两三四五六七八九十]")
+_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+_UNITS = {"十": 10, "百": 100, "千": 1000}
+_GROUPS = {"万": 10_000, "亿": 100_000_000}
+
+
+def chinese_number(numeral: str) -> int | None:
+    """The value of one Chinese numeral: 三十六 -> 36, 十五 -> 15, 两千零五 -> 2005, 一万二千 -> 12000,
+    二〇二四 -> 2024 (three or more digits read digit by digit, as years are). None where it is not one
+    number: 七七 (seven sevens), 八九 (eight or nine), 五十五十.
+
+    >>> chinese_number("三十六"), chinese_number("十五"), chinese_number("二〇二四"), chinese_number("七七")
+    (36, 15, 2024, None)
+    """
+    if not numeral or any(ch not in _DIGITS and ch not in _UNITS and ch not in _GROUPS for ch in numeral):
+        return None
+    if all(ch in _DIGITS for ch in numeral):
+        if len(numeral) == 2:
+            return None
+        return int("".join(str(_DIGITS[ch]) for ch in numeral))
+    total = section = 0
+    digit: int | None = None
+    unit = 10**9  # units go down within a group: 三百二十, not 二十三百
+    for ch in numeral:
+        if ch in ("零", "〇"):  # a gap (两千零五): nothing to add
+            if digit is not None:
+                return None
+        elif ch in _DIGITS:
+            if digit is not None:
+                return None
+            digit = _DIGITS[ch]
+        elif ch in _UNITS:
+            if _UNITS[ch] >= unit:
+                return None
+            section += (1 if digit is None else digit) * _UNITS[ch]
+            digit, unit = None, _UNITS[ch]
+        else:
+            if digit is None and section == 0:
+                return None
+            total += (section + (digit or 0)) * _GROUPS[ch]
+            section, digit, unit = 0, None, 10**9
+    return total + section + (digit or 0)
+
+
+def _values(number: str) -> list[str]:
+    """The values in one run of digits or numerals, as digits: ``"48"`` -> ``["48"]``, ``"七七四十"`` ->
+    ``["7", "7", "40"]`` (split where a numeral follows a numeral; what still reads as no number stays
+    as characters)."""
+    if number[0] not in _DIGITS and number[0] not in _UNITS and number[0] not in _GROUPS:
+        whole, _, part = number.replace("．", ".").partition(".")
+        return [str(int(whole)) + (f".{part}" if part else "")]
+    value = chinese_number(number)
+    if value is not None:
+        return [str(value)]
+    pieces, piece = [], ""
+    for ch in number:
+        if piece and ch in _DIGITS and piece[-1] in _DIGITS:
+            pieces.append(piece)
+            piece = ""
+        piece += ch
+    pieces.append(piece)
+    values = []
+    for part in pieces:
+        value = chinese_number(part)
+        values += [str(value)] if value is not None else list(part)
+    return values
+
+
+def is_number_term(term: str) -> bool:
+    """Whether a term of :func:`question_terms` is a number (``"#7"``) rather than a character."""
+    return term.startswith("#") and len(term) > 1
+
+
+def question_terms(question: str) -> list[str]:
+    """What two questions are compared by: the content characters of ``question``, each number one term,
+    its value (``"#7"``), however it is written: 7, 七, ７.
+
+    >>> question_terms("七的平方是多少"), question_terms("36再加上48")
+    (['#7', '的', '平', '方', '是', '多', '少'], ['#36', '再', '加', '上', '#48'])
+    """
+    terms: list[str] = []
+    start = 0
+    for match in _QUESTION_NUMBER.finditer(question):
+        terms += content_chars(question[start : match.start()])
+        terms += [value if len(value) == 1 and not value.isdigit() else f"#{value}" for value in _values(match.group())]
+        start = match.end()
+    return terms + list(content_chars(question[start:]))

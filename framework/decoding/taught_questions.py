@@ -8,11 +8,15 @@ it was taught for, and :meth:`~TaughtQuestions.similarity` says how much a quest
 closest of them, for the taught answer closest to what the model said (both by char F1, punctuation
 and spaces aside; the questions with each character weighted by how rare it is among the taught
 questions, :func:`gptf.decoding.char_bags.rarity_weights`: sharing 是什么 says little, sharing 锅 a
-lot). Not the model's own doubt, but a check against what it was taught: the answer filter's
+lot; a number is one term, its value however it is written: 七 is 7, :func:`gptf.decoding.numbers.question_terms`).
+Not the model's own doubt, but a check against what it was taught: the answer filter's
 ``taught_question`` and ``min_logprob_taught`` measures (:mod:`gptf.interfaces`).
 
 Weighting by rarity, measured on the teacher run's val answers (no filter): AUROC of right vs wrong
-0.874 -> 0.926; beam search choosing with it: val right concept 47.8% -> 49.1% (README).
+0.874 -> 0.926; beam search choosing with it: val right concept 47.8% -> 49.1% (README). Numbers as
+values, each counting twice what a character as rare counts (:data:`NUMBER_WEIGHT`): the taught question
+closest to a val question on a taught topic is about that topic 165 -> 173 times in 200 (七的平方是多少
+found 8的平方是多少 before, 7的平方等于多少 now).
 
 An answer is only what it was taught if its facts are: a taught answer whose numbers came out
 different (九乘以九等于二十五 for 九乘以九等于八十一) was taught for no question, so its similarity is 0
@@ -26,12 +30,17 @@ from collections.abc import Iterable
 import torch
 
 from gptf.decoding.char_bags import CharBags, rarity_weights
-from gptf.decoding.numbers import same_numbers
+from gptf.decoding.numbers import is_number_term, question_terms, same_numbers
 
+#: A number in a question counts this many times what a character as rare counts: 5乘以9是多少 is about
+#: 5 and 9 more than about 乘以 (val, the taught question closest to a question on a taught topic is
+#: about that topic: 1 -> 169 of 200, 1.5 -> 172, **2 -> 173**, 3 -> 171, 5 -> 170).
+NUMBER_WEIGHT = 2.0
 #: How :meth:`TaughtQuestions.similarity` compares questions. Every calibration of a taught measure
-#: records it (``calibration.json``): a threshold chosen while questions were compared otherwise (plain
-#: char F1, before 2026-12-01) does not mean the same now, and ``gptf`` says so when it loads such a run.
-QUESTION_SIMILARITY = "char F1, characters weighted by rarity"
+#: records it (``calibration.json``): a threshold chosen while questions were compared otherwise (older
+#: runs: plain char F1, or numbers as characters) does not mean the same now, and ``gptf`` says so when
+#: it loads such a run.
+QUESTION_SIMILARITY = f"char F1, characters weighted by rarity, a number one term weighted {NUMBER_WEIGHT:g}x"
 #: Questions whose comparison with every taught question is kept (a full memo starts again).
 _ASKED_KEPT = 1024
 
@@ -46,7 +55,8 @@ class TaughtQuestions:
         self.answers = list(questions)
         self._answers = CharBags(self.answers)
         self._questions = [questions[a] for a in self.answers]
-        self._rarity = rarity_weights(question for pairs in self._questions for question in pairs)
+        rarity = rarity_weights((q for questions in self._questions for q in questions), question_terms)
+        self._rarity = lambda term: rarity(term) * (NUMBER_WEIGHT if is_number_term(term) else 1.0)
         self._texts = [q for questions in self._questions for q in questions]  # every taught question, by answer
         self._all_questions: tuple[CharBags, torch.Tensor] | None = None  # every question, and its answer
         self._asked: dict[str, torch.Tensor] = {}  # question -> each answer's closest question (last few asked)
@@ -74,7 +84,10 @@ class TaughtQuestions:
         """Every taught question as a bag of weighted characters, and the index of its answer (built once)."""
         if self._all_questions is None:
             owners = [a for a, questions in enumerate(self._questions) for _ in questions]
-            self._all_questions = (CharBags(self._texts, self._rarity), torch.tensor(owners, dtype=torch.long))
+            self._all_questions = (
+                CharBags(self._texts, self._rarity, question_terms),
+                torch.tensor(owners, dtype=torch.long),
+            )
         return self._all_questions
 
     def by_answer(self, question: str) -> torch.Tensor:
