@@ -21,7 +21,10 @@ Two scores do not depend on the wording of the reference:
   answer is *right* when that is the question's concept (the ``concept`` field of the data, else
   the reference answer itself), *declined* when it is "这个问题我还没有学过。" (said by the model or
   by the answer filter) and *wrong* otherwise: about something else, or nonsense (closer than
-  :data:`MIN_CONCEPT_F1` to no reference at all). See :class:`ConceptIndex`;
+  :data:`MIN_CONCEPT_F1` to no reference at all). See :class:`ConceptIndex`. A question on nothing
+  taught (out of scope: its reference answer *is* "这个问题我还没有学过。") is answered right by
+  declining it, as its reference says; *declined* counts the questions on taught topics that got no
+  answer. The report also gives the two kinds apart (:meth:`SplitReport.in_scope_right`);
 * **numbers intact**: every number of the reference (a run of digits such as 337 or 2006, or of two
   or more Chinese numerals such as 二十四) appears, whole, in the answer. It matters most for recall:
   a memorised fact with a broken number is a wrong fact.
@@ -212,7 +215,7 @@ class AnswerScore:
     tokens: int
     source: str = ""  # "file:line"
     concept: str = ""  # the question's concept
-    verdict: str = ""  # "right", "declined" or "wrong" concept ("" when not checked)
+    verdict: str = ""  # "right", "declined" or "wrong" concept ("" when not checked; out of scope: declined = right)
     answer_concept: str = ""  # the concept the answer is about (closest reference answer)
     numbers_intact: bool | None = None  # None: the reference has no numbers
     declined: bool = False  # the answer filter replaced the model's answer
@@ -243,6 +246,8 @@ def score_answer(
         out_of_scope = concepts.is_decline(sample.completion)
         check = concepts.check(text, concept, declined=declined)
         verdict, answer_concept = check.verdict, check.concept
+        if out_of_scope and verdict == "declined":  # its reference is the decline: declining is its right answer
+            verdict = "right"
         model_verdict = concepts.check(model_answer, concept).verdict if declined else verdict
     return AnswerScore(
         prompt=sample.prompt,
@@ -338,14 +343,15 @@ class SplitReport:
     @property
     def in_scope_right(self) -> tuple[float | None, int]:
         """Right concept among the questions on taught topics (their reference is not the decline), and
-        how many those are. The overall share counts the out-of-scope questions too, which can at best be
-        declined (the teacher's val: 30 of 230, so right concept is at most 87% there)."""
+        how many those are. The overall share counts the out-of-scope questions too, whose right answer is
+        to decline (the teacher's val: 30 of 230)."""
         return self._share("right", out_of_scope=False)
 
     @property
     def out_of_scope_declined(self) -> tuple[float | None, int]:
-        """Declined among the questions on nothing taught (their reference is the decline), and how many."""
-        return self._share("declined", out_of_scope=True)
+        """Declined (their right answer) among the questions on nothing taught (their reference is the
+        decline), and how many those are."""
+        return self._share("right", out_of_scope=True)
 
     @property
     def numbers_checked(self) -> int:
@@ -504,7 +510,7 @@ def scope_lines(reports: Sequence[SplitReport]) -> list[str]:
         if right is not None and declined is not None:
             lines.append(
                 f"{r.name}: right concept {right:.1%} of the {taught} questions on taught topics; "
-                f"{declined:.1%} of the {untaught} out-of-scope questions declined"
+                f"{declined:.1%} of the {untaught} out-of-scope questions declined (right: their reference declines)"
             )
     return lines
 

@@ -84,28 +84,36 @@ def test_score_answer_records_concept_numbers_and_the_filter() -> None:
 
 
 def test_questions_on_taught_topics_and_out_of_scope_ones_are_counted_apart() -> None:
-    """An out-of-scope question can at best be declined: the report gives right concept on the questions
-    about taught topics, and how many of the out-of-scope ones were declined, beside the overall shares."""
+    """An out-of-scope question's reference is the decline, so declining it is its right answer (the model's
+    own decline or the filter's); a question on a taught topic that got no answer is declined. The report
+    also gives right concept on the questions about taught topics and the out-of-scope ones declined."""
     from gptf.evaluate import SplitReport, scope_lines
+    from gptf.generate import BatchAnswer
 
     index = ConceptIndex(SAMPLES)
     answers = [
         score_answer(SAMPLES[0], ROPE, concepts=index),  # in scope, right
         score_answer(SAMPLES[2], ROPE, concepts=index),  # in scope, wrong (the RoPE answer to attention)
         score_answer(SAMPLES[3], DECLINE_TEXT, concepts=index),  # in scope, declined
-        score_answer(SAMPLES[4], DECLINE_TEXT, concepts=index),  # out of scope, declined: its best answer
+        score_answer(SAMPLES[4], DECLINE_TEXT, concepts=index),  # out of scope, declined: its right answer
         score_answer(SAMPLES[5], ATTENTION, concepts=index),  # out of scope, answered anyway: wrong
+        # out of scope, the model answered, the answer filter declined: right too
+        score_answer(SAMPLES[5], BatchAnswer(DECLINE_TEXT, 5, -3.0, True, ROPE, None), concepts=index),
     ]
-    assert [a.out_of_scope for a in answers] == [False, False, False, True, True]
-    report = SplitReport("val", "generalisation", "val.jsonl", 5, answers, 0.0, 1.0)
-    assert report.right_concept == 1 / 5  # overall: the out-of-scope questions count too
+    assert [a.out_of_scope for a in answers] == [False, False, False, True, True, True]
+    assert [a.verdict for a in answers] == ["right", "wrong", "declined", "right", "wrong", "right"]
+    assert answers[5].model_verdict == "wrong"  # what the filter replaced was about RoPE
+    report = SplitReport("val", "generalisation", "val.jsonl", 6, answers, 0.0, 1.0)
+    assert report.right_concept == 3 / 6  # overall: the out-of-scope questions count too
+    assert (report.declined, report.wrong_concept) == (1 / 6, 2 / 6)
     assert report.in_scope_right == (1 / 3, 3)
-    assert report.out_of_scope_declined == (1 / 2, 2)
+    assert report.out_of_scope_declined == (2 / 3, 3)
     summary = report.summary()
     assert (summary["in_scope"], summary["in_scope_right_concept"]) == (3, 0.3333)
-    assert (summary["out_of_scope"], summary["out_of_scope_declined"]) == (2, 0.5)
+    assert (summary["out_of_scope"], summary["out_of_scope_declined"]) == (3, 0.6667)
     assert scope_lines([report]) == [
-        "val: right concept 33.3% of the 3 questions on taught topics; 50.0% of the 2 out-of-scope questions declined"
+        "val: right concept 33.3% of the 3 questions on taught topics; 66.7% of the 3 out-of-scope questions "
+        "declined (right: their reference declines)"
     ]
     unchecked = SplitReport("val", "generalisation", "val.jsonl", 1, [score_answer(SAMPLES[0], ROPE)], 0.0, 1.0)
     assert unchecked.in_scope_right == (None, 0) and scope_lines([unchecked]) == []

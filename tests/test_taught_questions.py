@@ -182,7 +182,7 @@ def test_a_run_that_picks_by_taught_questions_reads_its_training_file(tiny_run: 
 def test_a_threshold_calibrated_with_another_question_similarity_is_named_when_the_run_is_opened(
     tiny_run: Path, workdir: Path
 ) -> None:
-    """A run calibrated before rare characters (or numbers) counted more keeps a threshold for the old measure: say so."""
+    """A run calibrated before rare characters (or numbers) counted more keeps an old threshold: say so."""
     run_dir = with_filter(tiny_run, workdir, "taught_question")  # threshold 0.5 in its recipe
     calibration = run_dir / "calibration.json"
     old = {
