@@ -422,7 +422,7 @@ def train_stage(
             f"micro-batches: {trainer.side_by_side.workers} at a time, one thread each (training.side_by_side)",
             highlight=False,
         )
-    fit_time_budget(inputs, trainer, console, world)
+    keeps_budget = fit_time_budget(inputs, trainer, console, world)
     session = TrainingSession(
         trainer=trainer,
         loaded=inputs.loaded,
@@ -438,25 +438,40 @@ def train_stage(
         if on_step is not None:
             on_step(metrics)
 
+    def replan(steps: int, reason: str) -> None:
+        """Fewer steps to keep to the time budget: the schedule, the recipe the run records, the progress."""
+        inputs.loaded = time_budget.with_max_steps(inputs.loaded, steps)
+        trainer.config = inputs.recipe.training
+        trainer.schedule = build_scheduler(inputs.recipe, inputs.registry)  # warm-up and decay for these steps
+        session.loaded, session.recipe_data = inputs.loaded, saved_recipe(inputs.loaded)
+        progress.set_total(steps)
+        inputs.time_budget.setdefault("replanned", []).append(
+            {"at_step": trainer.state.step, "steps": steps, "reason": reason}
+        )
+        console.print(f"steps: {reason}", highlight=False)
+
     with TrainingProgress(console, trainer.config.max_steps, start_step=trainer.state.step) as progress, session:
+        if keeps_budget:
+            trainer.callbacks.append(time_budget.KeepToBudget(recipe.training.time_budget_s, replan))
         state = trainer.fit(on_step=session.after_step(report))
     session.finish()  # stopped by Ctrl+C/SIGTERM: saves a resumable checkpoint and says how to continue
     return state, session
 
 
-def fit_time_budget(inputs: RunInputs, trainer: Trainer, console: Console, world: World) -> None:
+def fit_time_budget(inputs: RunInputs, trainer: Trainer, console: Console, world: World) -> bool:
     """``training.time_budget_s``: time a few steps here and train as many of ``max_steps`` as fit
-    (:mod:`gptf.train.time_budget`); the run's recipe then records the steps chosen."""
+    (:mod:`gptf.train.time_budget`); the run's recipe then records the steps chosen. True where the
+    budget applies (the run then keeps to it: :class:`~gptf.train.time_budget.KeepToBudget`)."""
     training = inputs.recipe.training
     if training.time_budget_s is None or inputs.checkpoint is not None:  # resumed: chosen when it started
-        return
+        return False
     if training.max_steps <= time_budget.GRANULARITY:  # it would train them all anyway: nothing to time
-        return
+        return False
     if world.distributed:
         console.print(
             f"[yellow]note: training.time_budget_s is not applied under torchrun: all {training.max_steps} steps[/]"
         )
-        return
+        return False
     mean_tokens = training.batch_size * statistics.fmean(inputs.train.lengths)
     budget = time_budget.plan_steps(trainer, training.time_budget_s, mean_tokens)
     inputs.time_budget.update(budget.as_record())
@@ -465,6 +480,7 @@ def fit_time_budget(inputs: RunInputs, trainer: Trainer, console: Console, world
         trainer.config = inputs.recipe.training
         trainer.schedule = build_scheduler(inputs.recipe, inputs.registry)  # warm-up and decay for these steps
     console.print(f"steps: {budget.reason}", highlight=False)
+    return True
 
 
 def make_trainer(

@@ -4,6 +4,7 @@ same run: the weights equal those of a run told that many steps, and a resumed r
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from conftest import FIXTURES, TINY_RECIPE, copy_tiny_data, invoke
 
 import gptf.train.time_budget as time_budget
-from gptf.train.time_budget import estimated_seconds, steps_within_budget
+from gptf.train.time_budget import KeepToBudget, estimated_seconds, steps_left_within, steps_within_budget
 
 STEPS = 12
 
@@ -52,6 +53,69 @@ def test_the_reason_says_what_was_chosen_and_how_to_turn_it_off() -> None:
     assert "raise training.time_budget_s" in short.reason
 
 
+@pytest.mark.parametrize(
+    ("step", "remaining_s", "expected"),
+    [
+        (300, 100.0, 800),  # 500 steps left at 0.2 s: exactly 100 s, all fit
+        (300, 80.0, 700),  # 400 more fit: 700 in all
+        (300, 75.0, 650),  # 375 more fit: the multiple of 50 below, 650
+        (300, 1.0, 350),  # next to nothing left: the next multiple of 50 (a run does not stop midway)
+        (300, -5.0, 350),  # already past the budget: the same
+        (350, 1.0, 400),  # at a multiple: the next one
+        (780, 1.0, 800),  # the planned steps come first
+    ],
+)
+def test_steps_left_within(step: int, remaining_s: float, expected: int) -> None:
+    assert steps_left_within(step, 800, remaining_s, step_s=0.2, granularity=50) == expected
+
+
+class FakeTrainer:
+    def __init__(self, steps: int) -> None:
+        self.state = type("State", (), {"step": 0})()
+        self.config = type("Config", (), {"max_steps": steps})()
+
+
+def test_keeping_to_the_budget_looks_at_the_pace_of_the_last_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planned: 800 steps for a 115 s budget. The machine keeps its pace for 200 steps, then slows down
+    by a third: at the next evaluation the steps left would end past the budget, so fewer steps."""
+    now = [0.0]
+    monkeypatch.setattr(time_budget, "clock", lambda: now[0])
+    replanned: list[tuple[int, str]] = []
+    keep = KeepToBudget(115.0, lambda steps, reason: replanned.append((steps, reason)))
+    trainer = FakeTrainer(800)
+    keep.on_train_start(trainer)
+    for step, seconds in [(100, 14.0), (200, 14.0)]:  # 0.14 s per step with its evaluation: on time
+        trainer.state.step, now[0] = step, now[0] + seconds
+        keep.on_eval(trainer, {})
+    assert replanned == []
+    trainer.state.step, now[0] = 300, now[0] + 19.0  # 0.19 s per step now: 500 more would end at 142 s
+    keep.on_eval(trainer, {})
+    # 68 s left at 0.19 s per step: 357 more steps, so 650 in all
+    assert [steps for steps, _ in replanned] == [650]
+    assert replanned[0][1].startswith("slower than timed (190 ms/step over the last 100 steps): 650 steps instead")
+    assert "the 115 s budget (47 s so far, step 300)" in replanned[0][1]
+    trainer.config.max_steps = 650
+    trainer.state.step, now[0] = 400, now[0] + 19.0  # the same pace: 650 fits, nothing more to change
+    keep.on_eval(trainer, {})
+    trainer.state.step, now[0] = 650, now[0] + 47.5  # the last evaluation: nothing left to plan
+    keep.on_eval(trainer, {})
+    assert len(replanned) == 1
+
+
+def test_within_the_slack_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr(time_budget, "clock", lambda: now[0])
+    replanned: list[int] = []
+    keep = KeepToBudget(100.0, lambda steps, reason: replanned.append(steps))
+    trainer = FakeTrainer(1000)
+    keep.on_train_start(trainer)
+    trainer.state.step, now[0] = 500, 52.0  # 104 s at this pace: 4% over, within SLACK
+    keep.on_eval(trainer, {})
+    assert replanned == []
+    keep.on_eval(trainer, {})  # an evaluation without a step since the last one: no pace to measure
+    assert replanned == []
+
+
 # ---------------------------------------------------------------- a whole run (tiny recipe)
 
 
@@ -71,7 +135,8 @@ def make_folder(folder: Path, budget: str) -> Path:
 @pytest.fixture
 def steady_machine(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, float]]:
     """The real timing (steps taken and undone), reported as 0.1 s per step and no evaluation
-    time, and steps chosen in multiples of 4: a 0.85 s budget then allows 8 of the 12 steps."""
+    time, and steps chosen in multiples of 4: a 0.85 s budget then allows 8 of the 12 steps. A
+    steady machine keeps that pace: the run never has to re-plan (however slow this one is)."""
     real = time_budget.measure_step
     measured: list[tuple[float, float]] = []
 
@@ -81,6 +146,7 @@ def steady_machine(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, float]]
 
     monkeypatch.setattr(time_budget, "measure_step", steady)
     monkeypatch.setattr(time_budget, "GRANULARITY", 4)
+    monkeypatch.setattr(time_budget, "SLACK", math.inf)
     return measured
 
 
@@ -125,6 +191,59 @@ def logged(folder: Path) -> list[dict]:
     keep = ("step", "loss", "lr", "grad_norm", "val_loss")
     lines = (run_dir(folder) / "metrics.jsonl").read_text().splitlines()
     return [{k: v for k, v in json.loads(line).items() if k in keep} for line in lines]
+
+
+def test_a_run_slower_than_timed_trains_fewer_steps_and_its_schedule_still_ends_low(
+    tmp_path: Path, steady_machine: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All 12 steps fit 60 s as timed, but the machine then takes 25 s a step: at the first evaluation
+    (step 4) the run re-plans to 8 steps, with the schedule of an 8-step run from there on."""
+    monkeypatch.setattr(time_budget, "SLACK", 0.05)
+    calls = [0]
+
+    def slow_clock() -> float:
+        calls[0] += 1
+        return 100.0 * calls[0]
+
+    monkeypatch.setattr(time_budget, "clock", slow_clock)
+    make_folder(tmp_path / "slow", "60")
+    result = run_in(tmp_path / "slow")
+    assert result.exit_code == 0, result.output
+    assert f"steps: all {STEPS} steps fit the 60 s budget" in result.stdout
+    assert "steps: slower than timed (25000 ms/step over the last 4 steps): 8 steps instead of 12" in result.stdout
+    info = json.loads((run_dir(tmp_path / "slow") / "run.json").read_text())
+    assert info["steps"] == 8
+    assert [(r["at_step"], r["steps"]) for r in info["time_budget"]["replanned"]] == [(4, 8)]
+    assert "max_steps: 8" in (run_dir(tmp_path / "slow") / "recipe.yaml").read_text()
+    fixed = tmp_path / "fixed"
+    make_folder(fixed, "null")
+    assert run_in(fixed, "training.max_steps=8").exit_code == 0
+    slow_lr, fixed_lr = (
+        [record["lr"] for record in logged(folder) if "lr" in record] for folder in (tmp_path / "slow", fixed)
+    )
+    assert slow_lr[-2:] == fixed_lr[-2:]  # from the re-plan on, the 8-step schedule: it ends as low
+
+
+def test_resuming_a_re_planned_run_keeps_its_fewer_steps(
+    tmp_path: Path, steady_machine: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(time_budget, "SLACK", 0.05)
+    calls = [0]
+
+    def slow_clock() -> float:
+        calls[0] += 1
+        return 100.0 * calls[0]
+
+    monkeypatch.setattr(time_budget, "clock", slow_clock)
+    make_folder(tmp_path, "60")
+    monkeypatch.setenv("GPTF_TEST_SIGNAL_AT", "6:SIGINT")
+    interrupted = run_in(tmp_path)
+    assert interrupted.exit_code == 130 and "8 steps instead of 12" in interrupted.stdout
+    monkeypatch.delenv("GPTF_TEST_SIGNAL_AT")
+    resumed = run_in(tmp_path, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "at step 6 of 8" in resumed.stdout
+    assert json.loads((run_dir(tmp_path) / "run.json").read_text())["steps"] == 8
 
 
 def test_everything_fits_trains_the_recipes_steps(tmp_path: Path, steady_machine: list) -> None:

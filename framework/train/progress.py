@@ -40,6 +40,12 @@ class TrainingProgress:
                 "train", total=total_steps, completed=start_step, loss="-", val="-", lr="-", tps="-"
             )
 
+    def set_total(self, total_steps: int) -> None:
+        """The run will train this many steps in all (fewer, to keep to its time budget)."""
+        self.total = total_steps
+        if self.progress is not None:
+            self.progress.update(self.task, total=total_steps)
+
     def __enter__(self) -> TrainingProgress:
         if self.progress is not None:
             self.progress.start()

@@ -13,6 +13,13 @@ resuming continues with them, and ``training.time_budget_s=null`` turns the budg
 
 The schedule (warm-up, cosine decay) is built for the steps chosen, so the learning rate still
 ends low: cutting a 900-step run off at step 600 would leave it at half its peak.
+
+A laptop (or a shared machine) does not always keep the pace it was timed at: on the Intel Xeon the
+probe measured 138 ms per step and the run then went at 171, 137 s for a 115 s budget. So the run
+also *keeps* to the budget (:class:`KeepToBudget`): at every evaluation it looks at the pace of the
+last interval, and where the steps left would end more than :data:`SLACK` past the budget, it trains
+fewer (again in multiples of 50), rebuilding the schedule for them so the learning rate still ends
+low. It never adds steps. The run's recipe and ``run.json`` record the new number.
 """
 
 from __future__ import annotations
@@ -20,12 +27,14 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import torch
 
 from gptf.errors import CheckpointError
+from gptf.interfaces import Callback
 from gptf.recipe import LoadedRecipe
 from gptf.train.checkpoint import find_checkpoint, read_recipe
 
@@ -38,6 +47,9 @@ if TYPE_CHECKING:
 #: the same machine then lands on the same number even when its timing differs by a few percent.
 GRANULARITY = 50
 PROBE_STEPS = 6  # timed steps (after 2 untimed ones: the first steps build kernels and buffers)
+#: Steps are re-planned only where the steps left would end more than this share past the budget
+#: (a few percent either way is noise, not a slower machine).
+SLACK = 0.05
 
 
 @attrs.frozen
@@ -137,6 +149,59 @@ def plan_steps(trainer: Trainer, budget_s: float, mean_tokens_per_step: float) -
     steps = steps_within_budget(cfg.max_steps, budget_s, step_s, eval_s, cfg.eval_interval, GRANULARITY)
     estimate = estimated_seconds(steps, step_s, eval_s, cfg.eval_interval)
     return StepBudget(budget_s, cfg.max_steps, steps, step_s, eval_s, estimate)
+
+
+def steps_left_within(
+    step: int, planned: int, remaining_s: float, step_s: float, granularity: int = GRANULARITY
+) -> int:
+    """The most steps in all (``planned`` or fewer, in whole ``granularity``) whose steps after ``step``
+    take at most ``remaining_s`` at ``step_s`` seconds each; at least the first multiple of
+    ``granularity`` after ``step`` (or ``planned``, if fewer): a run does not stop in the middle."""
+    if (planned - step) * step_s <= remaining_s:
+        return planned
+    fewest = min(planned, (step // granularity + 1) * granularity)
+    for steps in range((planned - 1) // granularity * granularity, fewest, -granularity):
+        if (steps - step) * step_s <= remaining_s:
+            return steps
+    return fewest
+
+
+#: The clock :class:`KeepToBudget` reads (tests may stand in a slower machine).
+clock: Callable[[], float] = time.perf_counter
+
+
+class KeepToBudget(Callback):
+    """At every evaluation, fewer steps where the steps left would overrun the budget at the pace of
+    the last interval (evaluation included); ``replan(steps, reason)`` applies the new number."""
+
+    def __init__(self, budget_s: float, replan: Callable[[int, str], None], granularity: int | None = None) -> None:
+        self.budget_s, self.replan = budget_s, replan
+        self.granularity = granularity or GRANULARITY
+        self.started = self._last_time = 0.0
+        self._last_step = 0
+
+    def on_train_start(self, trainer: Any) -> None:
+        self.started = self._last_time = clock()
+        self._last_step = trainer.state.step
+
+    def on_eval(self, trainer: Any, metrics: dict[str, Any]) -> None:
+        now, step, planned = clock(), trainer.state.step, trainer.config.max_steps
+        done = step - self._last_step
+        if done <= 0 or step >= planned:
+            return
+        pace = (now - self._last_time) / done
+        self._last_time, self._last_step = now, step
+        elapsed = now - self.started
+        if elapsed + (planned - step) * pace <= self.budget_s * (1 + SLACK):
+            return
+        steps = steps_left_within(step, planned, self.budget_s - elapsed, pace, self.granularity)
+        if steps < planned:
+            self.replan(
+                steps,
+                f"slower than timed ({1000 * pace:.0f} ms/step over the last {done} steps): {steps} steps "
+                f"instead of {planned}, to end within the {self.budget_s:g} s budget "
+                f"({elapsed:.0f} s so far, step {step})",
+            )
 
 
 def with_max_steps(loaded: LoadedRecipe, steps: int) -> LoadedRecipe:

@@ -261,12 +261,14 @@ class Trainer:
         return agreed
 
     def fit(self, on_step: Callable[[dict[str, Any]], None] | None = None) -> TrainState:
-        """Train until ``max_steps`` (or a requested stop); evaluate every ``eval_interval``."""
-        cfg = self.config
+        """Train until ``max_steps`` (or a requested stop); evaluate every ``eval_interval``. A callback
+        may give the trainer another ``config`` (fewer steps: :mod:`gptf.train.time_budget`): it is read
+        afresh at every step."""
         for callback in self.callbacks:
             callback.on_train_start(self)
         try:
-            while self.state.step < cfg.max_steps and not self._stop_agreed():
+            while self.state.step < self.config.max_steps and not self._stop_agreed():
+                cfg = self.config
                 metrics = self.train_step()
                 event = self.stability.observe(metrics)
                 if event is not None:  # logged whatever the interval, so metrics.jsonl shows where
