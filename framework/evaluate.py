@@ -62,6 +62,7 @@ from gptf.interfaces import (
     CONFIDENCE_MEASURES,
     DECLINE_TEXT,
     TAUGHT_MEASURES,
+    TAUGHT_WEIGHT,
     AnswerFilter,
     content_chars,
 )
@@ -818,6 +819,7 @@ class Calibration:
             "chosen": self.chosen.measure,
             "answer_filter": self.filter_spec,
             "question_similarity": QUESTION_SIMILARITY,  # how taught_question compared (a threshold's meaning)
+            "taught_weight": TAUGHT_WEIGHT,  # min_logprob_taught's weight of taught_question (the same)
         }
 
 

@@ -288,11 +288,15 @@ TAUGHT_MEASURES = ("taught_question", "min_logprob_taught")
 #: the most val answers right or honestly declined and separated right from wrong best on 200 training
 #: questions (AUROC 0.874; 8 did slightly better on val alone, 0.813 vs 0.806).
 OVERLAP_WEIGHT = 4.0
-#: In ``min_logprob_taught``, a question exactly like a taught one counts like 8 nats of log-probability.
-#: Chosen on the teacher run's val answers by beam search among 2, 4 and 8 (AUROC 0.811 / 0.867 / 0.890;
-#: added to min_logprob_overlap instead: 0.851 / 0.877 / 0.895, about the same, so the simpler sum); the
-#: training questions cannot choose it, since each of them is its own closest taught question.
-TAUGHT_WEIGHT = 8.0
+#: In ``min_logprob_taught``, a question exactly like a taught one counts like 2 nats of log-probability.
+#: First chosen (8) on the teacher run's val answers by beam search alone, among 2, 4 and 8 (AUROC 0.811 /
+#: 0.867 / 0.890). With the memory of the taught answers (``generation.memory``) the log-probabilities are
+#: the mixed ones, and 2 separates best again: mean val AUROC over three teacher runs (600, 700, 800 steps)
+#: 0 -> 0.826, 1 -> 0.854, **2 -> 0.862**, 3 -> 0.862, 4 -> 0.860, 8 -> 0.849, 12 -> 0.839; val right or
+#: honestly declined at the calibrated threshold 0.894 (2) vs 0.891 (8). The training questions cannot
+#: choose it, since each of them is its own closest taught question. Every calibration records it
+#: (``calibration.json``: ``taught_weight``).
+TAUGHT_WEIGHT = 2.0
 
 
 def content_chars(text: str) -> str:

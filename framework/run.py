@@ -50,7 +50,7 @@ from gptf.decoding.taught_questions import QUESTION_SIMILARITY, TaughtQuestions
 from gptf.errors import CheckpointError, GptfError, PluginError, RunFolderBusy
 from gptf.evaluate import Calibration, calibrate_on_val, evaluate_after_training
 from gptf.generate import DraftBank, Generation, Generator, SamplingSettings
-from gptf.interfaces import TAUGHT_MEASURES, Tokenizer
+from gptf.interfaces import TAUGHT_MEASURES, TAUGHT_WEIGHT, Tokenizer
 from gptf.model import GPT
 from gptf.plots import report_loss_plot
 from gptf.recipe import ComponentSpec, LoadedRecipe, Recipe, read_recipe_file, recipe_from_dict, recipe_to_dict
@@ -781,27 +781,39 @@ class LoadedRun:
 
     def stale_calibration(self) -> str | None:
         """A warning where the recipe's answer filter measures with the taught questions and its
-        threshold comes from a calibration made while ``taught_question`` compared questions otherwise
-        (:data:`gptf.decoding.taught_questions.QUESTION_SIMILARITY`): the same threshold then declines
-        other answers than the ones it was chosen for. None where nothing is known to be off."""
+        threshold comes from a calibration made while that measure was computed otherwise: questions
+        compared in another way (:data:`gptf.decoding.taught_questions.QUESTION_SIMILARITY`), or, for
+        ``min_logprob_taught``, another weight of ``taught_question`` (:data:`gptf.interfaces.TAUGHT_WEIGHT`).
+        The same threshold then declines other answers than the ones it was chosen for. None where nothing
+        is known to be off."""
         spec = self.recipe.generation.answer_filter
-        if spec.params.get("measure") not in TAUGHT_MEASURES:
+        measure = spec.params.get("measure")
+        if measure not in TAUGHT_MEASURES:
             return None
         path = self.files.root / "calibration.json"
         try:
             calibration = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None  # no calibration (a threshold set by hand), or not one we can read
-        if not isinstance(calibration, dict) or calibration.get("question_similarity") == QUESTION_SIMILARITY:
+        if not isinstance(calibration, dict):
             return None
         chosen = calibration.get("answer_filter")
         if not isinstance(chosen, dict) or chosen.get("threshold") != spec.params.get("threshold"):
             return None  # the recipe's threshold is not this calibration's
+        changes = []
+        if calibration.get("question_similarity") != QUESTION_SIMILARITY:
+            changes.append(
+                f"taught_question compared questions by {calibration.get('question_similarity') or 'plain char F1'}; "
+                f"gptf now compares them by {QUESTION_SIMILARITY}"
+            )
+        weight = calibration.get("taught_weight", 8.0)  # (before it was recorded, the weight was 8)
+        if measure == "min_logprob_taught" and weight != TAUGHT_WEIGHT:
+            changes.append(f"min_logprob_taught added {weight:g} x taught_question; it now adds {TAUGHT_WEIGHT:g} x")
+        if not changes:
+            return None
         return (
-            f"the answer filter's threshold ({spec.params.get('measure')} below {spec.params.get('threshold')}) was "
-            f"calibrated ({path}) while taught_question compared questions by "
-            f"{calibration.get('question_similarity') or 'plain char F1'}; gptf now compares them by "
-            f"{QUESTION_SIMILARITY}, so it declines other answers than it was chosen for. Calibrate again: "
+            f"the answer filter's threshold ({measure} below {spec.params.get('threshold')}) was calibrated ({path}) "
+            f"while {' and '.join(changes)}, so it declines other answers than it was chosen for. Calibrate again: "
             f"gptf eval --ckpt {self.files.root} --calibrate --apply"
         )
 

@@ -217,7 +217,8 @@ def test_a_threshold_calibrated_with_another_question_similarity_is_named_when_t
     assert load_run(run_dir).stale_calibration() is None
     # gptf eval --calibrate records how it compared
     assert invoke(["eval", "--ckpt", str(run_dir), "--calibrate"]).exit_code == 0
-    assert json.loads(calibration.read_text(encoding="utf-8"))["question_similarity"] == QUESTION_SIMILARITY
+    recorded = json.loads(calibration.read_text(encoding="utf-8"))
+    assert (recorded["question_similarity"], recorded["taught_weight"]) == (QUESTION_SIMILARITY, TAUGHT_WEIGHT)
 
 
 def test_a_run_asked_from_another_folder_finds_its_training_file_above_it(
@@ -242,3 +243,25 @@ def test_a_run_asked_from_another_folder_finds_its_training_file_above_it(
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "tiny_train.jsonl" in result.output and "that file is not here" in result.output
     assert len(load_run(run_dir).draft_bank()) == 0  # guesses only from files the run was trained on
+
+
+def test_a_threshold_calibrated_with_another_taught_weight_is_named_when_the_run_is_opened(
+    tiny_run: Path, workdir: Path
+) -> None:
+    """min_logprob_taught's threshold means something else once taught_question weighs otherwise in it."""
+    run_dir = with_filter(tiny_run, workdir, "min_logprob_taught")  # threshold 0.5 in its recipe
+    calibration = run_dir / "calibration.json"
+    old = {
+        "chosen": "min_logprob_taught",
+        "answer_filter": {"name": "confidence", "measure": "min_logprob_taught", "threshold": 0.5},
+        "question_similarity": QUESTION_SIMILARITY,
+    }  # no taught_weight: calibrated while it was 8
+    calibration.write_text(json.dumps(old), encoding="utf-8")
+    warning = load_run(run_dir).stale_calibration()
+    assert f"min_logprob_taught added 8 x taught_question; it now adds {TAUGHT_WEIGHT:g} x" in warning
+    assert "compared questions" not in warning and "--calibrate --apply" in warning
+    calibration.write_text(json.dumps(old | {"taught_weight": TAUGHT_WEIGHT}), encoding="utf-8")
+    assert load_run(run_dir).stale_calibration() is None
+    # a calibration of another threshold (set by hand since) says nothing about this one
+    calibration.write_text(json.dumps(old | {"answer_filter": {"threshold": 0.7}}), encoding="utf-8")
+    assert load_run(run_dir).stale_calibration() is None
