@@ -88,16 +88,19 @@ def test_keeping_to_the_budget_looks_at_the_pace_of_the_last_interval(monkeypatc
         trainer.state.step, now[0] = step, now[0] + seconds
         keep.on_eval(trainer, {})
     assert replanned == []
-    trainer.state.step, now[0] = 300, now[0] + 19.0  # 0.19 s per step now: 500 more would end at 142 s
+    trainer.state.step, now[0] = 300, now[0] + 19.0  # 0.19 s per step now
     keep.on_eval(trainer, {})
-    # 68 s left at 0.19 s per step: 357 more steps, so 650 in all
+    # the pace: (0.19 + 47 / 300) / 2 = 0.173 s per step; 500 more would end at 134 s. 68 s left: 392 more
+    # steps, so 650 in all
     assert [steps for steps, _ in replanned] == [650]
-    assert replanned[0][1].startswith("slower than timed (190 ms/step over the last 100 steps): 650 steps instead")
+    assert replanned[0][1].startswith(
+        "slower than timed (173 ms/step: 190 over the last 100 steps, 157 since the start): 650 steps instead of 800"
+    )
     assert "the 115 s budget (47 s so far, step 300)" in replanned[0][1]
     trainer.config.max_steps = 650
-    trainer.state.step, now[0] = 400, now[0] + 19.0  # the same pace: 650 fits, nothing more to change
+    trainer.state.step, now[0] = 400, now[0] + 17.0  # about that pace: 650 fits, nothing more to change
     keep.on_eval(trainer, {})
-    trainer.state.step, now[0] = 650, now[0] + 47.5  # the last evaluation: nothing left to plan
+    trainer.state.step, now[0] = 650, now[0] + 45.0  # the last evaluation: nothing left to plan
     keep.on_eval(trainer, {})
     assert len(replanned) == 1
 
@@ -210,7 +213,10 @@ def test_a_run_slower_than_timed_trains_fewer_steps_and_its_schedule_still_ends_
     result = run_in(tmp_path / "slow")
     assert result.exit_code == 0, result.output
     assert f"steps: all {STEPS} steps fit the 60 s budget" in result.stdout
-    assert "steps: slower than timed (25000 ms/step over the last 4 steps): 8 steps instead of 12" in result.stdout
+    assert (
+        "steps: slower than timed (25000 ms/step: 25000 over the last 4 steps, 25000 since the start): 8 steps "
+        "instead of 12" in result.stdout.replace("\n", " ")
+    )
     info = json.loads((run_dir(tmp_path / "slow") / "run.json").read_text())
     assert info["steps"] == 8
     assert [(r["at_step"], r["steps"]) for r in info["time_budget"]["replanned"]] == [(4, 8)]

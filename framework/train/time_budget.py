@@ -16,10 +16,11 @@ ends low: cutting a 900-step run off at step 600 would leave it at half its peak
 
 A laptop (or a shared machine) does not always keep the pace it was timed at: on the Intel Xeon the
 probe measured 138 ms per step and the run then went at 171, 137 s for a 115 s budget. So the run
-also *keeps* to the budget (:class:`KeepToBudget`): at every evaluation it looks at the pace of the
-last interval, and where the steps left would end more than :data:`SLACK` past the budget, it trains
-fewer (again in multiples of 50), rebuilding the schedule for them so the learning rate still ends
-low. It never adds steps. The run's recipe and ``run.json`` record the new number.
+also *keeps* to the budget (:class:`KeepToBudget`): at every evaluation it looks at its pace (the mean
+of the last interval's and the whole run's so far), and where the steps left would end more than
+:data:`SLACK` past the budget, it trains fewer (again in multiples of 50), rebuilding the schedule for
+them so the learning rate still ends low. It never adds steps. The run's recipe and ``run.json``
+record the new number.
 """
 
 from __future__ import annotations
@@ -171,36 +172,38 @@ clock: Callable[[], float] = time.perf_counter
 
 
 class KeepToBudget(Callback):
-    """At every evaluation, fewer steps where the steps left would overrun the budget at the pace of
-    the last interval (evaluation included); ``replan(steps, reason)`` applies the new number."""
+    """At every evaluation, fewer steps where the steps left would overrun the budget at the run's pace
+    (the mean of the last interval's and the whole run's, evaluations included); ``replan(steps, reason)``
+    applies the new number."""
 
     def __init__(self, budget_s: float, replan: Callable[[int, str], None], granularity: int | None = None) -> None:
         self.budget_s, self.replan = budget_s, replan
         self.granularity = granularity or GRANULARITY
         self.started = self._last_time = 0.0
-        self._last_step = 0
+        self.start_step = self._last_step = 0
 
     def on_train_start(self, trainer: Any) -> None:
         self.started = self._last_time = clock()
-        self._last_step = trainer.state.step
+        self.start_step = self._last_step = trainer.state.step
 
     def on_eval(self, trainer: Any, metrics: dict[str, Any]) -> None:
         now, step, planned = clock(), trainer.state.step, trainer.config.max_steps
         done = step - self._last_step
         if done <= 0 or step >= planned:
             return
-        pace = (now - self._last_time) / done
-        self._last_time, self._last_step = now, step
         elapsed = now - self.started
+        recent, overall = (now - self._last_time) / done, elapsed / max(1, step - self.start_step)
+        pace = (recent + overall) / 2  # one slow interval alone does not cut a run short
+        self._last_time, self._last_step = now, step
         if elapsed + (planned - step) * pace <= self.budget_s * (1 + SLACK):
             return
         steps = steps_left_within(step, planned, self.budget_s - elapsed, pace, self.granularity)
         if steps < planned:
             self.replan(
                 steps,
-                f"slower than timed ({1000 * pace:.0f} ms/step over the last {done} steps): {steps} steps "
-                f"instead of {planned}, to end within the {self.budget_s:g} s budget "
-                f"({elapsed:.0f} s so far, step {step})",
+                f"slower than timed ({1000 * pace:.0f} ms/step: {1000 * recent:.0f} over the last {done} steps, "
+                f"{1000 * overall:.0f} since the start): {steps} steps instead of {planned}, to end within the "
+                f"{self.budget_s:g} s budget ({elapsed:.0f} s so far, step {step})",
             )
 
 
