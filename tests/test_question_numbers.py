@@ -44,6 +44,9 @@ def test_a_question_compares_by_its_characters_and_its_numbers_as_values() -> No
     assert question_terms("七七四十几") == ["#7", "#7", "#40", "几"]  # split where a numeral follows a numeral
     assert question_terms("两个7相乘") == ["#2", "个", "#7", "相", "乘"]
     assert question_terms("3.5米") == ["#3.5", "米"]
+    assert question_terms("007号") == ["#7", "号"] and question_terms("٣٦") == ["#36"]  # Arabic-Indic digits too
+    assert question_terms("1" * 5000) == ["#" + "1" * 5000]  # any length (int() would refuse 4300+ digits)
+    assert question_terms("七" * 5000) == ["#7"] * 5000  # no number that long in numerals: each a 7
     assert question_terms("二十三百") == ["二", "十", "三", "百"]  # no number: characters as written
     # a lone 一 is mostly a word (一下, 一种): a character; in a longer numeral it is a digit
     assert question_terms("讲一下") == ["讲", "一", "下"]

@@ -14,6 +14,7 @@ like 8的平方是多少 than like 9的平方等于多少.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 
 from gptf.interfaces import content_chars
@@ -60,7 +61,7 @@ def chinese_number(numeral: str) -> int | None:
     if not numeral or any(ch not in _DIGITS and ch not in _UNITS and ch not in _GROUPS for ch in numeral):
         return None
     if all(ch in _DIGITS for ch in numeral):
-        if len(numeral) == 2:
+        if len(numeral) == 2 or len(numeral) > 18:  # (longer: no year, and int() refuses 4300+ digits)
             return None
         return int("".join(str(_DIGITS[ch]) for ch in numeral))
     total = section = 0
@@ -92,8 +93,9 @@ def _values(number: str) -> list[str]:
     ``["7", "7", "40"]`` (split where a numeral follows a numeral; what still reads as no number stays
     as characters)."""
     if number[0] not in _DIGITS and number[0] not in _UNITS and number[0] not in _GROUPS:
-        whole, _, part = number.replace("．", ".").partition(".")
-        return [str(int(whole)) + (f".{part}" if part else "")]
+        # any script's digits as ASCII (３６, ٣٦), without leading zeros; never int(): a number may be any length
+        whole, _, part = ("".join(str(unicodedata.digit(ch, ch)) for ch in number)).replace("．", ".").partition(".")
+        return [(whole.lstrip("0") or "0") + (f".{part}" if part else "")]
     value = chinese_number(number)
     if value is not None:
         return [str(value)]
