@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -179,17 +180,22 @@ def test_a_run_that_picks_by_taught_questions_reads_its_training_file(tiny_run: 
     assert "beam_choice" in result.output and "tiny_train.jsonl" in result.output
 
 
+def calibrated_with_filter(run: Path, folder: Path, measure: str, **recorded: Any) -> tuple[Path, Path, dict[str, Any]]:
+    """A copy of ``run`` whose recipe declines below 0.5 by ``measure``, with a calibration.json that chose
+    that threshold and records ``recorded`` (and nothing else about how it measured): the run folder,
+    the calibration file and what it holds."""
+    run_dir = with_filter(run, folder, measure)  # threshold 0.5 in its recipe
+    calibration = run_dir / "calibration.json"
+    old = {"chosen": measure, "answer_filter": {"name": "confidence", "measure": measure, "threshold": 0.5}, **recorded}
+    calibration.write_text(json.dumps(old), encoding="utf-8")
+    return run_dir, calibration, old
+
+
 def test_a_threshold_calibrated_with_another_question_similarity_is_named_when_the_run_is_opened(
     tiny_run: Path, workdir: Path
 ) -> None:
     """A run calibrated before rare characters (or numbers) counted more keeps an old threshold: say so."""
-    run_dir = with_filter(tiny_run, workdir, "taught_question")  # threshold 0.5 in its recipe
-    calibration = run_dir / "calibration.json"
-    old = {
-        "chosen": "taught_question",
-        "answer_filter": {"name": "confidence", "measure": "taught_question", "threshold": 0.5},
-    }
-    calibration.write_text(json.dumps(old), encoding="utf-8")
+    run_dir, calibration, old = calibrated_with_filter(tiny_run, workdir, "taught_question")
     assert "Calibrate again" in load_run(run_dir).stale_calibration()
     result = invoke(["generate", "--ckpt", str(run_dir), "--prompt", "你好", "--max-new-tokens", "4"])
     assert result.exit_code == 0, result.output
@@ -249,14 +255,10 @@ def test_a_threshold_calibrated_with_another_taught_weight_is_named_when_the_run
     tiny_run: Path, workdir: Path
 ) -> None:
     """min_logprob_taught's threshold means something else once taught_question weighs otherwise in it."""
-    run_dir = with_filter(tiny_run, workdir, "min_logprob_taught")  # threshold 0.5 in its recipe
-    calibration = run_dir / "calibration.json"
-    old = {
-        "chosen": "min_logprob_taught",
-        "answer_filter": {"name": "confidence", "measure": "min_logprob_taught", "threshold": 0.5},
-        "question_similarity": QUESTION_SIMILARITY,
-    }  # no taught_weight: calibrated while it was 8
-    calibration.write_text(json.dumps(old), encoding="utf-8")
+    # calibrated as questions are compared now, but before the weight was recorded (it was 8 then)
+    run_dir, calibration, old = calibrated_with_filter(
+        tiny_run, workdir, "min_logprob_taught", question_similarity=QUESTION_SIMILARITY
+    )
     warning = load_run(run_dir).stale_calibration()
     assert f"min_logprob_taught added 8 x taught_question; it now adds {TAUGHT_WEIGHT:g} x" in warning
     assert "compared questions" not in warning and "--calibrate --apply" in warning

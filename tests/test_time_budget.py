@@ -196,11 +196,8 @@ def logged(folder: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k in keep} for line in lines]
 
 
-def test_a_run_slower_than_timed_trains_fewer_steps_and_its_schedule_still_ends_low(
-    tmp_path: Path, steady_machine: list, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """All 12 steps fit 60 s as timed, but the machine then takes 25 s a step: at the first evaluation
-    (step 4) the run re-plans to 8 steps, with the schedule of an 8-step run from there on."""
+def slower_than_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the steady timing, a machine 100 s slower at every look at the clock: 25 s a step of 4."""
     monkeypatch.setattr(time_budget, "SLACK", 0.05)
     calls = [0]
 
@@ -209,6 +206,14 @@ def test_a_run_slower_than_timed_trains_fewer_steps_and_its_schedule_still_ends_
         return 100.0 * calls[0]
 
     monkeypatch.setattr(time_budget, "clock", slow_clock)
+
+
+def test_a_run_slower_than_timed_trains_fewer_steps_and_its_schedule_still_ends_low(
+    tmp_path: Path, steady_machine: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All 12 steps fit 60 s as timed, but the machine then takes 25 s a step: at the first evaluation
+    (step 4) the run re-plans to 8 steps, with the schedule of an 8-step run from there on."""
+    slower_than_timed(monkeypatch)
     make_folder(tmp_path / "slow", "60")
     result = run_in(tmp_path / "slow")
     assert result.exit_code == 0, result.output
@@ -233,14 +238,7 @@ def test_a_run_slower_than_timed_trains_fewer_steps_and_its_schedule_still_ends_
 def test_resuming_a_re_planned_run_keeps_its_fewer_steps(
     tmp_path: Path, steady_machine: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(time_budget, "SLACK", 0.05)
-    calls = [0]
-
-    def slow_clock() -> float:
-        calls[0] += 1
-        return 100.0 * calls[0]
-
-    monkeypatch.setattr(time_budget, "clock", slow_clock)
+    slower_than_timed(monkeypatch)
     make_folder(tmp_path, "60")
     monkeypatch.setenv("GPTF_TEST_SIGNAL_AT", "6:SIGINT")
     interrupted = run_in(tmp_path)
