@@ -440,9 +440,7 @@ def train_stage(
 
     def replan(steps: int, reason: str) -> None:
         """Fewer steps to keep to the time budget: the schedule, the recipe the run records, the progress."""
-        inputs.loaded = time_budget.with_max_steps(inputs.loaded, steps)
-        trainer.config = inputs.recipe.training
-        trainer.schedule = build_scheduler(inputs.recipe, inputs.registry)  # warm-up and decay for these steps
+        train_for(inputs, trainer, steps)
         session.loaded, session.recipe_data = inputs.loaded, saved_recipe(inputs.loaded)
         progress.set_total(steps)
         inputs.time_budget.setdefault("replanned", []).append(
@@ -476,11 +474,17 @@ def fit_time_budget(inputs: RunInputs, trainer: Trainer, console: Console, world
     budget = time_budget.plan_steps(trainer, training.time_budget_s, mean_tokens)
     inputs.time_budget.update(budget.as_record())
     if budget.steps != training.max_steps:
-        inputs.loaded = time_budget.with_max_steps(inputs.loaded, budget.steps)
-        trainer.config = inputs.recipe.training
-        trainer.schedule = build_scheduler(inputs.recipe, inputs.registry)  # warm-up and decay for these steps
+        train_for(inputs, trainer, budget.steps)
     console.print(f"steps: {budget.reason}", highlight=False)
     return True
+
+
+def train_for(inputs: RunInputs, trainer: Trainer, steps: int) -> None:
+    """Train ``steps`` in all (the time budget's choice): the recipe the run records says so, and the
+    trainer gets it with a schedule laid out for them (warm-up and decay end at the new last step)."""
+    inputs.loaded = time_budget.with_max_steps(inputs.loaded, steps)
+    trainer.config = inputs.recipe.training
+    trainer.schedule = build_scheduler(inputs.recipe, inputs.registry)
 
 
 def make_trainer(

@@ -48,6 +48,7 @@ _QUESTION_NUMBER = re.compile(r"\d+(?:[.．]\d+)?|[零〇一二两三四五六�
 _DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 _UNITS = {"十": 10, "百": 100, "千": 1000}
 _GROUPS = {"万": 10_000, "亿": 100_000_000}
+_NUMERALS = {*_DIGITS, *_UNITS, *_GROUPS}
 
 
 def chinese_number(numeral: str) -> int | None:
@@ -58,7 +59,7 @@ def chinese_number(numeral: str) -> int | None:
     >>> chinese_number("三十六"), chinese_number("十五"), chinese_number("二〇二四"), chinese_number("七七")
     (36, 15, 2024, None)
     """
-    if not numeral or any(ch not in _DIGITS and ch not in _UNITS and ch not in _GROUPS for ch in numeral):
+    if not numeral or any(ch not in _NUMERALS for ch in numeral):
         return None
     if all(ch in _DIGITS for ch in numeral):
         if len(numeral) == 2 or len(numeral) > 18:  # (longer: no year, and int() refuses 4300+ digits)
@@ -88,17 +89,17 @@ def chinese_number(numeral: str) -> int | None:
     return total + section + (digit or 0)
 
 
-def _values(number: str) -> list[str]:
-    """The values in one run of digits or numerals, as digits: ``"48"`` -> ``["48"]``, ``"七七四十"`` ->
-    ``["7", "7", "40"]`` (split where a numeral follows a numeral; what still reads as no number stays
-    as characters)."""
-    if number[0] not in _DIGITS and number[0] not in _UNITS and number[0] not in _GROUPS:
+def _terms_of_number(number: str) -> list[str]:
+    """The terms of one run of digits or numerals: each value as ``"#<digits>"``: ``"48"`` -> ``["#48"]``,
+    ``"七七四十"`` -> ``["#7", "#7", "#40"]`` (split where a numeral follows a numeral); what still reads as no
+    number stays as its characters (``"二十三百"``)."""
+    if number[0] not in _NUMERALS:
         # any script's digits as ASCII (３６, ٣٦), without leading zeros; never int(): a number may be any length
-        whole, _, part = ("".join(str(unicodedata.digit(ch, ch)) for ch in number)).replace("．", ".").partition(".")
-        return [(whole.lstrip("0") or "0") + (f".{part}" if part else "")]
+        whole, _, part = "".join(str(unicodedata.digit(ch, ch)) for ch in number).replace("．", ".").partition(".")
+        return [f"#{whole.lstrip('0') or '0'}" + (f".{part}" if part else "")]
     value = chinese_number(number)
     if value is not None:
-        return [str(value)]
+        return [f"#{value}"]
     pieces, piece = [], ""
     for ch in number:
         if piece and ch in _DIGITS and piece[-1] in _DIGITS:
@@ -106,11 +107,11 @@ def _values(number: str) -> list[str]:
             piece = ""
         piece += ch
     pieces.append(piece)
-    values = []
+    terms: list[str] = []
     for part in pieces:
         value = chinese_number(part)
-        values += [str(value)] if value is not None else list(part)
-    return values
+        terms += [f"#{value}"] if value is not None else list(part)
+    return terms
 
 
 def is_number_term(term: str) -> bool:
@@ -129,6 +130,6 @@ def question_terms(question: str) -> list[str]:
     start = 0
     for match in _QUESTION_NUMBER.finditer(question):
         terms += content_chars(question[start : match.start()])
-        terms += [value if len(value) == 1 and not value.isdigit() else f"#{value}" for value in _values(match.group())]
+        terms += _terms_of_number(match.group())
         start = match.end()
     return terms + list(content_chars(question[start:]))
