@@ -160,7 +160,8 @@ def test_the_recipe_key_turns_the_memory_on_with_its_defaults() -> None:
     on = load_recipe(TINY_RECIPE, ["generation.memory={weight: 0.5}"]).recipe.generation.memory
     assert on == MemoryConfig(weight=0.5, neighbours=10, temperature=0.05)
     teacher = load_recipe(Path(__file__).parents[1] / "recipes" / "teacher_3m.yaml").recipe.generation
-    assert teacher.memory == MemoryConfig(weight=0.3, neighbours=10, temperature=0.05)
+    assert teacher.memory == MemoryConfig(weight=0.4, neighbours=10, temperature=0.05)
+    assert MemoryConfig() == teacher.memory  # generation.memory: {} is the teacher's memory
 
 
 def test_a_run_with_memory_recalls_its_taught_answers_and_no_memory_shows_the_model_alone(

@@ -51,7 +51,7 @@ class TaughtMemory(DecodingConstraint):
         taught: TaughtQuestions,
         tokenizer: Tokenizer,
         *,
-        weight: float = 0.3,
+        weight: float = 0.4,
         neighbours: int = 10,
         temperature: float = 0.05,
     ) -> None:
