@@ -684,6 +684,12 @@ def evaluate_after_training(
 # One limit on top: the filter may hide at most ``max_right_lost`` (default 1 in 10) of the right
 # answers. A weak model is wrong so often that declining nearly everything scores best; but then
 # it also declines most of what it was taught, and a class sees a model that forgot its lessons.
+#
+# And one aim: show at most ``max_wrong_shown`` (default 8%) wrong answers, where a threshold within
+# that limit does (and is no less trustworthy than no filter). A class takes a wrong answer it is
+# shown for a fact; a declined one it only misses. 8%, not the 10% the teacher run aims for: the
+# threshold is chosen on val's 230 answers, and on test the wrong answers shown came out 0.6-4.6
+# points above val in six of eight teacher runs (1.2 on average; README "A memory of what it was taught").
 
 
 @attrs.frozen
@@ -720,19 +726,26 @@ def threshold_rows(confidences: Sequence[float], verdicts: Sequence[str]) -> lis
 
 #: The share of the right answers the filter may decline (``gptf eval --max-right-lost``).
 MAX_RIGHT_LOST = 0.1
+#: The share of wrong answers the filter aims to show at most (``gptf eval --max-wrong-shown``).
+MAX_WRONG_SHOWN = 0.08
 
 
 def best_threshold(
-    rows: Sequence[ThresholdRow], max_declined: float = 1.0, max_right_lost: float = 1.0
+    rows: Sequence[ThresholdRow], max_declined: float = 1.0, max_right_lost: float = 1.0, max_wrong_shown: float = 1.0
 ) -> ThresholdRow:
     """The most trustworthy row that declines at most ``max_declined`` of the answers and at
-    most ``max_right_lost`` of the right ones; among equals, the one that declines least.
-    ``rows[0]`` must be the filter off (as :func:`threshold_rows` gives them)."""
+    most ``max_right_lost`` of the right ones; among equals, the one that declines least. Where some
+    of those rows show at most ``max_wrong_shown`` wrong answers and are no less trustworthy than no
+    filter, the most trustworthy of them. ``rows[0]`` must be the filter off (as :func:`threshold_rows`
+    gives them)."""
     right = 1.0 - rows[0].wrong_kept - rows[0].declined if rows else 0.0  # right without a filter
     allowed = [
         r for r in rows if r.declined <= max_declined + 1e-9 and r.right_declined <= max_right_lost * right + 1e-9
     ] or list(rows[:1])
-    return max(allowed, key=lambda r: (round(r.trustworthy, 9), -r.declined))
+    few_wrong = [
+        r for r in allowed if r.wrong_kept <= max_wrong_shown + 1e-9 and r.trustworthy >= rows[0].trustworthy - 1e-9
+    ]
+    return max(few_wrong or allowed, key=lambda r: (round(r.trustworthy, 9), -r.declined))
 
 
 def separation(confidences: Sequence[float], verdicts: Sequence[str]) -> float | None:
@@ -767,6 +780,7 @@ class Calibration:
     max_declined: float = 1.0
     max_right_lost: float = MAX_RIGHT_LOST
     decoding: str = "greedy"  # how the val answers were chosen (decoding_name)
+    max_wrong_shown: float = MAX_WRONG_SHOWN
 
     @property
     def helps(self) -> bool:
@@ -796,6 +810,7 @@ class Calibration:
                 "declined": round(b.declined, 4),
             },
             "max_right_lost": self.max_right_lost,
+            "max_wrong_shown": self.max_wrong_shown,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -816,6 +831,7 @@ class Calibration:
             ],
             "max_declined": self.max_declined,
             "max_right_lost": self.max_right_lost,
+            "max_wrong_shown": self.max_wrong_shown,
             "chosen": self.chosen.measure,
             "answer_filter": self.filter_spec,
             "question_similarity": QUESTION_SIMILARITY,  # how taught_question compared (a threshold's meaning)
@@ -834,6 +850,7 @@ def calibrate(
     recipe_filter_name: str = "",
     max_declined: float = 1.0,
     max_right_lost: float = MAX_RIGHT_LOST,
+    max_wrong_shown: float = MAX_WRONG_SHOWN,
     reply: str | None = None,
     on_answer: Callable[[int], None] | None = None,
 ) -> Calibration:
@@ -844,7 +861,9 @@ def calibrate(
     ``recipe_filter``: the recipe's own filter, if it is not the built-in ``confidence`` one; its
     :meth:`~gptf.interfaces.AnswerFilter.confidence` is calibrated beside the built-in measures.
     ``max_declined``: never choose a threshold that declines more than this share of val;
-    ``max_right_lost``: nor one that declines more than this share of the right answers.
+    ``max_right_lost``: nor one that declines more than this share of the right answers;
+    ``max_wrong_shown``: where a threshold shows at most this share of wrong answers, one of those
+    (and a measure that has one before a measure that has none)
     ``reply``: what the chosen filter says (default: ``recipe_filter``'s, else :data:`DECLINE_TEXT`)."""
     unfiltered = Generator(
         generator.model,
@@ -873,9 +892,12 @@ def calibrate(
     measures = []
     for name, confidences in scored.items():
         rows = threshold_rows(confidences, verdicts)
-        best = best_threshold(rows, max_declined, max_right_lost)
+        best = best_threshold(rows, max_declined, max_right_lost, max_wrong_shown)
         measures.append(MeasureCalibration(name, separation(confidences, verdicts), best, rows))
-    chosen = max(measures, key=lambda m: (round(m.best.trustworthy, 9), m.auroc or 0.0))
+    chosen = max(
+        measures,
+        key=lambda m: (m.best.wrong_kept <= max_wrong_shown + 1e-9, round(m.best.trustworthy, 9), m.auroc or 0.0),
+    )
     n = max(len(samples), 1)
     if reply is None:
         reply = recipe_filter.reply if recipe_filter is not None else DECLINE_TEXT
@@ -899,6 +921,7 @@ def calibrate(
         max_declined,
         max_right_lost,
         generator_decoding(generator),
+        max_wrong_shown,
     )
 
 
@@ -949,6 +972,7 @@ def calibrate_on_val(
     *,
     max_declined: float = 1.0,
     max_right_lost: float = MAX_RIGHT_LOST,
+    max_wrong_shown: float = MAX_WRONG_SHOWN,
 ) -> Calibration:
     """:func:`calibrate` on the recipe's val file (``data.val``); test is never read. The recipe's
     answer filter, if it is not the built-in ``confidence`` one, is calibrated beside the built-in
@@ -973,5 +997,6 @@ def calibrate_on_val(
             recipe_filter_name=spec.name,
             max_declined=max_declined,
             max_right_lost=max_right_lost,
+            max_wrong_shown=max_wrong_shown,
             reply=spec.params.get("reply"),
         )

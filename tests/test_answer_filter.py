@@ -157,6 +157,25 @@ def test_the_filter_may_hide_at_most_a_share_of_the_right_answers() -> None:
     assert best_threshold(rows, max_right_lost=0.5) == best  # one of the two right answers may go
 
 
+def test_where_a_threshold_shows_few_wrong_answers_one_of_those() -> None:
+    # 7 right, 3 wrong: declining the last two leaves 1 wrong shown (10%); declining the last four as well
+    # hides a right one but shows no wrong one: equally trustworthy (0.9), and it declines more
+    confidences = [-0.1, -0.2, -0.3, -0.4, -0.5, -0.6, -0.7, -0.8, -0.9, -1.0]
+    verdicts = ["right"] * 6 + ["wrong", "right", "wrong", "wrong"]
+    rows = threshold_rows(confidences, verdicts)
+    fewest_declined = best_threshold(rows, max_right_lost=0.2)
+    assert fewest_declined.threshold == pytest.approx(-0.85) and fewest_declined.wrong_kept == pytest.approx(0.1)
+    few_wrong = best_threshold(rows, max_right_lost=0.2, max_wrong_shown=0.05)
+    assert few_wrong.threshold == pytest.approx(-0.65) and few_wrong.wrong_kept == 0
+    assert few_wrong.trustworthy == pytest.approx(0.9) and few_wrong.right_declined == pytest.approx(0.1)
+    # none within the other limit (1 of 7 right answers is more than 10%): the most trustworthy, as before
+    assert best_threshold(rows, max_right_lost=0.1, max_wrong_shown=0.05) == fewest_declined
+    # a threshold with few wrong answers but less trustworthy than no filter is not taken: the filter stays off
+    rows = threshold_rows([-0.1, -0.2, -0.3, -0.4], ["right", "wrong", "right", "right"])
+    off = best_threshold(rows, max_wrong_shown=0.1)
+    assert off.threshold == -math.inf and off.trustworthy == pytest.approx(0.75)
+
+
 def test_threshold_auto_is_calibrated_at_the_end_of_the_run(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 
@@ -178,6 +197,7 @@ def test_threshold_auto_is_calibrated_at_the_end_of_the_run(workdir: Path, monke
     run = result.run_dir
     calibration = json.loads((run / "calibration.json").read_text(encoding="utf-8"))
     assert calibration["val"] == "tiny_val.jsonl" and calibration["max_right_lost"] == pytest.approx(0.1)
+    assert calibration["max_wrong_shown"] == pytest.approx(0.08)
     saved = yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8"))["generation"]["answer_filter"]
     assert saved == calibration["answer_filter"]  # a number (or none), never "auto" any more
     assert saved == "none" or isinstance(saved["threshold"], float)
@@ -232,12 +252,13 @@ def test_calibrate_reads_val_only_and_apply_writes_the_recipe(
     read: list[str] = []
     original = gptf.data.parse_jsonl
     monkeypatch.setattr(gptf.data, "parse_jsonl", lambda path: read.append(str(path)) or original(path))
-    result = invoke(["eval", "--ckpt", str(run), "--calibrate", "--apply"])
+    result = invoke(["eval", "--ckpt", str(run), "--calibrate", "--apply", "--max-wrong-shown", "0.2"])
     assert result.exit_code == 0, result.output
     assert read and not any("test" in Path(p).name for p in read), read  # never the test file
     assert "answer filter calibration" in result.output and "mean_logprob" in result.output
     calibration = json.loads((run / "calibration.json").read_text(encoding="utf-8"))
     assert calibration["val"] == "tiny_val.jsonl" and calibration["answers"] == 4
+    assert calibration["max_wrong_shown"] == pytest.approx(0.2)
     assert {m["measure"] for m in calibration["measures"]} == set(CONFIDENCE_MEASURES)
     assert {"question_overlap", "min_logprob_overlap"} < set(CONFIDENCE_MEASURES)
     recipe = yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8"))

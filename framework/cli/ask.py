@@ -205,6 +205,14 @@ def eval_command(
         float,
         typer.Option(min=0.0, max=1.0, help="With --calibrate: decline at most this share of the right answers on val"),
     ] = 0.1,
+    max_wrong_shown: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="With --calibrate: where a threshold shows at most this share of wrong answers on val, one of those",
+        ),
+    ] = 0.08,
     apply: Annotated[
         bool, typer.Option(help="With --calibrate: write the chosen generation.answer_filter into CKPT/recipe.yaml")
     ] = False,
@@ -264,6 +272,7 @@ def eval_command(
             apply=apply,
             max_declined=max_declined,
             max_right_lost=max_right_lost,
+            max_wrong_shown=max_wrong_shown,
             beams=beams,
             memory=memory,
         )
@@ -322,6 +331,7 @@ def calibrate_run(
     apply: bool,
     max_declined: float = 1.0,
     max_right_lost: float = 0.1,
+    max_wrong_shown: float = 0.08,
     beams: int | None = None,
     memory: bool = True,
 ) -> None:
@@ -336,6 +346,7 @@ def calibrate_run(
             max_new_tokens,
             max_declined=max_declined,
             max_right_lost=max_right_lost,
+            max_wrong_shown=max_wrong_shown,
         )
     for table in calibration_tables(result):
         console.print(table)
