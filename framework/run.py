@@ -43,11 +43,11 @@ from gptf.build.devices import resolve_device
 from gptf.build.plugins import is_plugin_file, untrusted_plugins
 from gptf.build.registry import Registry
 from gptf.build.speed import CompiledDecodeStep
-from gptf.build.validate import validate_for_run
+from gptf.build.validate import demo_prompt_problems, validate_for_run
 from gptf.data import TokenizedSplit, augment_prompts, parse_jsonl, read_jsonl, tokenize_split, training_texts
 from gptf.decoding.taught_memory import TaughtMemory
 from gptf.decoding.taught_questions import QUESTION_SIMILARITY, TaughtQuestions
-from gptf.errors import CheckpointError, GptfError, PluginError, RunFolderBusy
+from gptf.errors import CheckpointError, GptfError, PluginError, RecipeError, RunFolderBusy
 from gptf.evaluate import Calibration, calibrate_on_val, evaluate_after_training
 from gptf.generate import DraftBank, Generation, Generator, SamplingSettings
 from gptf.interfaces import TAUGHT_MEASURES, TAUGHT_WEIGHT, Tokenizer
@@ -264,6 +264,9 @@ def load_stage(
             if init_from is not None:
                 adopt_tokenizer(recipe, registry, Path(init_from), console)
             tokenizer = prepare_tokenizer(recipe, registry, train_samples, console, reuse=not world.is_main)
+        too_long = demo_prompt_problems(recipe, tokenizer)  # answered at the end: refused now, not after training
+        if too_long:
+            raise RecipeError(str(loaded.chain[0]), too_long)
         if recipe.data.augment_copies:  # after the tokenizer: it learns from the real questions only
             train_samples = augment_prompts(train_samples, recipe.data.augment_copies, recipe.training.seed)
         train = tokenize_data(recipe, "train", lambda: train_samples, tokenizer, console, splits)

@@ -614,6 +614,26 @@ def test_broken_entry_point_plugin_is_reported_skipped_and_listed(
     assert "note: plugin 'broken' (entry point" in wanted.stderr  # the likely culprit is named
 
 
+def test_bad_demo_prompts_are_refused_before_training_and_leave_the_run_folder_alone(
+    workdir: Path, tiny_run: Path
+) -> None:
+    """demo_prompts are answered at the end of the run: one that cannot be answered is refused
+    before any training, not after it with the run folder half rewritten."""
+    run = copy_run(tiny_run, workdir)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    tokenizer = f"tokenizer.path={run / 'tokenizer.json'}"
+    for prompts, fragment in [
+        ('[" \u3000"]', "demo_prompts[0]: the prompt is empty"),
+        (f'["好", "{LONG}"]', "demo_prompts[1]: the prompt is"),
+        ('["\\ud800"]', "demo_prompts[0]: it holds bytes that are not UTF-8 text"),
+    ]:
+        result = invoke(["run", str(TINY_RECIPE), f"output_dir={run}", tokenizer, f"demo_prompts={prompts}"])
+        one_clear_error(result, fragment)
+        assert "step 2/8" not in result.stdout  # nothing trained
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert invoke(generate_args(run)).exit_code == 0
+
+
 # --- a few as real processes, exactly as a student sees them --------------------------
 
 

@@ -36,7 +36,9 @@ from gptf.build.components import (
 )
 from gptf.build.devices import total_memory
 from gptf.build.registry import Registry
+from gptf.data import BROKEN_TEXT_HINT, format_prompt, has_broken_character, normalize_prompt
 from gptf.errors import GptfError, RecipeError
+from gptf.interfaces import Tokenizer
 from gptf.recipe import LoadedRecipe, Recipe
 
 #: Bytes per parameter while training with AdamW in fp32: weight, gradient, two moments.
@@ -56,6 +58,7 @@ def validate_for_run(loaded: LoadedRecipe, console: Console | None = None) -> Re
             for p in failed
         ]
     problems += file_problems(recipe)
+    problems += demo_prompt_problems(recipe)
     if components_ok:
         problems += build_problems(recipe, registry)
     if problems:
@@ -85,6 +88,26 @@ def data_file_problem(key: str, value: str | None) -> str | None:
     if path.stat().st_size == 0:
         return f"{key}: {path} is empty"
     return None
+
+
+def demo_prompt_problems(recipe: Recipe, tokenizer: Tokenizer | None = None) -> list[str]:
+    """The ``demo_prompts`` the end of the run could not answer: empty ones, broken characters and,
+    with the run's ``tokenizer``, those that leave no room to answer in ``model.seq_len``."""
+    problems = []
+    for index, prompt in enumerate(recipe.demo_prompts):
+        key = f"demo_prompts[{index}]"
+        if not normalize_prompt(prompt):
+            problems.append(f"{key}: the prompt is empty (only spaces or invisible characters)")
+        elif has_broken_character(prompt):
+            problems.append(f"{key}: {BROKEN_TEXT_HINT}")
+        elif tokenizer is not None:
+            tokens = 1 + len(tokenizer.encode(format_prompt(prompt)))  # <bos> and the templated prompt
+            if tokens >= recipe.model.seq_len:
+                problems.append(
+                    f"{key}: the prompt is {tokens} tokens long, which leaves no room to answer "
+                    f"(model.seq_len={recipe.model.seq_len}); shorten it"
+                )
+    return problems
 
 
 def file_problems(recipe: Recipe) -> list[str]:
