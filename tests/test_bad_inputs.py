@@ -190,6 +190,24 @@ CASES = [
     Case("bool-for-int", run_args("training.max_steps=true"), ERROR, ("training.max_steps: expected int, got bool",)),
     Case("wrong-literal", run_args("training.precision=fp16"), ERROR, ("training.precision",)),
     Case(
+        "section-not-a-mapping",
+        run_args("model=3"),
+        ERROR,
+        ("model: expected a mapping of keys (n_layer: ..., n_head: ...), got int 3",),
+    ),
+    Case(
+        "string-for-a-list",  # not the three prompts 'a', 'b', 'c'
+        run_args("demo_prompts=abc"),
+        ERROR,
+        ("demo_prompts: expected a list, e.g. [a, b], got str 'abc'",),
+    ),
+    Case(
+        "mapping-for-a-list",
+        student_recipe("plugins: {scalenorm: ./scalenorm.py}\n"),
+        ERROR,
+        ("plugins: expected a list, e.g. [a, b], got dict",),
+    ),
+    Case(
         "heads-do-not-divide",
         run_args("model.n_embd=51"),
         ERROR,

@@ -11,10 +11,12 @@ from __future__ import annotations
 import copy
 import math
 import re
+import typing
 from typing import Any
 
 import attrs
 import cattrs
+from cattrs.cols import list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from gptf.errors import RecipeError, did_you_mean, shown
@@ -76,6 +78,32 @@ def _make_converter() -> cattrs.Converter:
 
     converter.register_structure_hook(ComponentSpec, structure_spec)
     converter.register_unstructure_hook(ComponentSpec, unstructure_spec)
+
+    def section_factory(cls: type) -> Any:
+        """A section (``model:``, ``training:``...) must be a mapping: ``model: 3`` says so."""
+        structure = converter.gen_structure_attrs_fromdict(cls)
+
+        def hook(value: Any, _: type) -> Any:
+            if not isinstance(value, dict):
+                keys = ", ".join(f"{f.name}: ..." for f in attrs.fields(cls)[:2])
+                raise TypeError(f"expected a mapping of keys ({keys}), got {type_name(type(value))} {shown(value)}")
+            return structure(value, cls)
+
+        return hook
+
+    def list_factory(kind: type) -> Any:
+        """A list must be a YAML list: ``demo_prompts: abc`` is not the prompts 'a', 'b', 'c'."""
+        structure = list_structure_factory(kind, converter)
+
+        def hook(value: Any, _: type) -> Any:
+            if not isinstance(value, list):
+                raise TypeError(f"expected a list, e.g. [a, b], got {type_name(type(value))} {shown(value)}")
+            return structure(value, kind)
+
+        return hook
+
+    converter.register_structure_hook_factory(attrs.has, section_factory)
+    converter.register_structure_hook_factory(lambda kind: typing.get_origin(kind) is list, list_factory)
     return converter
 
 
