@@ -227,6 +227,14 @@ CASES = [
     ),
     Case("micro-batch-too-big", run_args("training.micro_batch=16"), ERROR, ("is larger than training.batch_size=8",)),
     Case("zero-steps", run_args("training.max_steps=0"), ERROR, ("training.max_steps: must be > 0, got 0",)),
+    Case(
+        "negative-weight-decay",  # was trained with, pushing every weight away from zero
+        run_args("training.weight_decay=-0.1"),
+        ERROR,
+        ("training.weight_decay: must be >= 0 (0 turns it off), got -0.1",),
+    ),
+    Case("negative-init-std", run_args("model.init_std=-1"), ERROR, ("model.init_std: must be >= 0, got -1",)),
+    Case("data-train-empty-path", run_args("data.train="), ERROR, ("data.train: is empty; name the JSONL file",)),
     Case("nan-learning-rate", run_args("training.lr=.nan"), ERROR, ("training.lr: must be a finite number, got nan",)),
     Case("bad-recipe-name", run_args("name=my run"), ERROR, ("name: 'my run' may only use letters",)),
     Case(

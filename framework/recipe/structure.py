@@ -207,6 +207,12 @@ def check_shapes(recipe: Recipe) -> list[str]:
             f"training.answer_start_weight: must be above 0 and at most 1000 (1 = the same as the other "
             f"answer tokens), got {t.answer_start_weight}"
         )
+    if t.weight_decay < 0:
+        problems.append(f"training.weight_decay: must be >= 0 (0 turns it off), got {t.weight_decay}")
+    if m.init_std < 0:
+        problems.append(f"model.init_std: must be >= 0, got {m.init_std}")
+    if not recipe.data.train.strip():
+        problems.append("data.train: is empty; name the JSONL file to train on, e.g. data/train.jsonl")
     if t.grad_clip < 0:
         problems.append(f"training.grad_clip: must be >= 0 (0 turns clipping off), got {t.grad_clip}")
     if recipe.data.augment_copies < 0:
