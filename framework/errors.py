@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import errno
 import reprlib
 from collections.abc import Iterable
 from typing import Any
@@ -111,9 +112,17 @@ def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
     return clip(_REPR.repr(value), limit)
 
 
+#: What a path error means for the person who typed the path (the system's words are terse).
+_PATH_REASONS = {
+    errno.ENOTDIR: "not a folder (a part of this path is a file)",
+    errno.EEXIST: "is a file where a folder is needed",
+    errno.EISDIR: "is a folder where a file is needed",
+}
+
+
 def os_error_text(error: OSError) -> str:
     """``path: no space left on device``: what a failed read or write says to a person."""
-    reason = (error.strerror or str(error) or type(error).__name__).rstrip(".")
+    reason = _PATH_REASONS.get(error.errno) or (error.strerror or str(error) or type(error).__name__).rstrip(".")
     reason = reason[:1].lower() + reason[1:]
     where = error.filename if error.filename is not None else None
     return f"{where}: {reason}" if where else reason

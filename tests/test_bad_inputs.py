@@ -372,6 +372,18 @@ CASES = [
         ERROR,
         ("bad.jsonl: no usable samples (every prompt fills model.seq_len=64)",),
     ),
+    Case(
+        "output-dir-inside-a-file",
+        run_args("output_dir=tiny_train.jsonl/run"),
+        ERROR,
+        ("tiny_train.jsonl/run: not a folder (a part of this path is a file)",),
+    ),
+    Case(
+        "out-folder-is-a-file",
+        lambda w, r: ["attention", "--ckpt", str(r), "--prompt", "你好", "--out", "tiny_train.jsonl"],
+        ERROR,
+        ("tiny_train.jsonl: is a file where a folder is needed",),
+    ),
     # --- tokenizer -----------------------------------------------------------------
     Case(
         "tokenizer-corrupt",

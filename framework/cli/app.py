@@ -35,8 +35,19 @@ _options = {"debug": False}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Errors of writing files that a person can fix (space, quota, permissions): one clear line.
-WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+#: Errors of writing files that a person can fix (space, quota, permissions, a file where a
+#: folder belongs or the other way round): one clear line.
+WRITE_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EFBIG,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOTDIR,
+    errno.EEXIST,
+    errno.EISDIR,
+}
 
 
 @app.callback()
