@@ -468,6 +468,12 @@ CASES = [
         ("run directory not found: nowhere",),
     ),
     Case(
+        "ckpt-is-the-weights-file",
+        lambda w, r: ["generate", "--ckpt", str(r / "model.safetensors"), "--prompt", "你好"],
+        ERROR,
+        ("model.safetensors is a file, not a run directory", "name the run directory that holds it:"),
+    ),
+    Case(
         "ckpt-unfinished",
         broken_run(lambda run: (run / "model.safetensors").unlink()),
         ERROR,

@@ -200,6 +200,14 @@ class RunFiles:
 
     def require(self) -> None:
         """A usable run directory has at least the recipe, tokenizer and weights."""
+        if self.root.is_file():  # e.g. --ckpt checkpoints/x/model.safetensors
+            in_a_run = (self.root.parent / self.recipe.name).is_file()
+            raise CheckpointError(
+                f"{self.root} is a file, not a run directory",
+                hint=f"name the run directory that holds it: {self.root.parent}"
+                if in_a_run
+                else "name a run directory, e.g. checkpoints/<name>",
+            )
         if not self.root.is_dir():
             raise CheckpointError(
                 f"run directory not found: {self.root}",
