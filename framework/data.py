@@ -91,6 +91,8 @@ def parse_jsonl(path: str | Path) -> JsonlContents:
     an empty file gives no samples and no errors.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a JSONL file")
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     try:

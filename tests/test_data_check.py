@@ -91,6 +91,11 @@ def test_missing_file_is_an_error(tmp_path: Path) -> None:
     assert report.errors[0] == f"data file not found: {tmp_path / 'nope.jsonl'}"
 
 
+def test_a_folder_is_not_called_missing(tmp_path: Path) -> None:
+    report = check_files([tmp_path])
+    assert report.errors == [f"{tmp_path} is a folder, not a JSONL file"]
+
+
 def test_extra_fields_are_allowed(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "a.jsonl", [{"prompt": "问题", "completion": "回答。", "concept": "x"}])
     assert check_files([path]).ok
