@@ -455,6 +455,15 @@ CASES = [
         ("norm 'boom' (from plugin 'boom') failed to build at model.norm", "RuntimeError: boom"),
     ),
     Case(
+        "component-without-forward",  # was a NotImplementedError traceback at the first training step
+        student_recipe(
+            "plugins: [./half.py]\nmodel: {norm: half}\n",
+            ("half.py", SCALE_NORM.replace("def forward", "def _forward").replace('"scalenorm"', '"half"')),
+        ),
+        ERROR,
+        ("norm 'half' (from plugin 'half') at model.norm has no forward() method; the class",),
+    ),
+    Case(
         "duplicate-component-name",
         student_recipe("plugins: [./a.py, ./b.py]\n", ("a.py", SCALE_NORM), ("b.py", SCALE_NORM)),
         ERROR,

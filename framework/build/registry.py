@@ -11,10 +11,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
+from torch import nn
 
 from gptf.build.plugins import LoadedPlugins, PluginInfo
 from gptf.errors import PluginError, RecipeError, choices_text, did_you_mean
 from gptf.hookspecs import CONTEXT, HOOK_FOR_KIND
+from gptf.interfaces import PositionalEncoding
 from gptf.recipe.value_types import type_problem
 
 
@@ -143,11 +145,28 @@ class Registry:
             raise RecipeError(where, problems)
         info = self.components[kind][name]
         try:
-            return info.factory(**context, **params)
+            component = info.factory(**context, **params)
+        except PluginError:  # a component it builds in turn (a block's norm) already names its plugin
+            raise
         except (Exception, SystemExit) as exc:
             raise PluginError(
                 f"{kind} '{name}' (from plugin '{info.plugin}') failed to build at {where}: {type(exc).__name__}: {exc}"
             ) from exc
+        if _forward_missing(component):
+            raise PluginError(
+                f"{kind} '{name}' (from plugin '{info.plugin}') at {where} has no forward() method; "
+                f"the class {type(component).__name__} must define one"
+            )
+        return component
+
+
+def _forward_missing(component: Any) -> bool:
+    """A module the model calls (norm, attention, MLP, block) whose class never defined ``forward``;
+    a positional encoding is called by its ``embed``/``rotate``/``score_bias`` instead."""
+    if not isinstance(component, nn.Module) or isinstance(component, PositionalEncoding):
+        return False
+    forward = type(component).forward
+    return forward is nn.Module.forward or getattr(forward, "__module__", None) == PositionalEncoding.__module__
 
 
 def _annotation(factory: Callable[..., Any], name: str) -> Any:
