@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -160,8 +161,15 @@ def test_the_recipe_key_turns_the_memory_on_with_its_defaults() -> None:
     on = load_recipe(TINY_RECIPE, ["generation.memory={weight: 0.5}"]).recipe.generation.memory
     assert on == MemoryConfig(weight=0.5, neighbours=10, temperature=0.05)
     teacher = load_recipe(Path(__file__).parents[1] / "recipes" / "teacher_3m.yaml").recipe.generation
-    assert teacher.memory == MemoryConfig(weight=0.4, neighbours=10, temperature=0.05)
+    assert teacher.memory == MemoryConfig(weight=0.6, neighbours=10, temperature=0.05)
     assert MemoryConfig() == teacher.memory  # generation.memory: {} is the teacher's memory
+
+
+def test_the_memory_has_the_same_defaults_in_the_recipe_and_in_the_decoder() -> None:
+    """Written twice (the recipe layer may not import the decoding layer), so checked here."""
+    parameters = inspect.signature(TaughtMemory.__init__).parameters.values()
+    defaults = {p.name: p.default for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert defaults == attrs.asdict(MemoryConfig())
 
 
 def test_a_run_with_memory_recalls_its_taught_answers_and_no_memory_shows_the_model_alone(

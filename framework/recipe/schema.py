@@ -95,7 +95,7 @@ class MemoryConfig:
     """``generation.memory``: answer with a memory of the taught answers beside the model
     (:mod:`gptf.decoding.taught_memory`; needs data.train)."""
 
-    weight: float = 0.4  # share of the next-token probability the recalled answers vote with
+    weight: float = 0.6  # share of the next-token probability the recalled answers vote with
     neighbours: int = 10  # taught answers recalled per question: those of the most similar taught questions
     temperature: float = 0.05  # how much more the closest question's answer counts (softmax of similarity / this)
 
