@@ -384,6 +384,18 @@ CASES = [
         ERROR,
         ("tiny_train.jsonl: is a file where a folder is needed",),
     ),
+    Case(
+        "eval-out-is-a-folder",  # was a traceback (EBUSY) after the whole evaluation
+        lambda w, r: ["eval", "--ckpt", str(r), "--out", "."],
+        ERROR,
+        ("--out .: is a folder; name a file to write",),
+    ),
+    Case(
+        "eval-out-inside-a-file",
+        lambda w, r: ["eval", "--ckpt", str(r), "--out", "tiny_train.jsonl/x/scores.json"],
+        ERROR,
+        ("tiny_train.jsonl is a file, not a folder",),
+    ),
     # --- tokenizer -----------------------------------------------------------------
     Case(
         "tokenizer-corrupt",

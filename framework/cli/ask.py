@@ -243,6 +243,7 @@ def eval_command(
     from gptf.train.run_files import write_json
 
     check_sampling_options({"beams": beams})
+    check_out_file(out)
     run = open_ckpt(ckpt, quantized, device, trust_plugins, no_verify)
     recipe = run.recipe
     settings = sampling_settings(recipe, max_new_tokens=max_new_tokens, temperature=0.0, top_k=0, top_p=1.0)
@@ -305,6 +306,22 @@ def eval_command(
         ),
     )
     console.print(f"scores written to {target}")
+
+
+def check_out_file(out: Path | None, option: str = "--out") -> None:
+    """Refuse an ``--out`` that can never be written (a folder, or a path through a file) before any
+    work: an evaluation takes minutes, and its scores would be lost at the end."""
+    if out is None:
+        return
+    from gptf.errors import GptfError
+
+    if out.is_dir():
+        raise GptfError(f"{option} {out}: is a folder; name a file to write, e.g. {out / 'eval.json'}")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise GptfError(f"{option} {out}: {folder} is a file, not a folder")
 
 
 def data_elsewhere_hint(run: LoadedRun) -> str:
