@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from gptf.errors import GptfError
 from gptf.tools.serve import ChatService, is_loopback, make_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -300,3 +301,17 @@ def test_case11_other_web_sites_cannot_use_the_server_through_a_browser(server_u
         )
         got, body = raw_request(server_url, request)
         assert got == 200, (name, body)
+
+
+def test_a_port_in_use_and_an_address_not_of_this_computer_say_what_to_change() -> None:
+    log = Console(file=io.StringIO())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(GptfError) as busy:
+            make_server(None, "127.0.0.1", taken.getsockname()[1], log)  # type: ignore[arg-type]
+    assert busy.value.hint == "try another --port"
+    with pytest.raises(GptfError) as elsewhere:  # 192.0.2.1: a documentation address, on no computer
+        make_server(None, "192.0.2.1", 0, log)  # type: ignore[arg-type]
+    assert "cannot listen on 192.0.2.1:0" in str(elsewhere.value)
+    assert (elsewhere.value.hint or "").startswith("--host must be an address of this computer")

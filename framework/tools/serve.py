@@ -38,6 +38,7 @@ needs, and ``http.server`` needs no install. Safety for a classroom:
 from __future__ import annotations
 
 import codecs
+import errno
 import ipaddress
 import json
 import math
@@ -441,7 +442,10 @@ def make_server(service: ChatService, host: str, port: int, console: Console) ->
     try:
         server = ChatServer((host, port), handler)
     except OSError as exc:
-        raise GptfError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint="try another --port") from exc
+        hint = "try another --port"
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:  # the host, not the port
+            hint = "--host must be an address of this computer: 127.0.0.1 (only here) or 0.0.0.0 (the whole network)"
+        raise GptfError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint=hint) from exc
     return server
 
 
