@@ -14,7 +14,7 @@ import yaml
 from conftest import invoke
 
 from gptf.decoding.char_bags import CharBags, rarity_weights
-from gptf.decoding.taught_questions import QUESTION_SIMILARITY, TaughtQuestions
+from gptf.decoding.taught_questions import QUESTION_SIMILARITY, TaughtQuestions, comparison_terms
 from gptf.errors import GptfError
 from gptf.generate import Generator, SamplingSettings, greedy_answers
 from gptf.interfaces import TAUGHT_WEIGHT, FinishedAnswer
@@ -31,6 +31,17 @@ TAUGHT = TaughtQuestions(
         ("天空为什么是蓝色的", SKY),
     ]
 )
+
+
+def test_a_latin_word_is_one_word_in_any_case() -> None:
+    """Students type rope, RoPE or ROPE; letter by letter in the lesson's case, rope shared more with
+    dropout (r, o, p) than with RoPE (o)."""
+    assert comparison_terms("rope是什么") == comparison_terms("RoPE是什么") == comparison_terms("ROPE是什么")
+    assert comparison_terms("GPT-2和kv cache") == ["gpt", "g", "p", "t", "#2", "和", "kv", "k", "v", "cache", *"cache"]
+    rope, dropout = "RoPE把位置编码成向量的旋转角度。", "dropout在训练时随机把一部分神经元置零。"
+    taught = TaughtQuestions([("什么是RoPE", rope), ("RoPE有什么用", rope), ("什么是dropout", dropout)])
+    for asked in ("rope是什么", "ROPE是什么", "什么是 RoPE"):
+        assert taught.closest_question(asked)[1] == taught.answers.index(rope), asked  # type: ignore[index]
 
 
 def test_a_taught_answer_with_other_numbers_was_taught_for_no_question() -> None:

@@ -19,7 +19,8 @@ F1 = 2·Σ w·common / (Σ w·len(a) + Σ w·len(b)), the weighted form of the s
 engine weighs its words by inverse document frequency). Without it, every character counts 1.
 
 A "character" is whatever ``terms`` makes of a text: by default its content characters; questions are
-compared with every number as one term (:func:`gptf.decoding.numbers.question_terms`).
+compared with every number and every Latin word as one term
+(:func:`gptf.decoding.taught_questions.comparison_terms`).
 """
 
 from __future__ import annotations

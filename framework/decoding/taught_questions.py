@@ -8,7 +8,8 @@ it was taught for, and :meth:`~TaughtQuestions.similarity` says how much a quest
 closest of them, for the taught answer closest to what the model said (both by char F1, punctuation
 and spaces aside; the questions with each character weighted by how rare it is among the taught
 questions, :func:`gptf.decoding.char_bags.rarity_weights`: sharing 是什么 says little, sharing 锅 a
-lot; a number is one term, its value however it is written: 七 is 7, :func:`gptf.decoding.numbers.question_terms`).
+lot; a number is one term, its value however it is written: 七 is 7, and a word in Latin letters one term in
+any case, RoPE is rope: :func:`comparison_terms`).
 Not the model's own doubt, but a check against what it was taught: the answer filter's
 ``taught_question`` and ``min_logprob_taught`` measures (:mod:`gptf.interfaces`).
 
@@ -25,6 +26,7 @@ different (九乘以九等于二十五 for 九乘以九等于八十一) was taug
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import torch
@@ -40,9 +42,36 @@ NUMBER_WEIGHT = 2.0
 #: records it (``calibration.json``): a threshold chosen while questions were compared otherwise (older
 #: runs: plain char F1, or numbers as characters) does not mean the same now, and ``gptf`` says so when
 #: it loads such a run.
-QUESTION_SIMILARITY = f"char F1, characters weighted by rarity, a number one term weighted {NUMBER_WEIGHT:g}x"
+QUESTION_SIMILARITY = (
+    f"char F1, characters weighted by rarity, a number one term weighted {NUMBER_WEIGHT:g}x, "
+    "a Latin word in any case one term and its letters"
+)
 #: Questions whose comparison with every taught question is kept (a full memo starts again).
 _ASKED_KEPT = 1024
+
+_LATIN_WORD = re.compile(r"[A-Za-z]+")
+
+
+def comparison_terms(question: str) -> list[str]:
+    """What a question is compared by: its characters, each number one term, its value
+    (:func:`gptf.decoding.numbers.question_terms`), and each word in Latin letters, in lower case, as
+    one term *and* as its letters. Students type rope, RoPE or ROPE: letter by letter, in the case the
+    lesson used, ROPE shared nothing with RoPE's o and e. The word counts whole (GPT is not P, G, T
+    anywhere), its letters still match a word written a little differently (GPT2, GPT-2). Measured on
+    the val and test questions on taught topics that contain Latin letters (43): the closest taught
+    question is of the right concept for 33 as written, 26 in lower case, 23 in upper case; with this,
+    35 in every case (all val questions on taught topics: 173 -> 175 of 200, test 166 -> 166 of 189).
+
+    >>> comparison_terms("什么是RoPE？"), comparison_terms("什么是rope")
+    (['什', '么', '是', 'rope', 'r', 'o', 'p', 'e'], ['什', '么', '是', 'rope', 'r', 'o', 'p', 'e'])
+    """
+    terms: list[str] = []
+    start = 0
+    for match in _LATIN_WORD.finditer(question):
+        word = match.group().lower()
+        terms += [*question_terms(question[start : match.start()]), word, *word]
+        start = match.end()
+    return terms + question_terms(question[start:])
 
 
 class TaughtQuestions:
@@ -55,7 +84,7 @@ class TaughtQuestions:
         self.answers = list(questions)
         self._answers = CharBags(self.answers)
         self._questions = [questions[a] for a in self.answers]
-        rarity = rarity_weights((q for questions in self._questions for q in questions), question_terms)
+        rarity = rarity_weights((q for questions in self._questions for q in questions), comparison_terms)
         self._rarity = lambda term: rarity(term) * (NUMBER_WEIGHT if is_number_term(term) else 1.0)
         self._texts = [q for questions in self._questions for q in questions]  # every taught question, by answer
         self._all_questions: tuple[CharBags, torch.Tensor] | None = None  # every question, and its answer
@@ -85,7 +114,7 @@ class TaughtQuestions:
         if self._all_questions is None:
             owners = [a for a, questions in enumerate(self._questions) for _ in questions]
             self._all_questions = (
-                CharBags(self._texts, self._rarity, question_terms),
+                CharBags(self._texts, self._rarity, comparison_terms),
                 torch.tensor(owners, dtype=torch.long),
             )
         return self._all_questions
