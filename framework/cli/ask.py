@@ -308,7 +308,7 @@ def eval_command(
     console.print(f"scores written to {target}")
 
 
-def check_out_file(out: Path | None, option: str = "--out") -> None:
+def check_out_file(out: Path | None) -> None:
     """Refuse an ``--out`` that can never be written (a folder, or a path through a file) before any
     work: an evaluation takes minutes, and its scores would be lost at the end."""
     if out is None:
@@ -316,12 +316,12 @@ def check_out_file(out: Path | None, option: str = "--out") -> None:
     from gptf.errors import GptfError
 
     if out.is_dir():
-        raise GptfError(f"{option} {out}: is a folder; name a file to write, e.g. {out / 'eval.json'}")
+        raise GptfError(f"--out {out}: is a folder; name a file to write, e.g. {out / 'eval.json'}")
     folder = out.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
-        raise GptfError(f"{option} {out}: {folder} is a file, not a folder")
+        raise GptfError(f"--out {out}: {folder} is a file, not a folder")
 
 
 def data_elsewhere_hint(run: LoadedRun) -> str:

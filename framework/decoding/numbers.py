@@ -120,8 +120,9 @@ def is_number_term(term: str) -> bool:
 
 
 def question_terms(question: str) -> list[str]:
-    """What two questions are compared by: the content characters of ``question``, each number one term,
-    its value (``"#7"``), however it is written: 7, 七, ７.
+    """The content characters of ``question``, each number one term, its value (``"#7"``), however it is
+    written: 7, 七, ７ (questions are compared by these, with Latin words made whole:
+    :func:`gptf.decoding.taught_questions.comparison_terms`).
 
     >>> question_terms("七的平方是多少"), question_terms("36再加上48")
     (['#7', '的', '平', '方', '是', '多', '少'], ['#36', '再', '加', '上', '#48'])
