@@ -45,7 +45,8 @@ from bench_common import emit, machine, our_data, set_threads, teacher_recipe
 from naive_reference import NaiveConfig, NaiveGPT, naive_generate
 
 from gptf.build.components import build_constraints, build_model, build_quantizer, open_registry
-from gptf.generate import DraftBank, Generation, Generator, SamplingSettings, greedy_answers, one_thread_per_worker
+from gptf.decoding.answer_workers import one_thread_per_worker
+from gptf.generate import DraftBank, Generation, Generator, SamplingSettings, greedy_answers
 from gptf.recipe import ComponentSpec
 
 #: one answer: seconds, first-token seconds, tokens (the final <eos> included), model calls, drafted, accepted

@@ -25,6 +25,7 @@ from typing import Any
 
 from rich.console import Console
 
+from gptf.decoding.answer_workers import one_thread_per_worker
 from gptf.errors import GptfError
 from gptf.evaluate import (
     EvalFile,
@@ -33,7 +34,7 @@ from gptf.evaluate import (
     eval_files_for,
     evaluate_files,
 )
-from gptf.generate import Generation, Generator, greedy_answers, one_thread_per_worker
+from gptf.generate import Generation, Generator, greedy_answers
 from gptf.plots import LossCurves, read_loss_curves
 from gptf.recipe import LoadedRecipe, load_recipe
 from gptf.run import LoadedRun, RunResult, check_sampling_options, load_run, run_recipe, sampling_settings

@@ -53,11 +53,12 @@ from rich.console import Console
 from rich.table import Table
 
 from gptf.data import Sample, normalize_prompt, read_jsonl
+from gptf.decoding.answer_workers import one_thread_per_worker
 from gptf.decoding.char_bags import CharBags
 from gptf.decoding.numbers import numbers_intact
 from gptf.decoding.taught_questions import QUESTION_SIMILARITY
 from gptf.errors import DataError
-from gptf.generate import BatchAnswer, Generator, SamplingSettings, greedy_answers, one_thread_per_worker
+from gptf.generate import BatchAnswer, Generator, SamplingSettings, greedy_answers
 from gptf.interfaces import (
     CONFIDENCE_MEASURES,
     DECLINE_TEXT,

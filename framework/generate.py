@@ -19,22 +19,20 @@ replace it with "这个问题我还没有学过。" if the model was unsure of i
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import torch
 
 from gptf.build.devices import model_device
-from gptf.build.speed import CompiledDecodeStep, one_pytorch_thread
+from gptf.build.speed import CompiledDecodeStep
 from gptf.data import BROKEN_TEXT_HINT, format_prompt, has_broken_character, normalize_prompt
+from gptf.decoding.answer_workers import ANSWER_WORKERS, side_by_side
 from gptf.decoding.beam_search import Candidate, beam_decode
 from gptf.errors import GptfError
 from gptf.interfaces import DecodingState, FinishedAnswer
@@ -639,30 +637,8 @@ def lookup_in_context(context: Sequence[int], max_ngram: int, limit: int) -> tup
 # same token length share one :meth:`Generator.decode` (the same decode step as a single
 # answer), so the answers are those of one-by-one greedy decoding (a test checks this).
 #
-# And the groups of prompts are answered side by side, one per CPU core: each worker thread runs
-# its own group with one PyTorch thread (:func:`one_thread_per_worker`). Splitting every small
-# operation across the cores instead makes the threads wait for each other at each of them (on
-# a busy machine, for whichever core another program holds), while workers meet only at the end.
-
-#: How many groups :func:`greedy_answers` answers at the same time (set by :func:`one_thread_per_worker`).
-ANSWER_WORKERS: ContextVar[int] = ContextVar("answer_workers", default=1)
-
-
-@contextlib.contextmanager
-def one_thread_per_worker() -> Iterator[int]:
-    """Answer many prompts with one CPU thread per worker, as many workers as PyTorch had threads
-    (``training.threads``, else one per core); restore the thread setting afterwards.
-
-    Measured on 2 shared cores, the teacher run's 230 val questions by beam search: 13.7-15.5 s with
-    2 PyTorch threads, 15.6-16.3 s with 1, 10.5-11.5 s with 2 workers of 1 thread, the same answers
-    (and earlier, before workers: 200 val answers in 7.4 s with 1 thread, 73 s with 2 on a busy machine).
-    """
-    with one_pytorch_thread() as workers:
-        token = ANSWER_WORKERS.set(workers)
-        try:
-            yield workers
-        finally:
-            ANSWER_WORKERS.reset(token)
+# And the groups of prompts are answered side by side, one per CPU core: by worker processes where
+# that is safe, else by threads (:mod:`gptf.decoding.answer_workers`).
 
 
 @attrs.frozen
@@ -733,15 +709,18 @@ def greedy_answers(
     done = sum(r is None for r in rows)
     settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0)
 
-    def answer(group: list[int]) -> list[DecodedRow]:
-        return generator.decode([rows[i] for i in group], settings, prompts=[prompts[i] for i in group])  # type: ignore[misc]
+    def answer(group: list[int]) -> list[FinishedAnswer]:
+        decoded = generator.decode([rows[i] for i in group], settings, prompts=[prompts[i] for i in group])  # type: ignore[misc]
+        return [generator.finished_answer(row, prompts[i]) for i, row in zip(group, decoded, strict=True)]
 
     groups = group_by_length(rows, max(1, batch_size // generator.beams))
     if workers is None:
         workers = ANSWER_WORKERS.get() if side_by_side_possible(generator) else 1
-    for group, decoded in side_by_side(groups, answer, workers):
-        for index, row in zip(group, decoded, strict=True):
-            finished = generator.finished_answer(row, prompts[index])
+    if workers > 1:  # what the workers look up, built once here, not once in every worker
+        for taught in {id(t): t for t in (generator.taught, getattr(generator.memory, "taught", None)) if t}.values():
+            taught.prepare()
+    for group, finished_answers in side_by_side(groups, answer, workers):
+        for index, finished in zip(group, finished_answers, strict=True):
             if memo is not None:
                 memo[(tuple(rows[index]), max_new_tokens)] = finished  # type: ignore[arg-type]
             keep(index, finished)
@@ -760,24 +739,3 @@ def side_by_side_possible(generator: Generator) -> bool:
         and generator.compiled_step is None
         and all(getattr(c, "thread_safe", False) for c in generator.constraints)
     )
-
-
-def side_by_side(
-    groups: Sequence[list[int]], answer: Callable[[list[int]], list[DecodedRow]], workers: int
-) -> Iterator[tuple[list[int], list[DecodedRow]]]:
-    """``(group, answer(group))`` for every group, by ``workers`` threads at once, in the order
-    they finish (one worker: one after the other, in order). The caller's loop runs in the calling
-    thread, so whatever it records needs no lock. An error in a group is raised here, and the
-    groups not yet started are dropped."""
-    if workers <= 1 or len(groups) <= 1:
-        for group in groups:
-            yield group, answer(group)
-        return
-    with ThreadPoolExecutor(min(workers, len(groups)), thread_name_prefix="gptf-answer") as pool:
-        futures = {pool.submit(answer, group): group for group in groups}
-        try:
-            for future in as_completed(futures):
-                yield futures[future], future.result()
-        finally:
-            for future in futures:
-                future.cancel()  # (a group already running finishes; the pool waits for it)

@@ -1,15 +1,19 @@
 """Answering many prompts side by side (gptf.generate.greedy_answers with workers).
 
-Groups of prompts are answered by several threads at once, each with one PyTorch thread:
-* the answers, and every measure of them, are those of one worker (greedy and beam search);
+Groups of prompts are answered by several workers at once, forked processes where that is safe (on
+Linux, from the main thread) or threads, each with one PyTorch thread (gptf.decoding.answer_workers):
+* the answers, and every measure of them, are those of one worker (greedy and beam search, both kinds);
 * ``one_thread_per_worker`` gives greedy_answers as many workers as PyTorch had threads, and puts
   the thread setting back afterwards, also after an error;
-* an error in a group reaches the caller; progress counts every prompt once, in the caller's thread.
+* an error in a group reaches the caller; progress counts every prompt once, in the caller's thread;
+* an interrupt in the caller (Ctrl-C) stops the worker processes: none is left running.
 No timing here: speed is measured by ``benchmarks/generation_speed.py``.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 from pathlib import Path
 
@@ -17,11 +21,15 @@ import pytest
 import torch
 from conftest import FIXTURES
 
+import gptf.decoding.answer_workers as answer_workers
 from gptf.data import read_jsonl
-from gptf.generate import ANSWER_WORKERS, greedy_answers, one_thread_per_worker
+from gptf.decoding.answer_workers import ANSWER_WORKERS, one_thread_per_worker
+from gptf.generate import greedy_answers
 from gptf.run import LoadedRun, load_run
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")  # (conftest.py)
+FORKING = answer_workers.processes_possible()  # (here, in the main thread: on Linux)
+KINDS = ["processes", "threads"] if FORKING else ["threads"]
 
 PROMPTS = [s.prompt for s in read_jsonl(FIXTURES / "tiny_train.jsonl") + read_jsonl(FIXTURES / "tiny_val.jsonl")]
 PROMPTS += ["你好", "什么是注意力机制？请详细说明", "为什么", "解释一下量化和蒸馏的区别", "问" * 200]
@@ -32,8 +40,15 @@ def run(tiny_run: Path) -> LoadedRun:
     return load_run(tiny_run)
 
 
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Workers of each kind this computer has: forked processes (Linux) and threads (everywhere)."""
+    monkeypatch.setattr(answer_workers, "processes_possible", lambda: request.param == "processes")
+    return request.param
+
+
 @pytest.mark.parametrize("beams", [1, 3])
-def test_workers_give_the_answers_of_one_worker(run: LoadedRun, beams: int) -> None:
+def test_workers_give_the_answers_of_one_worker(run: LoadedRun, beams: int, kind: str) -> None:
     alone = greedy_answers(run.generator(beams=beams), PROMPTS, 16, batch_size=4, workers=1)
     for workers in (2, 3):
         side_by_side = greedy_answers(run.generator(beams=beams), PROMPTS, 16, batch_size=4, workers=workers)
@@ -42,24 +57,34 @@ def test_workers_give_the_answers_of_one_worker(run: LoadedRun, beams: int) -> N
     assert len({len(run.generator().prompt_ids(p)) for p in PROMPTS[:-1]}) > 3  # several groups to share
 
 
-def test_one_thread_per_worker_sets_the_workers_and_restores_the_threads(run: LoadedRun) -> None:
+def test_one_thread_per_worker_sets_the_workers_and_restores_the_threads(
+    run: LoadedRun, kind: str, tmp_path: Path
+) -> None:
     torch.set_num_threads(2)
+    calls = tmp_path / "calls.txt"  # one line per group: who answered it (a forked worker writes it too)
     try:
         assert ANSWER_WORKERS.get() == 1  # outside: one worker
         with one_thread_per_worker() as workers:
             assert workers == 2 and ANSWER_WORKERS.get() == 2 and torch.get_num_threads() == 1
-            seen: set[str] = set()
             generator = run.generator(beams=1)
             decode = generator.decode
 
             def recording(*args: object, **kwargs: object) -> object:
-                seen.add(threading.current_thread().name)
-                assert torch.get_num_threads() == 1  # each worker computes with one thread
+                with calls.open("a", encoding="utf-8") as f:  # (one short appended line: never interleaved)
+                    f.write(f"{os.getpid()} {threading.current_thread().name} {torch.get_num_threads()}\n")
                 return decode(*args, **kwargs)
 
             generator.decode = recording  # type: ignore[method-assign]
             greedy_answers(generator, PROMPTS, 8, batch_size=2)
-            assert len(seen) == 2 and all(name.startswith("gptf-answer") for name in seen)
+            workers_seen = {tuple(line.split()[:2]) for line in calls.read_text(encoding="utf-8").splitlines()}
+            assert {line.split()[2] for line in calls.read_text(encoding="utf-8").splitlines()} == {
+                "1"
+            }  # one thread each
+            assert len(workers_seen) == 2
+            if kind == "processes":
+                assert all(pid != str(os.getpid()) for pid, _ in workers_seen)
+            else:
+                assert all(pid == str(os.getpid()) and name.startswith("gptf-answer") for pid, name in workers_seen)
         assert torch.get_num_threads() == 2 and ANSWER_WORKERS.get() == 1
         with pytest.raises(RuntimeError, match="boom"), one_thread_per_worker():
             raise RuntimeError("boom")
@@ -68,7 +93,7 @@ def test_one_thread_per_worker_sets_the_workers_and_restores_the_threads(run: Lo
         torch.set_num_threads(1)
 
 
-def test_an_error_in_a_group_reaches_the_caller_and_progress_counts_each_prompt_once(run: LoadedRun) -> None:
+def test_an_error_in_a_group_reaches_the_caller_and_progress_counts_each_prompt_once(run: LoadedRun, kind: str) -> None:
     generator = run.generator(beams=1)
     progress: list[tuple[int, str]] = []
     greedy_answers(
@@ -87,8 +112,25 @@ def test_an_error_in_a_group_reaches_the_caller_and_progress_counts_each_prompt_
         return decode(rows, *args, **kwargs)
 
     generator.decode = failing  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError, match="third group"):
+    with pytest.raises(RuntimeError, match="third group"):  # (a forked worker counts its own calls)
         greedy_answers(generator, PROMPTS, 8, batch_size=2, workers=2)
+    assert not multiprocessing.active_children()
+
+
+@pytest.mark.skipif(not FORKING, reason="worker processes are forked on Linux only")
+def test_an_interrupt_in_the_caller_stops_the_worker_processes(run: LoadedRun, kind: str) -> None:
+    """Ctrl-C reaches the caller (the workers ignore it): the groups not started are dropped, the running
+    ones finish, and no worker process is left behind."""
+    answered: list[int] = []
+
+    def interrupted(done: int) -> None:
+        answered.append(done)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        greedy_answers(run.generator(beams=1), PROMPTS, 8, batch_size=2, workers=2, on_progress=interrupted)
+    assert len(answered) == 1 and answered[0] < len(PROMPTS)
+    assert not multiprocessing.active_children()
 
 
 def test_a_constraint_that_is_not_thread_safe_keeps_one_worker(run: LoadedRun) -> None:

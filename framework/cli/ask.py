@@ -229,6 +229,7 @@ def eval_command(
     """Score a run: answer every prompt greedily, compare with the reference answers."""
     if threads is not None:  # else PyTorch's default, one per core: each answers groups with one thread
         use_threads(threads)
+    from gptf.decoding.answer_workers import one_thread_per_worker
     from gptf.evaluate import (
         concepts_for,
         default_eval_files,
@@ -238,7 +239,6 @@ def eval_command(
         print_report,
         report_json,
     )
-    from gptf.generate import one_thread_per_worker
     from gptf.run import check_sampling_options, sampling_settings
     from gptf.train.run_files import write_json
 

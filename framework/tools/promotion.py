@@ -32,9 +32,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from gptf.decoding.answer_workers import one_thread_per_worker
 from gptf.errors import GptfError
 from gptf.evaluate import SplitReport, evaluate_file
-from gptf.generate import one_thread_per_worker
 from gptf.recipe import LoadedRecipe, Recipe
 from gptf.run import beam_choice, load_run, run_recipe, sampling_settings, taught_memory
 from gptf.train.run_files import RunFiles, append_jsonl, write_json

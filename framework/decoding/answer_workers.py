@@ -1,0 +1,136 @@
+"""Many groups of prompts answered at the same time, one per CPU core.
+
+Answering the val questions runs the model ~2,000 times on a few tokens, and between the calls
+Python does the decoding constraints, the memory's vote and beam search's bookkeeping. Python runs
+one thread at a time (the GIL), and a small model's operations are so short that two threads mostly
+wait for each other: measured on 2 cores, the teacher run's 230 val questions by beam search with
+the memory took 16.2 s with one worker thread, 17.6 s with two, 15.3 s with one worker of two
+PyTorch threads. So where it is safe, each worker is a *process* of its own, with its own Python:
+the same 230 answers in 11.2 s with two (``python benchmarks/generation_speed.py``, "answer workers").
+
+A worker process is a ``fork`` of this one, so it starts with the model, the tokenizer and the
+taught memory already in memory (nothing is copied until it is changed, nothing is saved to disk
+or sent). Only each group's prompt indices go to a worker and its finished answers come back.
+Forking is safe on Linux from the main thread (a web server's request threads, macOS and Windows
+use threads, as before). A worker computes with one PyTorch thread and ignores Ctrl-C: the caller
+gets the ``KeyboardInterrupt``, cancels the groups not started and waits for the few running.
+
+A group's answers do not depend on which worker answers it or when, so the answers are the same
+with any number of workers and either kind (tests check it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import signal
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+import torch
+
+from gptf.build.speed import one_pytorch_thread
+
+Result = TypeVar("Result")
+
+#: How many groups :func:`gptf.generate.greedy_answers` answers at the same time (set by
+#: :func:`one_thread_per_worker`).
+ANSWER_WORKERS: ContextVar[int] = ContextVar("answer_workers", default=1)
+
+
+@contextlib.contextmanager
+def one_thread_per_worker() -> Iterator[int]:
+    """Answer many prompts with one CPU thread per worker, as many workers as PyTorch had threads
+    (``training.threads``, else one per core); restore the thread setting afterwards.
+
+    Splitting every small operation of a decoding step across the cores makes them wait for each
+    other at each one (on a busy machine, for whichever core another program holds), while workers
+    meet only at the end: 200 val answers took 7.4 s with 1 thread and 73 s with 2 on a busy machine."""
+    with one_pytorch_thread() as workers:
+        token = ANSWER_WORKERS.set(workers)
+        try:
+            yield workers
+        finally:
+            ANSWER_WORKERS.reset(token)
+
+
+def processes_possible() -> bool:
+    """Whether workers may be forked processes here: on Linux (macOS's system libraries are not
+    safe to fork, Windows cannot), from the main thread (forking copies only the calling thread;
+    from a server's request thread another one may hold a lock the copy then waits for forever)."""
+    return (
+        sys.platform.startswith("linux")
+        and "fork" in multiprocessing.get_all_start_methods()
+        and threading.current_thread() is threading.main_thread()
+    )
+
+
+def side_by_side(
+    groups: Sequence[list[int]],
+    answer: Callable[[list[int]], Result],
+    workers: int,
+    *,
+    processes: bool | None = None,
+) -> Iterator[tuple[list[int], Result]]:
+    """``(group, answer(group))`` for every group, by ``workers`` workers at once, in the order they
+    finish (one worker: one after the other, in order, in this thread). ``processes``: forked worker
+    processes (default: where :func:`processes_possible`), else threads. The caller's loop runs in
+    the calling thread, so whatever it records needs no lock. An error in a group is raised here,
+    and the groups not yet started are dropped."""
+    if workers <= 1 or len(groups) <= 1:
+        for group in groups:
+            yield group, answer(group)
+        return
+    workers = min(workers, len(groups))
+    if processes is None:
+        processes = processes_possible()
+    if not processes:
+        yield from _finished(ThreadPoolExecutor(workers, thread_name_prefix="gptf-answer"), groups, answer)
+        return
+    global _forked_task
+    _forked_task = answer  # what the forked workers call: inherited by the fork, never pickled
+    try:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_start)
+        yield from _finished(pool, groups, _call_forked_task)
+    finally:
+        _forked_task = None
+
+
+def _finished(
+    pool: Executor, groups: Sequence[list[int]], answer: Callable[[list[int]], Any]
+) -> Iterator[tuple[list[int], Any]]:
+    with pool:
+        with warnings.catch_warnings():
+            # Python 3.12+ warns that forking a process that has threads (PyTorch's) may leave the copy
+            # waiting on a lock one of them held; PyTorch's own pools are made safe to fork (the worker
+            # runs with one thread, as PyTorch's DataLoader workers do), and no other thread is forked
+            warnings.filterwarnings(
+                "ignore", message=r".*use of fork\(\) may lead to deadlocks", category=DeprecationWarning
+            )
+            futures = {pool.submit(answer, group): group for group in groups}  # (the processes start here)
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            for future in futures:
+                future.cancel()  # (a group already running finishes; the pool waits for it)
+
+
+_forked_task: Callable[[list[int]], Any] | None = None
+
+
+def _worker_start() -> None:
+    """In each forked worker, first: one PyTorch thread, and Ctrl-C left to the caller."""
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _call_forked_task(group: list[int]) -> Any:
+    if _forked_task is None:  # (a worker started by anything but side_by_side)
+        raise RuntimeError("no task to answer: the worker was not forked by side_by_side")
+    return _forked_task(group)
