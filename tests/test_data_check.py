@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gptf.data import Sample, encode_sample, format_prompt
+from gptf.data import Sample, encode_sample, format_prompt, parse_jsonl, read_jsonl
 from gptf.tools.data_check import (
     NEAR_DUP_THRESHOLD,
     check_files,
@@ -94,6 +94,22 @@ def test_missing_file_is_an_error(tmp_path: Path) -> None:
 def test_a_folder_is_not_called_missing(tmp_path: Path) -> None:
     report = check_files([tmp_path])
     assert report.errors == [f"{tmp_path} is a folder, not a JSONL file"]
+
+
+def test_a_file_read_again_is_read_as_it_is_now(tmp_path: Path) -> None:
+    """Each file is parsed once while its bytes stay the same: a change of the same size, written
+    at once (the same modification time), is read; a caller changing its list changes nothing."""
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"prompt": "a", "completion": "b"}\n', encoding="utf-8")
+    first = read_jsonl(path)
+    first.append(Sample("x", "y"))
+    assert [(s.prompt, s.completion) for s in read_jsonl(path)] == [("a", "b")]
+    path.write_text('{"prompt": "c", "completion": "d"}\n', encoding="utf-8")
+    assert [(s.prompt, s.completion) for s in read_jsonl(path)] == [("c", "d")]
+    path.write_text('{"prompt": "c", "completion": 5}\n', encoding="utf-8")
+    assert parse_jsonl(path).errors == [f"{path}:1: field 'completion' must be a string, got a number (5)"]
+    path.write_text("{}\r{}\r\n", encoding="utf-8")  # old Mac line ends too, as a text file reads them
+    assert parse_jsonl(path).lines == 2
 
 
 def test_extra_fields_are_allowed(tmp_path: Path) -> None:
