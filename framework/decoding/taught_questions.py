@@ -26,6 +26,7 @@ different (九乘以九等于二十五 for 九乘以九等于八十一) was taug
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -85,7 +86,8 @@ class TaughtQuestions:
         self._answers = CharBags(self.answers)
         self._questions = [questions[a] for a in self.answers]
         rarity = rarity_weights((q for questions in self._questions for q in questions), comparison_terms)
-        self._rarity = lambda term: rarity(term) * (NUMBER_WEIGHT if is_number_term(term) else 1.0)
+        # each term's weight, worked out once (20,000 questions hold ~230,000 terms, ~3,000 distinct)
+        self._rarity = functools.cache(lambda term: rarity(term) * (NUMBER_WEIGHT if is_number_term(term) else 1.0))
         self._texts = [q for questions in self._questions for q in questions]  # every taught question, by answer
         self._all_questions: tuple[CharBags, torch.Tensor] | None = None  # every question, and its answer
         self._asked: dict[str, torch.Tensor] = {}  # question -> each answer's closest question (last few asked)
