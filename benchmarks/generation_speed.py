@@ -45,7 +45,7 @@ from bench_common import emit, machine, our_data, set_threads, teacher_recipe
 from naive_reference import NaiveConfig, NaiveGPT, naive_generate
 
 from gptf.build.components import build_constraints, build_model, build_quantizer, open_registry
-from gptf.decoding.answer_workers import one_thread_per_worker
+from gptf.decoding.answer_workers import processes_possible, side_by_side_answers
 from gptf.generate import DraftBank, Generation, Generator, SamplingSettings, greedy_answers
 from gptf.recipe import ComponentSpec
 
@@ -202,22 +202,30 @@ def real_questions(args: argparse.Namespace) -> dict[str, Any]:
             }
     # gptf eval answers many questions at once (greedy_answers): batches vs one at a time, and the
     # batches one after the other (this process's threads on every operation) vs side by side (one
-    # thread per worker, as many workers as threads: what gptf eval and gptf run do), taking turns
+    # thread per worker, as many workers as threads: what gptf eval and gptf run do), by worker
+    # processes (where they can be forked) and by threads, taking turns; greedy, and as the run itself
+    # answers (beam search, with the recipe's memory)
     rounds = args.repeats or 1
-    batched: list[float] = []
-    side_by_side: list[float] = []
+    answering = {"greedy": draft} | (
+        {f"beam search, {beams} beams (as the run answers)": searching} if beams > 1 else {}
+    )
+    kinds = {"processes": True, "threads": False} if processes_possible() else {"threads": False}
+    times: dict[str, list[float]] = {}
     for _ in range(rounds):
-        began = time.perf_counter()
-        greedy_answers(draft, prompts, settings.max_new_tokens, workers=1)
-        batched.append(time.perf_counter() - began)
-        with one_thread_per_worker() as workers:
+        for what, generator in answering.items():
             began = time.perf_counter()
-            greedy_answers(draft, prompts, settings.max_new_tokens)
-            side_by_side.append(time.perf_counter() - began)
-    evaluation = {
-        "batches of up to 32 of the same length, one after the other": round(min(batched), 2),
-        f"the same batches side by side, {workers} workers of 1 thread (gptf eval)": round(min(side_by_side), 2),
-    }
+            greedy_answers(generator, prompts, settings.max_new_tokens, workers=1)
+            times.setdefault(f"{what}: batches of up to 32 of the same length, one after the other", []).append(
+                time.perf_counter() - began
+            )
+            with side_by_side_answers() as workers:
+                for kind, processes in kinds.items():  # (the first: what gptf eval does here)
+                    began = time.perf_counter()
+                    greedy_answers(generator, prompts, settings.max_new_tokens, processes=processes)
+                    label = f"{what}: the same batches side by side, {workers} worker {kind} of 1 thread"
+                    seconds = time.perf_counter() - began
+                    times.setdefault(label + (" (gptf eval)" if kind == next(iter(kinds)) else ""), []).append(seconds)
+    evaluation = {label: round(min(seconds), 2) for label, seconds in times.items()}
     for label, name in (("draft and verify", "gptf_draft_verify_fp32"), ("plain loop", "gptf_kv_cache_fp32")):
         evaluation[f"{label}, one question at a time"] = round(sum(r[0] for r in answers[name]) / rounds, 2)
     return {

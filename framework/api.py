@@ -25,7 +25,7 @@ from typing import Any
 
 from rich.console import Console
 
-from gptf.decoding.answer_workers import one_thread_per_worker
+from gptf.decoding.answer_workers import side_by_side_answers
 from gptf.errors import GptfError
 from gptf.evaluate import (
     EvalFile,
@@ -111,7 +111,7 @@ class Model:
     def ask_many(self, prompts: Sequence[str], *, max_new_tokens: int | None = None) -> list[str]:
         """Greedy answers to many questions at once (batched: much faster than one by one)."""
         budget = max_new_tokens or self.run.recipe.generation.max_new_tokens
-        with one_thread_per_worker():
+        with side_by_side_answers():
             return [a.text for a in greedy_answers(self._generator, list(prompts), budget)]
 
     def score(
@@ -128,7 +128,7 @@ class Model:
             eval_files_for(list(data), recipe.data.train) if data else default_eval_files(recipe.data, recall_samples)
         )
         settings = sampling_settings(recipe, temperature=0.0, top_k=0, top_p=1.0)
-        with one_thread_per_worker():
+        with side_by_side_answers():
             reports = evaluate_files(
                 self._generator, files, settings, _console(quiet, console), train_path=recipe.data.train
             )

@@ -53,7 +53,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gptf.data import Sample, normalize_prompt, read_jsonl
-from gptf.decoding.answer_workers import one_thread_per_worker
+from gptf.decoding.answer_workers import side_by_side_answers
 from gptf.decoding.char_bags import CharBags
 from gptf.decoding.numbers import numbers_intact
 from gptf.decoding.taught_questions import QUESTION_SIMILARITY
@@ -662,7 +662,7 @@ def evaluate_after_training(
     console.rule(f"evaluation on val (held-out prompts, {decoding})")
     files = [EvalFile("val", "generalisation", recipe.data.val, limit)]
     concepts = concepts_for(recipe.data, generator)
-    with one_thread_per_worker():
+    with side_by_side_answers():
         reports = evaluate_files(generator, files, settings, console, train_path=recipe.data.train, concepts=concepts)
     print_report(console, reports, worst=3)
     from gptf.train.run_files import write_json
@@ -988,7 +988,7 @@ def calibrate_on_val(
     concepts = concepts_for(recipe.data, generator, with_test=False)  # val only: test is never read
     spec = recipe.generation.answer_filter
     own = generator.answer_filter if spec.name not in ("none", "confidence") else None
-    with one_thread_per_worker():
+    with side_by_side_answers():
         return calibrate(
             generator,
             read_jsonl(val),

@@ -671,6 +671,7 @@ def greedy_answers(
     batch_size: int = 32,
     on_progress: Callable[[int], None] | None = None,
     workers: int | None = None,
+    processes: bool | None = None,
 ) -> list[BatchAnswer]:
     """Greedy answers in the order of ``prompts``. A prompt that leaves no room to answer gets "".
 
@@ -683,9 +684,11 @@ def greedy_answers(
     takes ``beams`` rows, so fewer prompts share a batch (32 prompts x 4 beams took 280 MB more memory
     than 8 x 4, for 8% less time).
 
-    ``workers``: groups answered at the same time, each on its own thread (default: as many as
-    :func:`one_thread_per_worker` set up; outside it, 1). A group's answers do not depend on which
-    worker answers it or when, so the answers are the same with any number of workers.
+    ``workers``: groups answered at the same time (default: as many as
+    :func:`~gptf.decoding.answer_workers.side_by_side_answers` set up; outside it, 1), each by a worker
+    process of its own where that is safe, else by a thread (``processes``: True or False to choose;
+    :mod:`gptf.decoding.answer_workers`). A group's answers do not depend on which worker answers it or
+    when, so the answers are the same with any number of workers of either kind.
     """
     rows: list[list[int] | None] = []
     for prompt in prompts:
@@ -719,7 +722,7 @@ def greedy_answers(
     if workers > 1:  # what the workers look up, built once here, not once in every worker
         for taught in {id(t): t for t in (generator.taught, getattr(generator.memory, "taught", None)) if t}.values():
             taught.prepare()
-    for group, finished_answers in side_by_side(groups, answer, workers):
+    for group, finished_answers in side_by_side(groups, answer, workers, processes=processes):
         for index, finished in zip(group, finished_answers, strict=True):
             if memo is not None:
                 memo[(tuple(rows[index]), max_new_tokens)] = finished  # type: ignore[arg-type]
@@ -731,9 +734,10 @@ def greedy_answers(
 
 
 def side_by_side_possible(generator: Generator) -> bool:
-    """Whether groups may be answered by several threads at once: on a CPU, without a compiled
+    """Whether groups may be answered by several workers at once: on a CPU, without a compiled
     decode step (one graph, compiled on first use, is not something to race on), and with decoding
-    constraints that say they are safe there (:attr:`gptf.interfaces.DecodingConstraint.thread_safe`)."""
+    constraints that say they may (:attr:`gptf.interfaces.DecodingConstraint.thread_safe`: a constraint
+    that keeps a count, say, would count in a worker process's copy of itself, or race in a thread)."""
     return (
         generator.device.type == "cpu"
         and generator.compiled_step is None

@@ -244,11 +244,12 @@ class DecodingConstraint:
     :meth:`should_stop` may end generation. Both see the :class:`DecodingState`.
     """
 
-    #: True if :meth:`adjust_logits` and :meth:`should_stop` may run in several threads at once:
+    #: True if :meth:`adjust_logits` and :meth:`should_stop` may run in several workers at once:
     #: ``gptf eval`` and the end of ``gptf run`` answer groups of questions side by side
-    #: (:func:`gptf.generate.greedy_answers`). Safe: nothing shared is changed in place, and a cache
-    #: filled on first use stores each entry in one assignment. With a constraint that leaves it
-    #: False, the groups are answered one after the other.
+    #: (:func:`gptf.generate.greedy_answers`), in worker processes (each with its own copy of the
+    #: constraint) or threads (sharing it). Safe: nothing shared is changed in place, nothing learnt
+    #: from one answer is needed in another, and a cache filled on first use stores each entry in one
+    #: assignment. With a constraint that leaves it False, the groups are answered one after the other.
     thread_safe: ClassVar[bool] = False
 
     def adjust_logits(self, logits: torch.Tensor, state: DecodingState) -> torch.Tensor:

@@ -3,8 +3,9 @@
 Groups of prompts are answered by several workers at once, forked processes where that is safe (on
 Linux, from the main thread) or threads, each with one PyTorch thread (gptf.decoding.answer_workers):
 * the answers, and every measure of them, are those of one worker (greedy and beam search, both kinds);
-* ``one_thread_per_worker`` gives greedy_answers as many workers as PyTorch had threads, and puts
-  the thread setting back afterwards, also after an error;
+* ``side_by_side_answers`` gives greedy_answers as many worker processes as PyTorch has threads, each
+  computing with one thread, and where there are no processes one worker, the caller, with PyTorch's
+  threads; this process's thread setting never changes, also after an error;
 * an error in a group reaches the caller; progress counts every prompt once, in the caller's thread;
 * an interrupt in the caller (Ctrl-C) stops the worker processes: none is left running.
 No timing here: speed is measured by ``benchmarks/generation_speed.py``.
@@ -23,7 +24,7 @@ from conftest import FIXTURES
 
 import gptf.decoding.answer_workers as answer_workers
 from gptf.data import read_jsonl
-from gptf.decoding.answer_workers import ANSWER_WORKERS, one_thread_per_worker
+from gptf.decoding.answer_workers import ANSWER_WORKERS, side_by_side_answers
 from gptf.generate import greedy_answers
 from gptf.run import LoadedRun, load_run
 
@@ -57,15 +58,16 @@ def test_workers_give_the_answers_of_one_worker(run: LoadedRun, beams: int, kind
     assert len({len(run.generator().prompt_ids(p)) for p in PROMPTS[:-1]}) > 3  # several groups to share
 
 
-def test_one_thread_per_worker_sets_the_workers_and_restores_the_threads(
+def test_side_by_side_answers_sets_the_workers_and_each_computes_with_one_thread(
     run: LoadedRun, kind: str, tmp_path: Path
 ) -> None:
     torch.set_num_threads(2)
     calls = tmp_path / "calls.txt"  # one line per group: who answered it (a forked worker writes it too)
     try:
         assert ANSWER_WORKERS.get() == 1  # outside: one worker
-        with one_thread_per_worker() as workers:
-            assert workers == 2 and ANSWER_WORKERS.get() == 2 and torch.get_num_threads() == 1
+        with side_by_side_answers() as workers:
+            expected = 2 if kind == "processes" else 1  # no processes: the caller, with PyTorch's threads
+            assert workers == expected and ANSWER_WORKERS.get() == expected and torch.get_num_threads() == 2
             generator = run.generator(beams=1)
             decode = generator.decode
 
@@ -76,17 +78,19 @@ def test_one_thread_per_worker_sets_the_workers_and_restores_the_threads(
 
             generator.decode = recording  # type: ignore[method-assign]
             greedy_answers(generator, PROMPTS, 8, batch_size=2)
-            workers_seen = {tuple(line.split()[:2]) for line in calls.read_text(encoding="utf-8").splitlines()}
-            assert {line.split()[2] for line in calls.read_text(encoding="utf-8").splitlines()} == {
-                "1"
-            }  # one thread each
-            assert len(workers_seen) == 2
-            if kind == "processes":
-                assert all(pid != str(os.getpid()) for pid, _ in workers_seen)
+            seen = {tuple(line.split()) for line in calls.read_text(encoding="utf-8").splitlines()}
+            if kind == "processes":  # two other processes, one thread each
+                assert len({pid for pid, _, _ in seen}) == 2 and all(threads == "1" for _, _, threads in seen)
+                assert str(os.getpid()) not in {pid for pid, _, _ in seen}
             else:
-                assert all(pid == str(os.getpid()) and name.startswith("gptf-answer") for pid, name in workers_seen)
+                assert seen == {(str(os.getpid()), threading.current_thread().name, "2")}
+            calls.unlink()
+            greedy_answers(generator, PROMPTS, 8, batch_size=2, workers=2, processes=False)  # threads, asked for
+            seen = {tuple(line.split()) for line in calls.read_text(encoding="utf-8").splitlines()}
+            assert len(seen) == 2 and {(pid, threads) for pid, _, threads in seen} == {(str(os.getpid()), "1")}
+            assert all(name.startswith("gptf-answer") for _, name, _ in seen)
         assert torch.get_num_threads() == 2 and ANSWER_WORKERS.get() == 1
-        with pytest.raises(RuntimeError, match="boom"), one_thread_per_worker():
+        with pytest.raises(RuntimeError, match="boom"), side_by_side_answers():
             raise RuntimeError("boom")
         assert torch.get_num_threads() == 2 and ANSWER_WORKERS.get() == 1
     finally:
@@ -148,7 +152,7 @@ def test_a_constraint_that_is_not_thread_safe_keeps_one_worker(run: LoadedRun) -
     generator = run.generator(beams=1)
     assert all(c.thread_safe for c in generator.constraints)  # the built-in ones are
     generator.constraints.append(Counting())
-    with one_thread_per_worker():
+    with side_by_side_answers():
         ANSWER_WORKERS.set(2)
         greedy_answers(generator, PROMPTS, 8, batch_size=2)
     assert threads == {threading.current_thread().name}

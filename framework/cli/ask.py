@@ -43,7 +43,8 @@ EvalThreadsOption = Annotated[
     typer.Option(
         min=1,
         max=THREADS_MAX,
-        help="Answer this many groups of questions at a time, each with one CPU thread (default: one per core)",
+        help="CPU threads: on Linux this many groups of questions answered at a time, by worker processes of "
+        "one thread each; elsewhere one group at a time with this many threads (default: one per core)",
     ),
 ]
 NoDraftOption = Annotated[
@@ -229,7 +230,7 @@ def eval_command(
     """Score a run: answer every prompt greedily, compare with the reference answers."""
     if threads is not None:  # else PyTorch's default, one per core: each answers groups with one thread
         use_threads(threads)
-    from gptf.decoding.answer_workers import one_thread_per_worker
+    from gptf.decoding.answer_workers import side_by_side_answers
     from gptf.evaluate import (
         concepts_for,
         default_eval_files,
@@ -281,7 +282,7 @@ def eval_command(
     generator = run.generator(answer_filter=answer_filter, beams=beams, memory=memory)
     files = eval_files_for(data, recipe.data.train) if data else default_eval_files(recipe.data, recall_samples)
     concepts = concepts_for(recipe.data, generator, [str(p) for p in data or []])
-    with one_thread_per_worker():  # groups of questions side by side, one thread each (gptf.generate)
+    with side_by_side_answers():  # groups of questions side by side (gptf.decoding.answer_workers)
         reports = evaluate_files(generator, files, settings, console, train_path=recipe.data.train, concepts=concepts)
     if not reports:
         from gptf.errors import DataError

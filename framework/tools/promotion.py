@@ -32,7 +32,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from gptf.decoding.answer_workers import one_thread_per_worker
+from gptf.decoding.answer_workers import side_by_side_answers
 from gptf.errors import GptfError
 from gptf.evaluate import SplitReport, evaluate_file
 from gptf.recipe import LoadedRecipe, Recipe
@@ -147,7 +147,7 @@ def run_with_promotion(
 
     console.rule("A/B: promote only if better")
     started = time.perf_counter()
-    with one_thread_per_worker():
+    with side_by_side_answers():
         new = score_run(result.run_dir, recipe, held_out, device)
         old = score_run(best, recipe, held_out, device) if has_run(best) else None
     promoted = old is None or new.char_f1 > old.char_f1
