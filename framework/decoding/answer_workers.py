@@ -3,17 +3,19 @@
 Answering the val questions runs the model ~2,000 times on a few tokens, and between the calls
 Python does the decoding constraints, the memory's vote and beam search's bookkeeping. Python runs
 one thread at a time (the GIL), and a small model's operations are so short that two threads mostly
-wait for each other: measured on 2 cores, the teacher run's 230 val questions by beam search with
-the memory took 16.2 s with one worker thread, 17.6 s with two, 15.3 s with one worker of two
-PyTorch threads. So where it is safe, each worker is a *process* of its own, with its own Python:
-the same 230 answers in 11.2 s with two (``python benchmarks/generation_speed.py``, "answer workers").
+wait for each other. So where it is safe, each worker is a *process* of its own, with its own Python.
+Measured on 2 cores, the teacher run's 230 val questions as the run answers them (beam search, 4
+beams, with the memory; ``python benchmarks/generation_speed.py --ckpt checkpoints/teacher_3m
+--no-compile --no-naive --repeats 2``): 10.6 s one group after the other (2 PyTorch threads), 6.9 s
+with 2 worker processes, 13.3 s with 2 worker threads of one thread each (greedy: 3.3 / 2.2 / 4.5 s).
 
 A worker process is a ``fork`` of this one, so it starts with the model, the tokenizer and the
 taught memory already in memory (nothing is copied until it is changed, nothing is saved to disk
 or sent). Only each group's prompt indices go to a worker and its finished answers come back.
-Forking is safe on Linux from the main thread (a web server's request threads, macOS and Windows
-use threads, as before). A worker computes with one PyTorch thread and ignores Ctrl-C: the caller
-gets the ``KeyboardInterrupt``, cancels the groups not started and waits for the few running.
+Forking is safe on Linux from the main thread; elsewhere (macOS, Windows, a web server's request
+thread) one worker, the caller, answers with PyTorch's threads. A worker computes with one PyTorch
+thread and ignores Ctrl-C: the caller gets the ``KeyboardInterrupt``, drops the groups not started
+and waits for the running ones (a second at most).
 
 A group's answers do not depend on which worker answers it or when, so the answers are the same
 with any number of workers and either kind (tests check it).
