@@ -14,6 +14,7 @@ micro-batches, and prompt augmentation.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -230,9 +231,12 @@ class Encoded:
     answer_start: int  # index in ids of the first answer token
 
 
-def encode_sample(tokenizer: Tokenizer, sample: Sample) -> Encoded:
-    prompt_ids = [tokenizer.bos_id, *tokenizer.encode(format_prompt(sample.prompt))]
-    answer_ids = [*tokenizer.encode(sample.completion), tokenizer.eos_id]
+def encode_sample(tokenizer: Tokenizer, sample: Sample, encode: Callable[[str], list[int]] | None = None) -> Encoded:
+    """``<bos>``, the templated prompt, the answer, ``<eos>``; ``encode``: the tokenizer's (default) or
+    one that remembers texts it has seen (:func:`tokenize_split`)."""
+    encode = encode or tokenizer.encode
+    prompt_ids = [tokenizer.bos_id, *encode(format_prompt(sample.prompt))]
+    answer_ids = [*encode(sample.completion), tokenizer.eos_id]
     return Encoded(prompt_ids + answer_ids, len(prompt_ids))
 
 
@@ -311,8 +315,10 @@ def tokenize_split(
     inputs, targets = [], []
     too_long: list[str] = []
     dropped = 0
+    # a text seen before is not encoded again: answers repeat (the teacher's 20,000 samples have 382)
+    encode = functools.cache(tokenizer.encode)
     for sample in samples:
-        enc = encode_sample(tokenizer, sample)
+        enc = encode_sample(tokenizer, sample, encode)
         ids = enc.ids
         if len(ids) > seq_len:
             too_long.append(f"{sample.source} ({len(ids)} tokens)")
