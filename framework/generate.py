@@ -637,8 +637,8 @@ def lookup_in_context(context: Sequence[int], max_ngram: int, limit: int) -> tup
 # same token length share one :meth:`Generator.decode` (the same decode step as a single
 # answer), so the answers are those of one-by-one greedy decoding (a test checks this).
 #
-# And the groups of prompts are answered side by side, one per CPU core: by worker processes where
-# that is safe, else by threads (:mod:`gptf.decoding.answer_workers`).
+# And the groups of prompts are answered side by side, one per CPU core, by worker processes where
+# that is safe (:mod:`gptf.decoding.answer_workers`).
 
 
 @attrs.frozen
@@ -719,9 +719,10 @@ def greedy_answers(
     groups = group_by_length(rows, max(1, batch_size // generator.beams))
     if workers is None:
         workers = ANSWER_WORKERS.get() if side_by_side_possible(generator) else 1
-    if workers > 1:  # what the workers look up, built once here, not once in every worker
-        for taught in {id(t): t for t in (generator.taught, getattr(generator.memory, "taught", None)) if t}.values():
-            taught.prepare()
+    if workers > 1:  # what the workers look up: built once here, before they start, not once in each
+        memory_taught = generator.memory.taught if generator.memory is not None else None
+        for taught in {generator.taught, memory_taught} - {None}:
+            taught.prepare()  # type: ignore[union-attr]
     for group, finished_answers in side_by_side(groups, answer, workers, processes=processes):
         for index, finished in zip(group, finished_answers, strict=True):
             if memo is not None:
