@@ -122,6 +122,26 @@ def test_an_error_in_a_group_reaches_the_caller_and_progress_counts_each_prompt_
 
 
 @pytest.mark.skipif(not FORKING, reason="worker processes are forked on Linux only")
+def test_never_more_worker_processes_than_cores(run: LoadedRun, tmp_path: Path) -> None:
+    """``gptf eval --threads 64`` on a 2-core laptop: 2 copies of the process, not 64."""
+    calls = tmp_path / "calls.txt"
+    generator = run.generator(beams=1)
+    decode = generator.decode
+
+    def recording(*args: object, **kwargs: object) -> object:
+        with calls.open("a", encoding="utf-8") as f:
+            f.write(f"{os.getpid()}\n")
+        return decode(*args, **kwargs)
+
+    generator.decode = recording  # type: ignore[method-assign]
+    answers = greedy_answers(generator, PROMPTS, 8, batch_size=1, workers=64, processes=True)
+    groups = len(calls.read_text(encoding="utf-8").splitlines())
+    assert groups > answer_workers.usable_cores()  # more groups than cores: the limit is what stops it
+    assert 1 <= len(set(calls.read_text(encoding="utf-8").split())) <= answer_workers.usable_cores()
+    assert [a.text for a in answers] == [a.text for a in greedy_answers(run.generator(beams=1), PROMPTS, 8, workers=1)]
+
+
+@pytest.mark.skipif(not FORKING, reason="worker processes are forked on Linux only")
 def test_an_interrupt_in_the_caller_stops_the_worker_processes(run: LoadedRun, kind: str) -> None:
     """Ctrl-C reaches the caller (the workers ignore it): the groups not started are dropped, the running
     ones finish, and no worker process is left behind."""

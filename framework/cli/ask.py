@@ -43,8 +43,9 @@ EvalThreadsOption = Annotated[
     typer.Option(
         min=1,
         max=THREADS_MAX,
-        help="CPU threads: on Linux this many groups of questions answered at a time, by worker processes of "
-        "one thread each; elsewhere one group at a time with this many threads (default: one per core)",
+        help="CPU threads: on Linux this many groups of questions answered at a time (at most one per core), "
+        "by worker processes of one thread each; elsewhere one group at a time with this many threads "
+        "(default: one per core)",
     ),
 ]
 NoDraftOption = Annotated[

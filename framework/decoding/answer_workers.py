@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
 import sys
 import threading
@@ -70,6 +71,13 @@ def processes_possible() -> bool:
     )
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (a container or ``taskset`` may allow fewer than the machine has)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def side_by_side(
     groups: Sequence[list[int]],
     answer: Callable[[list[int]], Result],
@@ -89,6 +97,11 @@ def side_by_side(
     workers = min(workers, len(groups))
     if processes is None:
         processes = processes_possible()
+    if processes:  # never more processes than cores (``--threads 64`` on 2 cores: 2 copies, not 64)
+        workers = min(workers, usable_cores())
+    if workers <= 1:
+        yield from side_by_side(groups, answer, 1)
+        return
     if not processes:
         with one_pytorch_thread():  # each worker thread computes with one thread
             yield from _finished(ThreadPoolExecutor(workers, thread_name_prefix="gptf-answer"), groups, answer)
