@@ -142,6 +142,26 @@ def test_never_more_worker_processes_than_cores(run: LoadedRun, tmp_path: Path) 
 
 
 @pytest.mark.skipif(not FORKING, reason="worker processes are forked on Linux only")
+def test_a_worker_process_that_dies_is_one_clear_error(run: LoadedRun) -> None:
+    """The system may kill a worker (out of memory): a GptfError that says so, not a hang or a traceback."""
+    from gptf.errors import GptfError
+
+    generator = run.generator(beams=1)
+    decode, parent = generator.decode, os.getpid()
+
+    def dying(*args: object, **kwargs: object) -> object:
+        if os.getpid() != parent:
+            os._exit(9)  # (as a process killed by the system ends: no exception, no answer)
+        return decode(*args, **kwargs)
+
+    generator.decode = dying  # type: ignore[method-assign]
+    with pytest.raises(GptfError, match=r"worker process .* stopped") as raised:
+        greedy_answers(generator, PROMPTS, 8, batch_size=2, workers=2, processes=True)
+    assert "--threads 1" in str(raised.value)
+    assert not multiprocessing.active_children()
+
+
+@pytest.mark.skipif(not FORKING, reason="worker processes are forked on Linux only")
 def test_an_interrupt_in_the_caller_stops_the_worker_processes(run: LoadedRun, kind: str) -> None:
     """Ctrl-C reaches the caller (the workers ignore it): the groups not started are dropped, the running
     ones finish, and no worker process is left behind."""

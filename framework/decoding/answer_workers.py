@@ -32,12 +32,14 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import torch
 
 from gptf.build.speed import one_pytorch_thread
+from gptf.errors import GptfError
 
 Result = TypeVar("Result")
 
@@ -129,7 +131,14 @@ def _finished(
             futures = {pool.submit(answer, group): group for group in groups}  # (the processes start here)
         try:
             for future in as_completed(futures):
-                yield futures[future], future.result()
+                try:
+                    result = future.result()
+                except BrokenProcessPool as error:  # a worker died: the system killed it (out of memory?)
+                    raise GptfError(
+                        "a worker process answering the questions stopped without finishing (killed: out of memory?)",
+                        hint="answer with fewer workers: --threads 1 (gptf eval), training.threads=1 (gptf run)",
+                    ) from error
+                yield futures[future], result
         finally:
             for future in futures:
                 future.cancel()  # (a group already running finishes; the pool waits for it)
