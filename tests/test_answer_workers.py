@@ -161,6 +161,32 @@ def test_a_worker_process_that_dies_is_one_clear_error(run: LoadedRun) -> None:
     assert not multiprocessing.active_children()
 
 
+LOCKED_STDOUT = """
+import io, os, sys, time
+from gptf.decoding.answer_workers import side_by_side
+parent = os.getpid()
+class LockedInACopy(io.StringIO):
+    def flush(self):  # as a stream whose lock a spinner's thread held at the fork: the copy waits forever
+        if os.getpid() != parent:
+            time.sleep(3600)
+sys.stdout = LockedInACopy()
+done = sorted(group[0] for group, _ in side_by_side([[0], [1], [2], [3]], lambda group: group, 2, processes=True))
+os.write(2, f"answered {done}".encode())
+"""
+
+
+@pytest.mark.skipif(not FORKING, reason="worker processes are forked on Linux only")
+def test_a_worker_does_not_wait_on_a_stream_locked_when_it_was_forked() -> None:
+    """A worker writes to its own sys.stdout/sys.stderr: the copied ones may hold a lock forever (another
+    thread of the caller, a progress spinner, may have been writing when the process was forked), and a
+    worker flushes them when it ends. (In its own process, so that a hang fails the test, not the suite.)"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", LOCKED_STDOUT], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr.endswith("answered [0, 1, 2, 3]"), done.stderr
+
+
 @pytest.mark.skipif(not FORKING, reason="worker processes are forked on Linux only")
 def test_an_interrupt_in_the_caller_stops_the_worker_processes(run: LoadedRun, kind: str) -> None:
     """Ctrl-C reaches the caller (the workers ignore it): the groups not started are dropped, the running

@@ -148,9 +148,20 @@ _forked_task: Callable[[list[int]], Any] | None = None
 
 
 def _worker_start() -> None:
-    """In each forked worker, first: one PyTorch thread, and Ctrl-C left to the caller."""
+    """In each forked worker, first: one PyTorch thread, Ctrl-C left to the caller, and its own
+    ``sys.stdout``/``sys.stderr`` on the same terminal. The copied ones may be locked forever: a fork
+    copies a lock as it is, and another thread of the caller (a progress spinner) may have been
+    writing at that moment; a worker flushes them when it ends and would wait for that lock forever."""
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # not a file (a notebook's, a test's capture)
+            fd = 1 if name == "stdout" else 2
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        setattr(sys, name, open(fd, "w", encoding=encoding, errors="replace", closefd=False))  # noqa: SIM115
 
 
 def _call_forked_task(group: list[int]) -> Any:
