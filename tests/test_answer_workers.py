@@ -142,6 +142,28 @@ def test_never_more_worker_processes_than_cores(run: LoadedRun, tmp_path: Path) 
 
 
 @pytest.mark.skipif(not FORKING, reason="worker processes are forked on Linux only")
+@pytest.mark.parametrize("where", ["pool", "fork"])
+def test_where_no_worker_process_can_start_this_process_answers(
+    run: LoadedRun, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A sandbox without /dev/shm (no semaphores for the pool) or with no processes left to fork: the same
+    answers, from this process, and a warning that says why."""
+    alone = greedy_answers(run.generator(beams=1), PROMPTS, 8, batch_size=2, workers=1)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise OSError(38 if where == "pool" else 11, "refused here")
+
+    if where == "pool":
+        monkeypatch.setattr(answer_workers, "ProcessPoolExecutor", refused)
+    else:
+        monkeypatch.setattr(os, "fork", refused)
+    with pytest.warns(RuntimeWarning, match="worker processes cannot start here .*refused here"):
+        answers = greedy_answers(run.generator(beams=1), PROMPTS, 8, batch_size=2, workers=2, processes=True)
+    assert answers == alone
+    assert not multiprocessing.active_children()
+
+
+@pytest.mark.skipif(not FORKING, reason="worker processes are forked on Linux only")
 def test_a_worker_process_that_dies_is_one_clear_error(run: LoadedRun) -> None:
     """The system may kill a worker (out of memory): a GptfError that says so, not a hang or a traceback."""
     from gptf.errors import GptfError

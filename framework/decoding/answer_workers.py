@@ -31,7 +31,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -106,29 +106,46 @@ def side_by_side(
         return
     if not processes:
         with one_pytorch_thread():  # each worker thread computes with one thread
-            yield from _finished(ThreadPoolExecutor(workers, thread_name_prefix="gptf-answer"), groups, answer)
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="gptf-answer")
+            yield from _finished(pool, {pool.submit(answer, group): group for group in groups})
         return
     global _forked_task
     _forked_task = answer  # what the forked workers call: inherited by the fork, never pickled
     try:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_start)
-        yield from _finished(pool, groups, _call_forked_task)
+        try:
+            pool, futures = _started(workers, groups)
+        except OSError as error:  # no worker can start here (a sandbox without /dev/shm, no processes left)
+            warnings.warn(
+                f"answering in this process: worker processes cannot start here ({error})", RuntimeWarning, stacklevel=3
+            )
+            yield from side_by_side(groups, answer, 1)
+            return
+        yield from _finished(pool, futures)
     finally:
         _forked_task = None
 
 
-def _finished(
-    pool: Executor, groups: Sequence[list[int]], answer: Callable[[list[int]], Any]
-) -> Iterator[tuple[list[int], Any]]:
-    with pool:
+def _started(workers: int, groups: Sequence[list[int]]) -> tuple[Executor, dict[Future, list[int]]]:
+    """A pool of ``workers`` forked processes, every group handed to it (the processes start here)."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_start)
+    try:
         with warnings.catch_warnings():
             # Python 3.12+ warns that forking a process that has threads (PyTorch's) may leave the copy
             # waiting on a lock one of them held; PyTorch's own pools are made safe to fork (the worker
-            # runs with one thread, as PyTorch's DataLoader workers do), and no other thread is forked
+            # runs with one thread, as PyTorch's DataLoader workers do) and a worker opens its own
+            # stdout and stderr (_worker_start)
             warnings.filterwarnings(
                 "ignore", message=r".*use of fork\(\) may lead to deadlocks", category=DeprecationWarning
             )
-            futures = {pool.submit(answer, group): group for group in groups}  # (the processes start here)
+            return pool, {pool.submit(_call_forked_task, group): group for group in groups}
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+
+
+def _finished(pool: Executor, futures: dict[Future, list[int]]) -> Iterator[tuple[list[int], Any]]:
+    """``(group, result)`` as the pool finishes them; then the pool is shut down (the groups not started dropped)."""
+    with pool:
         try:
             for future in as_completed(futures):
                 try:
