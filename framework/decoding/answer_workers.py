@@ -92,17 +92,12 @@ def side_by_side(
     processes (default: where :func:`processes_possible`), else threads. The caller's loop runs in
     the calling thread, so whatever it records needs no lock. An error in a group is raised here,
     and the groups not yet started are dropped."""
-    if workers <= 1 or len(groups) <= 1:
-        for group in groups:
-            yield group, answer(group)
-        return
-    workers = min(workers, len(groups))
     if processes is None:
         processes = processes_possible()
-    if processes:  # never more processes than cores (``--threads 64`` on 2 cores: 2 copies, not 64)
-        workers = min(workers, usable_cores())
+    # never more processes than cores (``--threads 64`` on 2 cores: 2 copies, not 64)
+    workers = min(workers, len(groups), usable_cores() if processes else workers)
     if workers <= 1:
-        yield from side_by_side(groups, answer, 1)
+        yield from _one_after_another(groups, answer)
         return
     if not processes:
         with one_pytorch_thread():  # each worker thread computes with one thread
@@ -118,11 +113,18 @@ def side_by_side(
             warnings.warn(
                 f"answering in this process: worker processes cannot start here ({error})", RuntimeWarning, stacklevel=3
             )
-            yield from side_by_side(groups, answer, 1)
+            yield from _one_after_another(groups, answer)
             return
         yield from _finished(pool, futures)
     finally:
         _forked_task = None
+
+
+def _one_after_another(
+    groups: Sequence[list[int]], answer: Callable[[list[int]], Result]
+) -> Iterator[tuple[list[int], Result]]:
+    for group in groups:
+        yield group, answer(group)
 
 
 def _started(workers: int, groups: Sequence[list[int]]) -> tuple[Executor, dict[Future, list[int]]]:
