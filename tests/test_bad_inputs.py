@@ -167,6 +167,7 @@ CASES = [
     Case("recipe-missing", lambda w, r: ["run", "nope.yaml"], ERROR, ("recipe not found:", "nope.yaml")),
     Case("recipe-invalid-yaml", recipe_file("name: x\nmodel: [1\n"), ERROR, ("bad.yaml:3", "invalid YAML")),
     Case("recipe-duplicate-key", recipe_file("name: a\nname: b\n"), ERROR, ("duplicate key 'name'",)),
+    Case("recipe-empty", recipe_file("# only a comment\n\n"), ERROR, ("bad.yaml", "the recipe is empty", "extends:")),
     Case("recipe-top-level-list", recipe_file("- 1\n- 2\n"), ERROR, ("the top level must be a mapping",)),
     Case(
         "recipe-not-utf8",

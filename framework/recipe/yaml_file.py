@@ -110,8 +110,14 @@ def read_recipe_file(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise GptfError(f"cannot read recipe {path}: {exc}") from exc
     data = parse_yaml(text, str(path))
-    if data is None:
-        data = {}
+    if data is None:  # an empty file, or only comments: almost always a mistake (it would train on defaults)
+        raise RecipeError(
+            str(path),
+            [
+                "the recipe is empty (no keys at all); start from a shipped recipe: copy "
+                "recipes/teacher_3m.yaml, or write 'extends: <path to it>' and the keys you change"
+            ],
+        )
     if not isinstance(data, dict):
         raise RecipeError(str(path), [f"the top level must be a mapping of keys, got {type(data).__name__}"])
     return data
