@@ -211,6 +211,7 @@ def run_recipe(
         stability = session.trainer.stability.report()
         try:
             quantized_note = finish_stage(inputs, model)
+            session.publish_metrics()  # the saved weights' metrics replace an older run's
             result = report_stage(
                 inputs,
                 model,
@@ -413,8 +414,8 @@ def train_stage(
     recipe, files, world = inputs.recipe, inputs.files, world or World()
     if world.is_main:
         files.root.mkdir(parents=True, exist_ok=True)
-        files.metrics.unlink(missing_ok=True)
-    log = (lambda record: append_jsonl(files.metrics, record)) if world.is_main else None
+        files.metrics_in_progress.unlink(missing_ok=True)  # (metrics.jsonl: an older finished run's, kept until saved)
+    log = (lambda record: append_jsonl(files.metrics_in_progress, record)) if world.is_main else None
     trainer = make_trainer(inputs, model, log=log, world=world)
     choice = trainer.precision
     inputs.precision.update(choice.as_record())

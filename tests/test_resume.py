@@ -328,3 +328,23 @@ def test_fresh_run_over_a_finished_run_says_it_will_replace_it(workdir: Path) ->
     assert "holds a finished run (" in again.stdout and "replaces it when it finishes" in again.stdout
     assert "name=" in again.stdout  # how to keep it
     assert (run_dir(workdir) / "run.json").stat().st_mtime_ns > before  # and it did replace it (written again)
+
+
+def test_an_interrupted_new_run_leaves_the_finished_runs_files_as_they_were(
+    workdir: Path, reference: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until the new run is saved, the finished run in its folder keeps its weights *and* its metrics:
+    the new run logs to metrics.in-progress.jsonl, which becomes metrics.jsonl when it is saved."""
+    make_run_folder(workdir)
+    folder = run_dir(workdir)
+    assert invoke(["run", "r.yaml", "training.lr=0.002"]).exit_code == 0  # another run, other numbers
+    kept = {name: (folder / name).read_bytes() for name in ("model.safetensors", "metrics.jsonl", "run.json")}
+    monkeypatch.setenv("GPTF_TEST_SIGNAL_AT", "5:SIGINT")
+    assert invoke(["run", "r.yaml"]).exit_code == 130
+    assert {name: (folder / name).read_bytes() for name in kept} == kept
+    in_progress = (folder / "metrics.in-progress.jsonl").read_text().splitlines()
+    assert in_progress and json.loads(in_progress[-1])["step"] <= 5
+    monkeypatch.delenv("GPTF_TEST_SIGNAL_AT")
+    assert invoke(["run", "r.yaml", "--resume"]).exit_code == 0
+    assert not (folder / "metrics.in-progress.jsonl").exists()
+    assert_same_as_reference(workdir, reference)  # weights and metrics.jsonl: the new run's, as if uninterrupted

@@ -6,6 +6,9 @@
       model.safetensors        fp32 weights (safetensors: plain tensors, no code runs on load)
       model.int8.safetensors   quantized weights (when the recipe's quantizer made them)
       metrics.jsonl            one JSON line per log/eval step
+      metrics.in-progress.jsonl
+                               the same lines while a run trains; renamed to metrics.jsonl once its
+                               weights are saved, so an older run's metrics stay beside its weights until then
       run.json                 fingerprints, plugins, timings, final losses; written last, with the
                                sha256 of the model's files (checked on load: gptf.train.fingerprints)
       state/                   resumable checkpoints while training (gptf.train.checkpoint); gone once finished
@@ -43,6 +46,7 @@ TOKENIZER = "tokenizer.json"
 WEIGHTS = "model.safetensors"
 QUANTIZED = "model.int8.safetensors"
 METRICS = "metrics.jsonl"
+METRICS_IN_PROGRESS = "metrics.in-progress.jsonl"
 INFO = "run.json"
 
 
@@ -176,6 +180,18 @@ class RunFiles:
     @property
     def metrics(self) -> Path:
         return self.root / METRICS
+
+    @property
+    def metrics_in_progress(self) -> Path:
+        """Where a training run logs until it is saved (then :meth:`publish_metrics` moves it)."""
+        return self.root / METRICS_IN_PROGRESS
+
+    def publish_metrics(self) -> None:
+        """The new weights are saved: their training's metrics take the place of the old run's."""
+        if self.metrics_in_progress.is_file():
+            os.replace(self.metrics_in_progress, self.metrics)
+        else:  # nothing was logged: the old run's numbers must not stay beside the new weights
+            self.metrics.unlink(missing_ok=True)
 
     @property
     def info(self) -> Path:

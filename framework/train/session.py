@@ -162,6 +162,7 @@ class TrainingSession:
         self.tokenizer_path = Path(loaded.recipe.tokenizer.path)
         self.data_hashes = data_fingerprints(training_data(loaded))
         self.last_saved: Checkpoint | None = None
+        self.metrics = files.metrics_in_progress  # this run's log (metrics.jsonl once its weights are saved)
         self._previous_handlers: dict[int, Any] = {}
         if resume_from is not None:
             self._resume(resume_from)
@@ -178,7 +179,7 @@ class TrainingSession:
     def _resume(self, checkpoint: Checkpoint) -> None:
         check_tokenizer_unchanged(checkpoint, self.tokenizer_path)
         t = self.trainer
-        metrics = self.files.metrics if t.world.is_main else None  # rank 0 alone writes the run folder
+        metrics = self.metrics if t.world.is_main else None  # rank 0 alone writes the run folder
         restore(
             checkpoint,
             model=t.model,
@@ -264,7 +265,7 @@ class TrainingSession:
             recipe=self.recipe_data,
             tokenizer_path=self.tokenizer_path,
             data_hashes=self.data_hashes,
-            metrics_path=self.files.metrics if self.files.metrics.is_file() else None,
+            metrics_path=self.metrics if self.metrics.is_file() else None,
             world_size=t.world.size,
         )
 
@@ -319,6 +320,11 @@ class TrainingSession:
             f"training interrupted at step {t.state.step} of {t.config.max_steps}; {where}",
             hint=f"continue with: {resume_command(self.loaded, self.files.root)}",
         )
+
+    def publish_metrics(self) -> None:
+        """The run's weights are saved: its metrics become the folder's ``metrics.jsonl``."""
+        self.files.publish_metrics()
+        self.metrics = self.files.metrics  # a rescue checkpoint after this point still takes them
 
     def close(self) -> None:
         """The run is finished and its weights saved: the resumable checkpoints are no longer needed."""
