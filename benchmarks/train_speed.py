@@ -11,7 +11,8 @@ take turns, ``--chunk`` steps at a time, so a busy neighbour slows all of them a
 
 Useful work is counted as 6 · parameters · real (non-padding) tokens, the FLOPs of the
 forward and backward pass a perfect implementation would do, and compared with the GEMM
-peak measured at the start of the same run.
+peak measured at the start of the same run. The contender ``gemm_floor`` times only the
+matrix products of gptf's steps (see gemm_floor_contender): the fastest a step could be here.
 
 gptf's trainer asks glibc to keep freed memory for reuse (gptf.build.allocator), which is a
 setting of the whole process: the naive contender, in the same process, gets it too, so the
@@ -25,6 +26,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -41,6 +43,10 @@ from bench_common import (
     summary,
 )
 from naive_reference import NaiveConfig, NaiveTrainer, encode_original
+
+from gptf.build.speed import one_pytorch_thread
+from gptf.data import micro_batches, step_samples
+from gptf.train.side_by_side import deal
 
 GPTF_VARIANTS: dict[str, list[str]] = {
     "gptf": [],  # the teacher recipe as shipped (micro-batch 4, precision auto, micro-batches side by side)
@@ -79,6 +85,70 @@ def naive_contender(data: Dataset) -> Contender:
     return Contender("naive", trainer.train_step, lambda: trainer.real_tokens, params)
 
 
+def gemm_floor_contender(data: Dataset, name: str = "gemm_floor") -> Contender:
+    """The matrix products of gptf's own steps and nothing else: a floor for its step time.
+
+    The same micro-batches as ``gptf`` (the same rows, padded the same way), dealt to the same
+    workers, each with one PyTorch thread; for every linear layer (q/k/v, attention output, MLP in
+    and out, the output layer) the forward product and the two of the backward pass (the input's
+    gradient and the weights'). That is the "useful work" below (6 FLOPs per weight and row), on
+    the padded rows gptf computes; no norm, activation, attention, loss, optimizer or Python. So
+    its % of the peak is the most an implementation of this model and batch layout can reach on
+    this CPU with PyTorch's GEMMs, and its ms/step the least a step can take.
+
+    ``gemm_floor_mb16``: the same for another layout, all 16 samples in one micro-batch (bigger
+    matrices) computed with all of PyTorch's threads, one product after the other."""
+    setup = gptf_trainer(data, ["training.micro_batch=16"] if name == "gemm_floor_mb16" else [])
+    trainer = setup.trainer
+    model = trainer.model
+    shapes = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    weights = {shape: torch.randn(shape[1], shape[0]) for shape in set(shapes)}  # (out, in), like nn.Linear
+    most_rows = trainer.config.micro_batch * model.config.seq_len
+    # inputs and output gradients made once: the first ``rows`` rows of each are a contiguous matrix
+    dims = {d for shape in shapes for d in shape}
+    values = {d: torch.randn(most_rows, d) for d in dims}
+    workers = setup.trainer.side_by_side.workers  # as gptf computes them: 1 = one after the other
+    pool = ThreadPoolExecutor(workers)
+    state = {"step": 0, "tokens": 0}
+
+    def products(rows: int) -> None:
+        for fan_in, fan_out in shapes:
+            w = weights[(fan_in, fan_out)]
+            x, grad_y = values[fan_in][:rows], values[fan_out][:rows]
+            x @ w.t()  # forward
+            grad_y @ w  # backward: the input's gradient
+            grad_y.t() @ x  # backward: the weights' gradient
+
+    def step() -> None:
+        cfg = trainer.config
+        indices = step_samples(trainer.lengths, cfg.seed, state["step"], cfg.batch_size, cfg.bucket_batches)
+        batches = micro_batches(
+            trainer.train_split, indices, cfg.micro_batch, trainer.pad_id, trainer.pad_multiple, model.config.seq_len
+        )
+        rows = [x.numel() for x, _ in batches]
+
+        def work(hand: list[int]) -> None:
+            # A new thread's own OpenMP setting starts at every core, and a bare matmul (unlike the
+            # model's first operations) does not set it from PyTorch's: without this each worker's
+            # GEMMs started a team of OpenMP threads, and the naive contender ran 2x slower after them.
+            torch.set_num_threads(1)
+            for i in hand:
+                products(rows[i])
+
+        if workers == 1:
+            for count in rows:
+                products(count)
+        else:
+            with one_pytorch_thread():
+                for future in [pool.submit(work, hand) for hand in deal(len(rows), workers)]:
+                    future.result()
+        state["step"] += 1
+        state["tokens"] += sum(len(trainer.train_split.inputs[i]) for i in indices)
+
+    params = sum(p.numel() for p in model.parameters())
+    return Contender(name, step, lambda: state["tokens"], params)
+
+
 def gptf_contender(name: str, data: Dataset) -> Contender:
     setup = gptf_trainer(data, GPTF_VARIANTS[name])
     trainer = setup.trainer
@@ -97,7 +167,7 @@ def main() -> None:
         "--variants",
         nargs="+",
         default=DEFAULT_VARIANTS,
-        choices=["naive", *GPTF_VARIANTS],
+        choices=["naive", "gemm_floor", "gemm_floor_mb16", *GPTF_VARIANTS],
         help=f"contenders (default: {' '.join(DEFAULT_VARIANTS)})",
     )
     args = parser.parse_args()
@@ -108,7 +178,12 @@ def main() -> None:
         return
     peaks = {"fp32": gemm_peak_gflops(torch.float32), "bf16": gemm_peak_gflops(torch.bfloat16)}
 
-    contenders = [naive_contender(data) if v == "naive" else gptf_contender(v, data) for v in args.variants]
+    special: dict[str, Callable[[Dataset], Contender]] = {
+        "naive": naive_contender,
+        "gemm_floor": gemm_floor_contender,
+        "gemm_floor_mb16": lambda d: gemm_floor_contender(d, "gemm_floor_mb16"),
+    }
+    contenders = [special[v](data) if v in special else gptf_contender(v, data) for v in args.variants]
     warmup_s: dict[str, float] = {}
     for c in contenders:
         started = time.perf_counter()

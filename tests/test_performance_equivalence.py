@@ -296,6 +296,26 @@ def test_naive_reference_has_the_teacher_parameter_count() -> None:
     assert sum(p.numel() for p in NaiveGPT(NaiveConfig(vocab_size=824)).parameters()) == 3_368_192
 
 
+def test_the_gemm_floor_does_the_teacher_steps_matrix_products() -> None:
+    """benchmarks/train_speed.py's ``gemm_floor`` (the fastest a step could be) multiplies every weight
+    of the teacher's linear layers, and only those: all its parameters but the norms' and the biases
+    (the embedding is the output layer's weight), and consumes the same samples as gptf's step."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_common import gptf_trainer, our_data
+    from train_speed import gemm_floor_contender
+
+    data = our_data()
+    floor = gemm_floor_contender(data)
+    model = gptf_trainer(data).trainer.model
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    small = sum(p.numel() for name, p in model.named_parameters() if p.dim() == 1)  # norm weights, biases
+    assert linear + small == floor.params == 3_368_192
+    gptf = gptf_trainer(data).trainer
+    floor.step()
+    gptf.train_step()
+    assert floor.tokens() == gptf.state.tokens_seen > 0
+
+
 def test_without_bucketing_the_data_order_is_the_plain_stream() -> None:
     lengths = [(7 * i) % 50 + 5 for i in range(200)]
     for step in (0, 3, 12, 40):
