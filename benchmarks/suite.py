@@ -237,7 +237,9 @@ def table(raw: dict[str, Any]) -> str:
                 f"| {r['pct_of_fp32_peak']}% | {f'{rss} MB' if rss else ''} |"
             )
         peak = raw["training"]["gemm_peak_gflops"]
-        rows.append(f"| | GEMM peak, same process | fp32 {peak['fp32']} / bf16 {peak['bf16']} GFLOP/s | | | |")
+        both = raw["training"].get("fp32_peak_at_start_and_in_turns")
+        when = f" (the higher of {both[0]} at the start and {both[1]} in turns with the steps)" if both else ""
+        rows.append(f"| | GEMM peak, same process | fp32 {peak['fp32']}{when} / bf16 {peak['bf16']} GFLOP/s | | | |")
     if "run" in raw:
         s = raw["run"]["seconds"]
         n = raw["run"]["steps"]
