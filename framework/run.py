@@ -385,9 +385,9 @@ def build_stage(inputs: RunInputs, console: Console, device: str, world: World |
             f"of the {t.batch_size} samples of every step; rank 0 prints, evaluates and saves",
             highlight=False,
         )
-        note = oversubscription_note(world, threads) if target.type == "cpu" else None
-        if note:
-            console.print(f"[yellow]warning: {note}[/]", highlight=False)
+    note = oversubscription_note(world, threads) if target.type == "cpu" else None
+    if note:
+        console.print(f"[yellow]warning: {note}[/]", highlight=False)
     return model
 
 

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import invoke
+from conftest import TINY_RECIPE, invoke
 from safetensors.torch import load_file
 from test_resume import STEPS, make_run_folder, run_dir
 
+from gptf.build.speed import usable_cores
 from gptf.errors import GptfError
+from gptf.train import distributed
 from gptf.train.checkpoint import latest_checkpoint
 from gptf.train.distributed import World, oversubscription_note, world_from_environment
 
@@ -165,9 +167,24 @@ def test_the_ranks_share_each_batch_exactly_and_evenly() -> None:
 
 
 def test_more_threads_than_cores_is_noticed() -> None:
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     assert oversubscription_note(World(rank=0, size=2, local_size=1), threads=1) is None
     assert "slow each other down" in (oversubscription_note(World(rank=0, size=2, local_size=2), cores) or "")
+    assert oversubscription_note(World(), threads=cores) is None  # one process: one thread per core is fine
+    one = oversubscription_note(World(), threads=cores + 1) or ""
+    assert one.startswith(f"{cores + 1} threads on {cores} cores") and f"training.threads={cores}" in one
+
+
+def test_a_run_with_more_threads_than_cores_warns(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not only under torchrun: one process with more threads than cores is warned too."""
+    monkeypatch.setattr(distributed, "usable_cores", lambda: 1)
+    before = torch.get_num_threads()
+    try:
+        result = invoke(["run", str(TINY_RECIPE), "training.threads=2", "training.max_steps=2", "demo_prompts=[]"])
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 0, result.output
+    assert "warning: 2 threads on 1 core: they will slow each other down (set training.threads=1)" in result.stdout
 
 
 def test_torchrun_with_two_processes_matches_one_process(

@@ -43,6 +43,13 @@ def one_pytorch_thread() -> Iterator[int]:
         torch.set_num_threads(threads)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (a container or ``taskset`` may allow fewer than the machine has)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def cpu_flags() -> set[str]:
     """The CPU's feature flags as the OS reports them (empty where it does not)."""
     try:

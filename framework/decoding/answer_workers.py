@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
 import signal
 import sys
 import threading
@@ -38,7 +37,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from gptf.build.speed import one_pytorch_thread
+from gptf.build.speed import one_pytorch_thread, usable_cores
 from gptf.errors import GptfError
 
 Result = TypeVar("Result")
@@ -71,13 +70,6 @@ def processes_possible() -> bool:
         and "fork" in multiprocessing.get_all_start_methods()
         and threading.current_thread() is threading.main_thread()
     )
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (a container or ``taskset`` may allow fewer than the machine has)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def side_by_side(

@@ -56,6 +56,7 @@ import torch.distributed as dist
 from torch import nn
 
 from gptf.build.devices import resolve_device
+from gptf.build.speed import usable_cores
 from gptf.errors import GptfError, SaveFailed, TrainingStopped
 
 #: How long a rank waits for the others in one collective before giving up (a dead peer).
@@ -255,11 +256,13 @@ def _backend_for(device: torch.device, world: World) -> str:
 
 
 def oversubscription_note(world: World, threads: int) -> str | None:
-    """A warning when this machine's processes use more threads than it has cores."""
-    cores = os.cpu_count() or 1
+    """A warning when this machine's processes (or this one process) use more threads than it has cores."""
+    cores = usable_cores()
     if world.local_size * threads <= cores:
         return None
+    total = f"{world.local_size} processes x {threads} threads = {world.local_size * threads}"
     return (
-        f"{world.local_size} processes x {threads} threads = {world.local_size * threads} threads on "
-        f"{cores} cores: they will slow each other down (set training.threads={max(cores // world.local_size, 1)})"
+        f"{total if world.local_size > 1 else threads} threads on {cores} core{'s' if cores > 1 else ''}: "
+        "they will slow each other down "
+        f"(set training.threads={max(cores // world.local_size, 1)})"
     )
