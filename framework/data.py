@@ -95,6 +95,8 @@ def parse_jsonl(path: str | Path) -> JsonlContents:
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path} is a folder, not a JSONL file")
+    if path.exists() and not path.is_file():
+        raise DataError(f"{path} is a device, pipe or socket, not a JSONL file")
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     try:

@@ -52,6 +52,7 @@ import attrs
 from rich.console import Console
 from rich.table import Table
 
+from gptf.build.validate import path_kind
 from gptf.data import Sample, normalize_prompt, read_jsonl
 from gptf.decoding.answer_workers import side_by_side_answers
 from gptf.decoding.char_bags import CharBags
@@ -585,7 +586,11 @@ def evaluate_files(
     reports = []
     for item in files:
         if not Path(item.path).is_file():
-            console.print(f"[yellow]skipped {item.name}: {item.path} not found (run gptf eval where it exists)[/]")
+            if Path(item.path).exists():
+                why = f"is {path_kind(Path(item.path))}, not a JSONL file"
+            else:
+                why = "not found (run gptf eval where it exists)"
+            console.print(f"[yellow]skipped {item.name}: {item.path} {why}[/]")
             continue
         total = len(sample_evenly(read_jsonl(item.path), item.limit))
         with Progress(

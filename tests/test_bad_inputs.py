@@ -8,6 +8,7 @@ fragment of the message. A few run as real subprocesses at the end, as a user wo
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import textwrap
 from collections.abc import Callable
@@ -313,6 +314,22 @@ CASES = [
     Case("data-only-blank-lines", data_file("\n\n  \n"), ERROR, ("bad.jsonl: no samples",)),
     Case("data-is-a-folder", run_args("data.val=."), ERROR, ("data.val: . is a folder",)),
     Case(
+        "eval-data-is-a-folder",  # was "not found"
+        lambda w, r: ["eval", "--ckpt", str(r), "--data", "."],
+        ERROR,
+        ("nothing to evaluate: none of . is a JSONL file here",),
+    ),
+    Case(
+        "data-is-a-device",  # was called a folder
+        lambda w, r: (
+            ["run", str(TINY_RECIPE), f"data.val={os.devnull}"]
+            if Path(os.devnull).exists() and not Path(os.devnull).is_file()
+            else pytest.skip("no device file")
+        ),
+        ERROR,
+        (f"data.val: {os.devnull} is a device, pipe or socket, not a JSONL file",),
+    ),
+    Case(
         "jsonl-invalid-json",
         data_file('{"prompt": "a", "completion": "b"}\n{"prompt": "a",\n'),
         ERROR,
@@ -378,6 +395,19 @@ CASES = [
         run_args("output_dir=tiny_train.jsonl/run"),
         ERROR,
         ("tiny_train.jsonl/run: not a folder (a part of this path is a file)",),
+    ),
+    Case(
+        "output-dir-cannot-be-made",  # /proc takes no new folders (ENOENT): was a FileNotFoundError traceback
+        lambda w, r: (
+            ["run", str(TINY_RECIPE), "output_dir=/proc/gptf-no-such-folder/run"]
+            if Path("/proc/self").is_dir()
+            else pytest.skip("needs Linux's /proc")
+        ),
+        ERROR,
+        (
+            "cannot make the run folder /proc/gptf-no-such-folder/run: /proc/gptf-no-such-folder: no such file",
+            "output_dir=checkpoints/<name>",
+        ),
     ),
     Case(
         "out-folder-is-a-file",

@@ -76,6 +76,11 @@ def validate_for_run(loaded: LoadedRecipe, console: Console | None = None) -> Re
     return registry
 
 
+def path_kind(path: Path) -> str:
+    """What stands at ``path`` when it is not a regular file: a folder, or a device, pipe or socket."""
+    return "a folder" if path.is_dir() else "a device, pipe or socket"
+
+
 def data_file_problem(key: str, value: str | None) -> str | None:
     """What is wrong with the data file at recipe key ``key``, if anything."""
     if not value:
@@ -84,7 +89,7 @@ def data_file_problem(key: str, value: str | None) -> str | None:
     if not path.exists():
         return f"{key}: file not found: {path} (paths are relative to the folder gptf runs in: {Path.cwd()})"
     if not path.is_file():
-        return f"{key}: {path} is a folder, not a JSONL file"
+        return f"{key}: {path} is {path_kind(path)}, not a JSONL file"
     if path.stat().st_size == 0:
         return f"{key}: {path} is empty"
     return None
@@ -116,7 +121,7 @@ def file_problems(recipe: Recipe) -> list[str]:
     problems = [p for p in (data_file_problem("data.train", data.train), data_file_problem("data.val", data.val)) if p]
     tokenizer = Path(recipe.tokenizer.path)
     if tokenizer.exists() and not tokenizer.is_file():
-        problems.append(f"tokenizer.path: {tokenizer} is a folder, not a tokenizer file")
+        problems.append(f"tokenizer.path: {tokenizer} is {path_kind(tokenizer)}, not a tokenizer file")
     if recipe.run_dir.exists() and not recipe.run_dir.is_dir():
         problems.append(f"output_dir: {recipe.run_dir} is a file, but the run needs a folder there")
     return problems

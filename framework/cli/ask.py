@@ -289,7 +289,7 @@ def eval_command(
         from gptf.errors import DataError
 
         raise DataError(
-            "nothing to evaluate: none of " + ", ".join(f.path for f in files) + " exists here",
+            "nothing to evaluate: none of " + ", ".join(f.path for f in files) + " is a JSONL file here",
             hint=data_elsewhere_hint(run),
         )
     print_report(console, reports, worst)

@@ -25,7 +25,7 @@ from typing import Any
 
 from rich.console import Console
 
-from gptf.errors import RunFolderBusy
+from gptf.errors import GptfError, RunFolderBusy, os_error_text
 
 try:  # POSIX
     import fcntl
@@ -104,7 +104,14 @@ class RunLock:
             return self
         if not self.root.is_dir():
             missing = [self.root, *(p for p in self.root.parents if not p.exists())]
-            self.root.mkdir(parents=True, exist_ok=True)
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # e.g. inside /proc, or a parent that is not a folder: name it, no traceback
+                where = "" if exc.filename == str(self.root) else f" {self.root}"  # the error may name a parent
+                raise GptfError(
+                    f"cannot make the run folder{where}: {os_error_text(exc)}",
+                    hint="give the run a folder gptf can write: output_dir=checkpoints/<name>",
+                ) from exc
             self._made = [p for p in missing if p.is_dir()]
         deadline = time.monotonic() + RETRY_S
         while True:
