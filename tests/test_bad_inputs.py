@@ -410,6 +410,16 @@ CASES = [
         ),
     ),
     Case(
+        "out-folder-cannot-be-made",  # any failed write that names its file: one line (was a traceback for ENOENT)
+        lambda w, r: (
+            ["attention", "--ckpt", str(r), "--prompt", "你好", "--out", "/proc/gptf-no-such-folder"]
+            if Path("/proc/self").is_dir()
+            else pytest.skip("needs Linux's /proc")
+        ),
+        ERROR,
+        ("/proc/gptf-no-such-folder: no such file or directory",),
+    ),
+    Case(
         "out-folder-is-a-file",
         lambda w, r: ["attention", "--ckpt", str(r), "--prompt", "你好", "--out", "tiny_train.jsonl"],
         ERROR,

@@ -36,7 +36,8 @@ _options = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Errors of writing files that a person can fix (space, quota, permissions, a file where a
-#: folder belongs or the other way round): one clear line.
+#: folder belongs or the other way round): one clear line. So is any other OSError that names
+#: its file (a folder that cannot be made, e.g. under /proc).
 WRITE_ERRNOS = {
     errno.ENOSPC,
     errno.EDQUOT,
@@ -78,9 +79,9 @@ def friendly_errors(command: F) -> F:
                 raise
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
-        except OSError as exc:  # disk full, read-only folder...: say which file, not a traceback
-            if _options["debug"] or exc.errno not in WRITE_ERRNOS:
-                raise
+        except OSError as exc:  # disk full, read-only folder, a folder that cannot be made...: say which file
+            if _options["debug"] or (exc.errno not in WRITE_ERRNOS and exc.filename is None):
+                raise  # no file named: not the user's files or disk, so the traceback is what helps
             message = Text.from_markup("[bold red]error:[/]") + Text(f" {os_error_text(exc)}")
             err_console.print(message, highlight=False, soft_wrap=True)
             raise typer.Exit(GptfError.exit_code) from None
