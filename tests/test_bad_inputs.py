@@ -437,6 +437,16 @@ CASES = [
         ERROR,
         ("tiny_train.jsonl is a file, not a folder",),
     ),
+    Case(
+        "eval-out-folder-cannot-be-made",  # refused before the evaluation, not after it
+        lambda w, r: (
+            ["eval", "--ckpt", str(r), "--out", "/proc/gptf-no-such-folder/scores.json"]
+            if Path("/proc/self").is_dir()
+            else pytest.skip("needs Linux's /proc")
+        ),
+        ERROR,
+        ("--out /proc/gptf-no-such-folder/scores.json: cannot make its folder",),
+    ),
     # --- tokenizer -----------------------------------------------------------------
     Case(
         "tokenizer-corrupt",

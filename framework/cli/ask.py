@@ -324,6 +324,12 @@ def check_out_file(out: Path | None) -> None:
         folder = folder.parent
     if not folder.is_dir():
         raise GptfError(f"--out {out}: {folder} is a file, not a folder")
+    try:  # its folder made now: one that cannot be (e.g. under /proc) is refused before the evaluation
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from gptf.errors import os_error_text
+
+        raise GptfError(f"--out {out}: cannot make its folder: {os_error_text(exc)}") from exc
 
 
 def data_elsewhere_hint(run: LoadedRun) -> str:
