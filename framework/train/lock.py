@@ -107,6 +107,9 @@ class RunLock:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:  # e.g. inside /proc, or a parent that is not a folder: name it, no traceback
+                for made in (p for p in missing if p.is_dir()):  # deepest first: leave nothing half-made
+                    with contextlib.suppress(OSError):
+                        made.rmdir()
                 where = "" if exc.filename == str(self.root) else f" {self.root}"  # the error may name a parent
                 raise GptfError(
                     f"cannot make the run folder{where}: {os_error_text(exc)}",
