@@ -111,7 +111,7 @@ def gemm_floor_contender(data: Dataset, name: str = "gemm_floor") -> Contender:
     dims = {d for shape in shapes for d in shape}
     values = {d: torch.randn(most_rows, d) for d in dims}
     workers = setup.trainer.side_by_side.workers  # as gptf computes them: 1 = one after the other
-    pool = ThreadPoolExecutor(workers)
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
     state = {"step": 0, "tokens": 0}
 
     def products(rows: int) -> None:
@@ -138,7 +138,7 @@ def gemm_floor_contender(data: Dataset, name: str = "gemm_floor") -> Contender:
             for i in hand:
                 products(rows[i])
 
-        if workers == 1:
+        if pool is None:
             for count in rows:
                 products(count)
         else:

@@ -26,7 +26,7 @@ from typing import Any, overload
 import attrs
 import torch
 
-from gptf.errors import DataError
+from gptf.errors import DataError, path_kind
 from gptf.interfaces import Tokenizer
 
 PROMPT_TEMPLATE = "用户:{prompt}\n助手:"
@@ -93,12 +93,10 @@ def parse_jsonl(path: str | Path) -> JsonlContents:
     an empty file gives no samples and no errors.
     """
     path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path} is a folder, not a JSONL file")
-    if path.exists() and not path.is_file():
-        raise DataError(f"{path} is a device, pipe or socket, not a JSONL file")
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"data file not found: {path}")
+    if not path.is_file():
+        raise DataError(f"{path} is {path_kind(path)}, not a JSONL file")
     try:
         raw = path.read_bytes()
     except OSError as exc:

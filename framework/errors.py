@@ -6,6 +6,7 @@ import difflib
 import errno
 import reprlib
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 #: The most characters of one value (or one problem line) an error message shows.
@@ -118,6 +119,11 @@ _PATH_REASONS = {
     errno.EEXIST: "is a file where a folder is needed",
     errno.EISDIR: "is a folder where a file is needed",
 }
+
+
+def path_kind(path: Path) -> str:
+    """What stands at ``path`` when it is not a regular file: a folder, or a device, pipe or socket."""
+    return "a folder" if path.is_dir() else "a device, pipe or socket"
 
 
 def os_error_text(error: OSError) -> str:

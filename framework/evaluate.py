@@ -52,13 +52,12 @@ import attrs
 from rich.console import Console
 from rich.table import Table
 
-from gptf.build.validate import path_kind
 from gptf.data import Sample, normalize_prompt, read_jsonl
 from gptf.decoding.answer_workers import side_by_side_answers
 from gptf.decoding.char_bags import CharBags
 from gptf.decoding.numbers import numbers_intact
 from gptf.decoding.taught_questions import QUESTION_SIMILARITY
-from gptf.errors import DataError
+from gptf.errors import DataError, path_kind
 from gptf.generate import BatchAnswer, Generator, SamplingSettings, greedy_answers
 from gptf.interfaces import (
     CONFIDENCE_MEASURES,

@@ -32,6 +32,11 @@ class Case:
     fragments: tuple[str, ...]
 
 
+def needs_proc(setup: Setup) -> Setup:
+    """A case that writes under Linux's /proc, where no new folder can be made; skipped elsewhere."""
+    return lambda work, run: setup(work, run) if Path("/proc/self").is_dir() else pytest.skip("needs Linux's /proc")
+
+
 def run_args(*overrides: str) -> Setup:
     return lambda work, run: ["run", str(TINY_RECIPE), *overrides]
 
@@ -321,10 +326,12 @@ CASES = [
     ),
     Case(
         "data-is-a-device",  # was called a folder
-        lambda w, r: (
-            ["run", str(TINY_RECIPE), f"data.val={os.devnull}"]
-            if Path(os.devnull).exists() and not Path(os.devnull).is_file()
-            else pytest.skip("no device file")
+        needs_proc(
+            lambda w, r: (
+                ["run", str(TINY_RECIPE), f"data.val={os.devnull}"]
+                if Path(os.devnull).exists() and not Path(os.devnull).is_file()
+                else pytest.skip("no device file")
+            )
         ),
         ERROR,
         (f"data.val: {os.devnull} is a device, pipe or socket, not a JSONL file",),
@@ -398,11 +405,7 @@ CASES = [
     ),
     Case(
         "output-dir-cannot-be-made",  # /proc takes no new folders (ENOENT): was a FileNotFoundError traceback
-        lambda w, r: (
-            ["run", str(TINY_RECIPE), "output_dir=/proc/gptf-no-such-folder/run"]
-            if Path("/proc/self").is_dir()
-            else pytest.skip("needs Linux's /proc")
-        ),
+        lambda w, r: (["run", str(TINY_RECIPE), "output_dir=/proc/gptf-no-such-folder/run"]),
         ERROR,
         (
             "cannot make the run folder /proc/gptf-no-such-folder/run: /proc/gptf-no-such-folder: no such file",
@@ -411,10 +414,8 @@ CASES = [
     ),
     Case(
         "out-folder-cannot-be-made",  # any failed write that names its file: one line (was a traceback for ENOENT)
-        lambda w, r: (
-            ["attention", "--ckpt", str(r), "--prompt", "你好", "--out", "/proc/gptf-no-such-folder"]
-            if Path("/proc/self").is_dir()
-            else pytest.skip("needs Linux's /proc")
+        needs_proc(
+            lambda w, r: ["attention", "--ckpt", str(r), "--prompt", "你好", "--out", "/proc/gptf-no-such-folder"]
         ),
         ERROR,
         ("/proc/gptf-no-such-folder: no such file or directory",),
@@ -439,11 +440,7 @@ CASES = [
     ),
     Case(
         "eval-out-folder-cannot-be-made",  # refused before the evaluation, not after it
-        lambda w, r: (
-            ["eval", "--ckpt", str(r), "--out", "/proc/gptf-no-such-folder/scores.json"]
-            if Path("/proc/self").is_dir()
-            else pytest.skip("needs Linux's /proc")
-        ),
+        needs_proc(lambda w, r: ["eval", "--ckpt", str(r), "--out", "/proc/gptf-no-such-folder/scores.json"]),
         ERROR,
         ("--out /proc/gptf-no-such-folder/scores.json: cannot make its folder",),
     ),

@@ -37,7 +37,7 @@ from gptf.build.components import (
 from gptf.build.devices import total_memory
 from gptf.build.registry import Registry
 from gptf.data import BROKEN_TEXT_HINT, format_prompt, has_broken_character, normalize_prompt
-from gptf.errors import GptfError, RecipeError
+from gptf.errors import GptfError, RecipeError, path_kind
 from gptf.interfaces import Tokenizer
 from gptf.recipe import LoadedRecipe, Recipe
 
@@ -74,11 +74,6 @@ def validate_for_run(loaded: LoadedRecipe, console: Console | None = None) -> Re
                 highlight=False,
             )
     return registry
-
-
-def path_kind(path: Path) -> str:
-    """What stands at ``path`` when it is not a regular file: a folder, or a device, pipe or socket."""
-    return "a folder" if path.is_dir() else "a device, pipe or socket"
 
 
 def data_file_problem(key: str, value: str | None) -> str | None:
