@@ -261,6 +261,18 @@ def test_cli_export_then_force(tiny_run: Path, tmp_path: Path) -> None:
     assert invoke(["export", "--ckpt", str(tiny_run), "--format", "gguf", "--out", str(tmp_path / "x")]).exit_code == 2
 
 
+def test_out_where_no_folder_can_be_made_is_named(tiny_run: Path) -> None:
+    """The error names --out, not the hidden working folder beside it (was: /proc/.x.export-abc1: ...)."""
+    needs_transformers()
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc, where no new folder can be made")
+    out = "/proc/gptf-no-such-folder"
+    result = invoke(["export", "--ckpt", str(tiny_run), "--format", "hf", "--out", out])
+    assert result.exit_code == 2, result.output
+    assert f"--out {out}: cannot make a folder there: no such file or directory" in result.stderr
+    assert ".export-" not in result.output and "Traceback" not in result.output
+
+
 def test_python_api_export(tiny_run: Path, tmp_path: Path) -> None:
     needs_transformers()
     import gptf.api as gptf

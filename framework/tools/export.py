@@ -46,7 +46,7 @@ import torch
 
 from gptf.build.components import component_slots
 from gptf.data import format_prompt
-from gptf.errors import GptfError
+from gptf.errors import GptfError, os_error_text
 
 if TYPE_CHECKING:
     from gptf.build.registry import Registry
@@ -308,6 +308,17 @@ def check_out(out: Path, force: bool) -> None:
         )
 
 
+def working_folder(out: Path) -> Path:
+    """A new hidden folder beside ``out`` to write the export into (renamed to ``out`` once it is checked).
+    Where none can be made (e.g. under /proc), the error names ``--out``, not this hidden folder."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    except OSError as exc:
+        reason = os_error_text(OSError(exc.errno, exc.strerror))  # without the hidden folder's name
+        raise GptfError(f"--out {out}: cannot make a folder there: {reason}") from exc
+
+
 def export_hf(
     run: LoadedRun,
     out: Path,
@@ -325,8 +336,7 @@ def export_hf(
     transformers = require_transformers()
     transformers.utils.logging.disable_progress_bar()  # gptf prints its own progress
     prompts = list(prompts) or list(run.recipe.demo_prompts) or ["什么是注意力机制？"]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    tmp = working_folder(out)
     try:
         progress("writing the Llama weights and config")
         write_model(transformers, run, plan, tmp)
