@@ -42,6 +42,7 @@ def run_args(*overrides: str) -> Setup:
 
 
 def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
     return path
 
@@ -171,6 +172,24 @@ LONG = "很长的回答" * 40
 CASES = [
     # --- recipe files -------------------------------------------------------
     Case("recipe-missing", lambda w, r: ["run", "nope.yaml"], ERROR, ("recipe not found:", "nope.yaml")),
+    Case(
+        "recipe-name-misspelt",  # the closest name in its folder, and what the folder holds
+        lambda w, r: ["run", str(write(w / "my_recipe.yaml", "name: x\n").with_name("my_recipie.yaml"))],
+        ERROR,
+        ("recipe not found:", "my_recipie.yaml", "did you mean", "my_recipe.yaml?", "recipes in"),
+    ),
+    Case(
+        "recipe-in-a-folder-below",  # recipes/ left out of the path
+        lambda w, r: ["run", str(write(w / "mine" / "a.yaml", "name: x\n").parent.parent / "a.yaml")],
+        ERROR,
+        ("recipe not found:", "did you mean", f"mine{os.sep}a.yaml?"),
+    ),
+    Case(
+        "recipe-is-a-folder",
+        lambda w, r: ["run", str(write(w / "mine" / "a.yaml", "name: x\n").parent)],
+        ERROR,
+        ("mine is a folder, not a recipe file", "recipes in", "a.yaml"),
+    ),
     Case("recipe-invalid-yaml", recipe_file("name: x\nmodel: [1\n"), ERROR, ("bad.yaml:3", "invalid YAML")),
     Case("recipe-duplicate-key", recipe_file("name: a\nname: b\n"), ERROR, ("duplicate key 'name'",)),
     Case("recipe-empty", recipe_file("# only a comment\n\n"), ERROR, ("bad.yaml", "the recipe is empty", "extends:")),

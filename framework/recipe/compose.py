@@ -15,7 +15,7 @@ from typing import Any
 from gptf.errors import RecipeError, clip, shown
 from gptf.recipe.schema import LoadedRecipe
 from gptf.recipe.structure import structure_recipe
-from gptf.recipe.yaml_file import parse_yaml, read_recipe_file
+from gptf.recipe.yaml_file import missing_recipe_hint, parse_yaml, read_recipe_file
 
 
 def deep_merge(base: Any, override: Any, *, top: bool = True) -> Any:
@@ -88,7 +88,8 @@ def resolve_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, An
         raise RecipeError(str(path), [f"extends: expected a path to another recipe, got {shown(parent)}"])
     parent_path = (path.parent / parent).resolve()
     if not parent_path.is_file():
-        raise RecipeError(str(path), [f"extends: file not found: {parent_path}"])
+        hint = missing_recipe_hint(parent_path)
+        raise RecipeError(str(path), [f"extends: file not found: {parent_path}" + (f" ({hint})" if hint else "")])
     base, chain = resolve_chain(parent_path, (*seen, path))
     merged = deep_merge(base, data)
     return merged, [path, *chain]

@@ -5,13 +5,14 @@ an alias inside itself) is refused before anything is built from it."""
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from gptf.errors import GptfError, RecipeError
+from gptf.errors import GptfError, RecipeError, path_kind
 
 #: Values (scalars, lists, mappings) a recipe may stand for once every alias is expanded. The
 #: teacher recipe has about 150; a 0.5 KB "billion laughs" file stands for 10^9.
@@ -102,9 +103,59 @@ def parse_yaml(text: str, source: str) -> Any:
         raise RecipeError(where, [f"invalid YAML: {problem}"]) from exc
 
 
+#: The recipes that come with gptf (beside the ``framework`` folder of a source checkout).
+SHIPPED_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+_RECIPE_SUFFIXES = (".yaml", ".yml")
+_NAMES_LISTED = 8  # the most recipe names a hint lists
+
+
+def recipes_in(folder: Path) -> list[str]:
+    """The recipe files of ``folder``, then its sub-folders that hold some (``ablations/``), sorted."""
+    try:
+        entries = sorted(folder.iterdir())
+        files = [e.name for e in entries if e.suffix in _RECIPE_SUFFIXES and e.is_file()]
+        folders = [f"{e.name}/" for e in entries if e.is_dir() and any(_recipe_files(e))]
+    except OSError:
+        return []
+    return files + folders
+
+
+def _recipe_files(folder: Path) -> list[Path]:
+    return [e for e in folder.iterdir() if e.suffix in _RECIPE_SUFFIXES and e.is_file()]
+
+
+def missing_recipe_hint(path: Path) -> str | None:
+    """Where the recipe may be, for a ``path`` that is not a recipe file: a file of a close name in its
+    folder or one below (a typo, or ``recipes/`` left out), the recipes of that folder, or else the
+    shipped ones (gptf started from another folder)."""
+    folder = path if path.is_dir() else path.parent
+    hints = []
+    if folder.is_dir() and not path.is_dir():
+        try:
+            nearby = _recipe_files(folder) + [f for sub in folder.iterdir() if sub.is_dir() for f in _recipe_files(sub)]
+        except OSError:
+            nearby = []
+        close = difflib.get_close_matches(path.stem, [f.stem for f in nearby], n=1, cutoff=0.6)
+        if close:
+            hints.append(f"did you mean {next(f for f in nearby if f.stem == close[0])}?")
+    names = recipes_in(folder) if folder.is_dir() else []
+    if any(not name.endswith("/") for name in names) or (path.is_dir() and names):
+        hints.append(f"recipes in {folder}: {_listed(names)}")
+    elif (shipped := recipes_in(SHIPPED_RECIPES)) and folder != SHIPPED_RECIPES:
+        cwd = Path.cwd()
+        relative = f" (a relative path is read from the current folder, {cwd})" if path.is_relative_to(cwd) else ""
+        hints.append(f"the shipped recipes are in {SHIPPED_RECIPES}: {_listed(shipped)}{relative}")
+    return " ".join(hints) or None
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:_NAMES_LISTED]) + (", ..." if len(names) > _NAMES_LISTED else "")
+
+
 def read_recipe_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise GptfError(f"recipe not found: {path}")
+        where = f"{path} is {path_kind(path)}, not a recipe file" if path.exists() else f"recipe not found: {path}"
+        raise GptfError(where, hint=missing_recipe_hint(path))
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
