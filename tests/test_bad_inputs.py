@@ -334,6 +334,12 @@ CASES = [
     ),
     # --- data --------------------------------------------------------------------
     Case("data-missing", run_args("data.train=nope.jsonl"), ERROR, ("data.train: file not found: nope.jsonl",)),
+    Case(
+        "data-name-misspelt",  # the closest JSONL file nearby
+        run_args("data.train=tiny_trian.jsonl"),
+        ERROR,
+        ("data.train: file not found: tiny_trian.jsonl (did you mean tiny_train.jsonl?",),
+    ),
     Case("data-empty-file", data_file(""), ERROR, ("data.train: bad.jsonl is empty",)),
     Case("data-only-blank-lines", data_file("\n\n  \n"), ERROR, ("bad.jsonl: no samples",)),
     Case("data-is-a-folder", run_args("data.val=."), ERROR, ("data.val: . is a folder",)),
@@ -554,6 +560,18 @@ CASES = [
         lambda w, r: ["generate", "--ckpt", "nowhere", "--prompt", "你好"],
         ERROR,
         ("run directory not found: nowhere",),
+    ),
+    Case(
+        "ckpt-name-misspelt",  # the closest finished run nearby, its folder misspelt too
+        lambda w, r: [
+            "generate",
+            "--ckpt",
+            str(r.parent.with_name(r.parent.name + "s") / r.name[:-1]),
+            "--prompt",
+            "你",
+        ],
+        ERROR,
+        ("run directory not found:", "hint: did you mean"),
     ),
     Case(
         "ckpt-is-the-weights-file",

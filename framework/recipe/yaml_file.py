@@ -5,14 +5,13 @@ an alias inside itself) is refused before anything is built from it."""
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from gptf.errors import GptfError, RecipeError, path_kind
+from gptf.errors import GptfError, RecipeError, closest_path, path_kind
 
 #: Values (scalars, lists, mappings) a recipe may stand for once every alias is expanded. The
 #: teacher recipe has about 150; a 0.5 KB "billion laughs" file stands for 10^9.
@@ -120,8 +119,12 @@ def recipes_in(folder: Path) -> list[str]:
     return files + folders
 
 
+def _is_recipe_file(path: Path) -> bool:
+    return path.suffix in _RECIPE_SUFFIXES and path.is_file()
+
+
 def _recipe_files(folder: Path) -> list[Path]:
-    return [e for e in folder.iterdir() if e.suffix in _RECIPE_SUFFIXES and e.is_file()]
+    return [e for e in folder.iterdir() if _is_recipe_file(e)]
 
 
 def missing_recipe_hint(path: Path) -> str | None:
@@ -130,14 +133,9 @@ def missing_recipe_hint(path: Path) -> str | None:
     shipped ones (gptf started from another folder)."""
     folder = path if path.is_dir() else path.parent
     hints = []
-    if folder.is_dir() and not path.is_dir():
-        try:
-            nearby = _recipe_files(folder) + [f for sub in folder.iterdir() if sub.is_dir() for f in _recipe_files(sub)]
-        except OSError:
-            nearby = []
-        close = difflib.get_close_matches(path.stem, [f.stem for f in nearby], n=1, cutoff=0.6)
-        if close:
-            hints.append(f"did you mean {next(f for f in nearby if f.stem == close[0])}?")
+    close = None if path.is_dir() else closest_path(path, _is_recipe_file, depth=1)
+    if close is not None:
+        hints.append(f"did you mean {close}?")
     names = recipes_in(folder) if folder.is_dir() else []
     if any(not name.endswith("/") for name in names) or (path.is_dir() and names):
         hints.append(f"recipes in {folder}: {_listed(names)}")

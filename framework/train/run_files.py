@@ -39,7 +39,7 @@ import torch
 import yaml
 from safetensors import SafetensorError
 
-from gptf.errors import CheckpointError, shown
+from gptf.errors import CheckpointError, closest_path, shown
 
 RECIPE = "recipe.yaml"
 TOKENIZER = "tokenizer.json"
@@ -225,9 +225,12 @@ class RunFiles:
                 else "name a run directory, e.g. checkpoints/<name>",
             )
         if not self.root.is_dir():
+            close = closest_path(self.root, lambda p: (p / WEIGHTS).is_file() and (p / RECIPE).is_file())
             raise CheckpointError(
                 f"run directory not found: {self.root}",
-                hint="train first with 'gptf run RECIPE', or point --ckpt at checkpoints/<name>",
+                hint=f"did you mean {close}?"
+                if close is not None
+                else "train first with 'gptf run RECIPE', or point --ckpt at checkpoints/<name>",
             )
         missing = [p.name for p in (self.recipe, self.tokenizer, self.weights) if not p.is_file()]
         if missing:
