@@ -26,7 +26,7 @@ from typing import Any, overload
 import attrs
 import torch
 
-from gptf.errors import DataError, path_kind
+from gptf.errors import DataError, closest_path, path_kind
 from gptf.interfaces import Tokenizer
 
 PROMPT_TEMPLATE = "用户:{prompt}\n助手:"
@@ -94,7 +94,8 @@ def parse_jsonl(path: str | Path) -> JsonlContents:
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(f"data file not found: {path}")
+        close = closest_jsonl(path)
+        raise DataError(f"data file not found: {path}" + (f" (did you mean {close}?)" if close is not None else ""))
     if not path.is_file():
         raise DataError(f"{path} is {path_kind(path)}, not a JSONL file")
     try:
@@ -140,6 +141,11 @@ def _parse_text(path: Path, raw: bytes) -> tuple[tuple[Sample, ...], tuple[str, 
         else:
             samples.append(sample)  # type: ignore[arg-type]
     return tuple(samples), tuple(errors), len(lines)
+
+
+def closest_jsonl(path: Path) -> Path | None:
+    """For a data file that is not there: the JSONL file of the closest name nearby (a typo), if any."""
+    return closest_path(path, lambda p: p.suffix == ".jsonl" and p.is_file())
 
 
 def read_jsonl(path: str | Path) -> list[Sample]:

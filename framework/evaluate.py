@@ -52,7 +52,7 @@ import attrs
 from rich.console import Console
 from rich.table import Table
 
-from gptf.data import Sample, normalize_prompt, read_jsonl
+from gptf.data import Sample, closest_jsonl, normalize_prompt, read_jsonl
 from gptf.decoding.answer_workers import side_by_side_answers
 from gptf.decoding.char_bags import CharBags
 from gptf.decoding.numbers import numbers_intact
@@ -587,6 +587,8 @@ def evaluate_files(
         if not Path(item.path).is_file():
             if Path(item.path).exists():
                 why = f"is {path_kind(Path(item.path))}, not a JSONL file"
+            elif (close := closest_jsonl(Path(item.path))) is not None:
+                why = f"not found (did you mean {close}?)"
             else:
                 why = "not found (run gptf eval where it exists)"
             console.print(f"[yellow]skipped {item.name}: {item.path} {why}[/]")

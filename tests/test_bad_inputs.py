@@ -344,6 +344,12 @@ CASES = [
     Case("data-only-blank-lines", data_file("\n\n  \n"), ERROR, ("bad.jsonl: no samples",)),
     Case("data-is-a-folder", run_args("data.val=."), ERROR, ("data.val: . is a folder",)),
     Case(
+        "eval-data-misspelt",  # skipped, with the closest JSONL file named
+        lambda w, r: ["eval", "--ckpt", str(r), "--data", "tiny_vla.jsonl"],
+        ERROR,
+        ("none of tiny_vla.jsonl is a JSONL file here", "hint: did you mean tiny_val.jsonl?"),
+    ),
+    Case(
         "eval-data-is-a-folder",  # was "not found"
         lambda w, r: ["eval", "--ckpt", str(r), "--data", "."],
         ERROR,
@@ -485,6 +491,12 @@ CASES = [
     ),
     # --- plugins -------------------------------------------------------------------
     Case("plugin-file-missing", student_recipe("plugins: [./nope.py]\n"), ERROR, ("plugin file not found", "nope.py")),
+    Case(
+        "plugin-file-misspelt",
+        student_recipe("plugins: [./scale_nrom.py]\n", ("scale_norm.py", "")),
+        ERROR,
+        ("plugin file not found", "scale_nrom.py", "did you mean", "scale_norm.py?"),
+    ),
     Case(
         "plugin-syntax-error",
         student_recipe("plugins: [./broken.py]\n", ("broken.py", "def register_norms(:\n")),

@@ -53,3 +53,11 @@ def test_a_misspelt_recipe_names_the_closest_and_lists_the_folder(tree: Path) ->
     (tree / "a.yaml").write_text("extends: recipes/teacher3m.yaml\n", encoding="utf-8")
     with pytest.raises(GptfError, match=r"extends: file not found: .*did you mean .*teacher_3m\.yaml"):
         load_recipe(tree / "a.yaml")
+
+
+def test_a_misspelt_data_file_names_the_closest_jsonl(tree: Path) -> None:
+    from gptf.data import read_jsonl
+    from gptf.errors import DataError
+
+    with pytest.raises(DataError, match=r"data file not found: .*trian\.jsonl \(did you mean .*data/train\.jsonl\?\)"):
+        read_jsonl(tree / "data" / "trian.jsonl")

@@ -19,7 +19,7 @@ import attrs
 import pluggy
 
 from gptf import hookspecs
-from gptf.errors import PluginError, did_you_mean
+from gptf.errors import PluginError, closest_path, did_you_mean
 
 ENTRY_POINT_GROUP = "gptf"
 
@@ -139,7 +139,9 @@ def _register_recipe_plugin(
     if is_plugin_file(spec):
         path = (base_dir / spec).resolve()
         if not path.is_file():
-            raise PluginError(f"plugin file not found: {path} (listed in the recipe's plugins: as '{spec}')")
+            close = closest_path(path, lambda p: p.suffix == ".py" and p.is_file(), depth=1)
+            guess = f"; did you mean {close}?" if close is not None else ""
+            raise PluginError(f"plugin file not found: {path} (listed in the recipe's plugins: as '{spec}'{guess})")
         name, location = path.stem, str(path)
         _refuse_shadowing(manager, name, location, loaded)
         if manager.has_plugin(name):

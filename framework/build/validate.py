@@ -36,8 +36,8 @@ from gptf.build.components import (
 )
 from gptf.build.devices import total_memory
 from gptf.build.registry import Registry
-from gptf.data import BROKEN_TEXT_HINT, format_prompt, has_broken_character, normalize_prompt
-from gptf.errors import GptfError, RecipeError, closest_path, path_kind
+from gptf.data import BROKEN_TEXT_HINT, closest_jsonl, format_prompt, has_broken_character, normalize_prompt
+from gptf.errors import GptfError, RecipeError, path_kind
 from gptf.interfaces import Tokenizer
 from gptf.recipe import LoadedRecipe, Recipe
 
@@ -82,7 +82,7 @@ def data_file_problem(key: str, value: str | None) -> str | None:
         return None
     path = Path(value)
     if not path.exists():
-        close = closest_path(path, lambda p: p.suffix == ".jsonl" and p.is_file())
+        close = closest_jsonl(path)
         guess = f"did you mean {close}? " if close is not None else ""
         return f"{key}: file not found: {path} ({guess}paths are relative to the folder gptf runs in: {Path.cwd()})"
     if not path.is_file():

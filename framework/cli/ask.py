@@ -286,11 +286,13 @@ def eval_command(
     with side_by_side_answers():  # groups of questions side by side (gptf.decoding.answer_workers)
         reports = evaluate_files(generator, files, settings, console, train_path=recipe.data.train, concepts=concepts)
     if not reports:
+        from gptf.data import closest_jsonl
         from gptf.errors import DataError
 
+        close = [str(c) for f in files if (c := closest_jsonl(Path(f.path))) is not None and not Path(f.path).exists()]
         raise DataError(
             "nothing to evaluate: none of " + ", ".join(f.path for f in files) + " is a JSONL file here",
-            hint=data_elsewhere_hint(run),
+            hint=f"did you mean {', '.join(close)}?" if close else data_elsewhere_hint(run),
         )
     print_report(console, reports, worst)
     target = out or run.files.root / ("eval.int8.json" if quantized else "eval.json")
