@@ -112,7 +112,7 @@ def recipes_in(folder: Path) -> list[str]:
     """The recipe files of ``folder``, then its sub-folders that hold some (``ablations/``), sorted."""
     try:
         entries = sorted(folder.iterdir())
-        files = [e.name for e in entries if e.suffix in _RECIPE_SUFFIXES and e.is_file()]
+        files = [e.name for e in entries if _is_recipe_file(e)]
         folders = [f"{e.name}/" for e in entries if e.is_dir() and any(_recipe_files(e))]
     except OSError:
         return []
