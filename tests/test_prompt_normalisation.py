@@ -20,6 +20,9 @@ from gptf.data import PROMPT_TEMPLATE, format_prompt, normalize_prompt
         ("５＋３＝？", "5+3=？"),  # full-width digits and signs; the Chinese question mark stays
         ("５×９等于几", "5×9等于几"),
         ("（注意力）是什么！，：", "（注意力）是什么！，："),  # Chinese punctuation stays: the data uses it
+        ("什麼是注意力機制？", "什么是注意力机制？"),  # traditional characters: asked as taught
+        ("過擬合 是什麼意思", "过拟合是什么意思"),
+        ("乾隆是誰", "乾隆是谁"),  # a character kept where the phrase needs it (not 干隆)
     ],
 )
 def test_the_model_sees_the_question_without_invisible_differences(typed: str, seen: str) -> None:
@@ -37,3 +40,21 @@ def test_a_line_break_in_a_question_cannot_end_the_users_line_of_the_template() 
 @pytest.mark.parametrize("nothing", ["", "   ", "\u3000\n\t", "\u200b\ufeff", "\r\n"])
 def test_only_spaces_and_invisible_characters_leave_no_question(nothing: str) -> None:
     assert normalize_prompt(nothing) == ""
+
+
+def test_simplified_questions_are_left_as_they_are() -> None:
+    """Every prompt of the project's data is simplified Chinese: the conversion changes none of its characters."""
+    from conftest import ROOT
+
+    from gptf.data import read_jsonl
+
+    def chinese(text: str) -> list[str]:
+        return [c for c in text if "\u4e00" <= c <= "\u9fff"]
+
+    prompts = [s.prompt for name in ("train", "val", "test") for s in read_jsonl(ROOT / "data" / f"{name}.jsonl")]
+    assert len(prompts) > 20_000
+    assert [p for p in prompts if chinese(normalize_prompt(p)) != chinese(p)] == []
+
+
+def test_half_a_character_is_left_for_the_checks_that_name_it() -> None:
+    assert normalize_prompt("什麼\ud800") == "什麼\ud800"  # (OpenCC cannot read it; refused later, by name)
