@@ -226,7 +226,9 @@ class Generator:
 
     def finished_answer(self, row: DecodedRow, prompt: str) -> FinishedAnswer:
         """A decoded row as the answer filter sees it, with how much ``prompt`` looks like the
-        questions its answer was taught for (when the filter may ask and the generator knows them)."""
+        questions its answer was taught for (when the filter may ask and the generator knows them).
+        The question as the model saw it (``normalize_prompt``: 什麼 is 什么 there too) is what is compared."""
+        prompt = normalize_prompt(prompt)
         answer = row.finished_answer(prompt)
         if self.taught is None or not self.measures:
             return answer
@@ -335,6 +337,7 @@ class Generator:
         answer was taught for questions most like prompt ``p``, the one of highest mean log-probability."""
         taught, tokenizer = self.taught, self.tokenizer
         assert taught is not None  # checked in __init__
+        prompts = [normalize_prompt(p) for p in prompts]  # as the model saw them (finished_answer)
 
         def choose(p: int, candidates: list[Candidate]) -> Candidate:
             alike = [taught.similarity(prompts[p], clean_answer(tokenizer.decode(c.new_ids))) for c in candidates]

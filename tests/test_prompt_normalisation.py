@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gptf.data import PROMPT_TEMPLATE, format_prompt, normalize_prompt
@@ -58,3 +60,35 @@ def test_simplified_questions_are_left_as_they_are() -> None:
 
 def test_half_a_character_is_left_for_the_checks_that_name_it() -> None:
     assert normalize_prompt("什麼\ud800") == "什麼\ud800"  # (OpenCC cannot read it; refused later, by name)
+
+
+def test_a_question_in_traditional_characters_is_answered_as_the_simplified_one(tiny_run: Path) -> None:
+    """The same tokens, and the same measures of the answer: the answer filter and beam search compare
+    the question as the model saw it, with the taught questions (was: the characters as typed)."""
+    from gptf.generate import Generator, greedy_answers
+    from gptf.plugins.answer_filters.confidence import ConfidenceFilter
+    from gptf.run import load_run, sampling_settings
+
+    run = load_run(tiny_run)
+    plain = run.generator(taught=True)
+    generator = Generator(  # beams chosen by the taught questions; a filter measuring with them (question overlap too)
+        plain.model,
+        plain.tokenizer,
+        plain.constraints,
+        answer_filter=ConfidenceFilter(plain.tokenizer, threshold=-2.0, measure="min_logprob_taught"),
+        beams=4,
+        taught=plain.taught,
+        beam_choice="taught_question",
+    )
+    settings = sampling_settings(run.recipe)
+    pairs = [
+        ("什麼是注意力機制？", "什么是注意力机制？"),
+        ("RoPE有什麼用", "RoPE有什么用"),
+        ("分詞器是什麼", "分词器是什么"),
+    ]
+    for traditional, simplified in pairs:
+        a, b = generator.generate(traditional, settings), generator.generate(simplified, settings)
+        assert (a.text, a.model_text, a.declined, a.confidence) == (b.text, b.model_text, b.declined, b.confidence)
+        assert [t.token_id for t in a.tokens] == [t.token_id for t in b.tokens]
+    for_eval = greedy_answers(generator, [p for pair in pairs for p in pair], run.recipe.generation.max_new_tokens)
+    assert for_eval[0::2] == for_eval[1::2]
