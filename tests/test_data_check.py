@@ -237,6 +237,7 @@ def test_punctuation_space_and_case_never_hide_a_leak(
 
 def test_similarity_helpers() -> None:
     assert normalize(" 什么是 ＲｏＰＥ？! ") == "什么是rope"
+    assert normalize("什麼是RoPE") == "什么是rope"  # traditional characters: as the model reads them
     assert trigrams("ab") == frozenset({"ab"}) and trigrams("") == frozenset()
     assert jaccard(frozenset(), frozenset()) == 0.0
     assert similarity("什么是RoPE", "RoPE是什么") == pytest.approx(0.25)

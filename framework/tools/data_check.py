@@ -39,10 +39,11 @@ truncated, or refused, by the trainer.
 
 Normalisation
 -------------
+Traditional characters become simplified (``gptf.data.normalize_prompt``: the model is asked them so),
 NFKC (full-width letters, digits and the ideographic space become ASCII), then every
 whitespace character, every ASCII punctuation or symbol character and every Unicode
 punctuation character (，。？！：、“”《》… ) is dropped, then the text is case-folded.
-So "什么是RoPE？", "什么是 rope?" and "什么是ＲｏＰＥ" are the same prompt.
+So "什么是RoPE？", "什么是 rope?", "什么是ＲｏＰＥ" and "什麼是RoPE" are the same prompt.
 
 Threshold
 ---------
@@ -63,7 +64,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gptf.data import Sample, parse_jsonl, sample_length
+from gptf.data import Sample, normalize_prompt, parse_jsonl, sample_length
 from gptf.errors import DataError
 
 NEAR_DUP_THRESHOLD = 0.7
@@ -148,8 +149,9 @@ class DataReport:
 
 
 def normalize(text: str) -> str:
-    """NFKC, drop whitespace and punctuation (ASCII and Chinese), case-fold."""
-    text = unicodedata.normalize("NFKC", text)
+    """Traditional characters as simplified (as the model sees them), NFKC, drop whitespace and
+    punctuation (ASCII and Chinese), case-fold."""
+    text = unicodedata.normalize("NFKC", normalize_prompt(text))
     kept = [
         ch
         for ch in text
