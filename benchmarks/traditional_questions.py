@@ -5,7 +5,7 @@
 The val and test questions of data/ are written again in Taiwan's traditional script by OpenCC
 (``s2twp``: characters *and* Taiwan's words, 软件 -> 軟體, as a student in Taipei would type them), the
 answers left as they are; then ``gptf eval`` scores the run on both versions side by side. gptf asks
-the model every question in simplified characters (``gptf.data.normalize_prompt``, OpenCC's ``t2s``:
+the model every question in simplified characters (``gptf.data.normalize_prompt``, OpenCC's ``hk2s``:
 characters only), so what is left of the gap is the words that differ between the two places.
 Prints one JSON object: per split, exact match, char F1, right concept on taught topics, and how many
 out-of-scope questions were declined.

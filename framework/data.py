@@ -44,10 +44,11 @@ _FULL_WIDTH = str.maketrans(
     {chr(0xFF00 + ord(c) - 0x20): c for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz+-*/=<>%"}
 )
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-# Traditional characters -> simplified, by OpenCC's "t2s" table (characters, and phrases where a character
-# has several simplified forms): 什麼是注意力機制 is asked as 什么是注意力机制. Simplified text stays as it
-# is (none of the 20,472 prompts in data/ changes). Words stay words: 軟體 becomes 软体, not 软件.
-_TO_SIMPLIFIED = opencc.OpenCC("t2s")
+# Traditional characters -> simplified, by OpenCC's "hk2s" tables (Hong Kong's variant characters, 衞 -> 卫,
+# then "t2s": characters, and phrases where a character has several simplified forms): 什麼是注意力機制 is
+# asked as 什么是注意力机制. Simplified text stays as it is (none of the 20,472 prompts in data/ changes;
+# "tw2s" would change three: 著称 -> 着称). Words stay words: 軟體 becomes 软体, not 软件.
+_TO_SIMPLIFIED = opencc.OpenCC("hk2s")
 
 
 def normalize_prompt(prompt: str) -> str:

@@ -25,6 +25,7 @@ from gptf.data import PROMPT_TEMPLATE, format_prompt, normalize_prompt
         ("什麼是注意力機制？", "什么是注意力机制？"),  # traditional characters: asked as taught
         ("過擬合 是什麼意思", "过拟合是什么意思"),
         ("乾隆是誰", "乾隆是谁"),  # a character kept where the phrase needs it (not 干隆)
+        ("冥王星是衞星嗎", "冥王星是卫星吗"),  # Hong Kong's variant characters too
     ],
 )
 def test_the_model_sees_the_question_without_invisible_differences(typed: str, seen: str) -> None:
