@@ -289,7 +289,8 @@ def eval_command(
         from gptf.data import closest_jsonl
         from gptf.errors import DataError
 
-        close = [str(c) for f in files if (c := closest_jsonl(Path(f.path))) is not None and not Path(f.path).exists()]
+        missing = [Path(f.path) for f in files if not Path(f.path).exists()]
+        close = [str(c) for path in missing if (c := closest_jsonl(path)) is not None]
         raise DataError(
             "nothing to evaluate: none of " + ", ".join(f.path for f in files) + " is a JSONL file here",
             hint=f"did you mean {', '.join(close)}?" if close else data_elsewhere_hint(run),
