@@ -63,6 +63,7 @@ GPTF_VARIANTS: dict[str, list[str]] = {
     "gptf_bucketed": ["training.bucket_batches=8"],
     "gptf_unweighted": ["training.answer_start_tokens=0"],  # every answer token counts once (before the weighting)
     "gptf_compile": ["training.compile=true"],
+    "gptf_compile_mb16": ["training.compile=true", "training.micro_batch=16"],  # compiled, all 16 samples at once
     "gptf_compile_bf16_mb16": ["training.compile=true", "training.precision=bf16", "training.micro_batch=16"],
     "gptf_explicit_attention": ["model.attention=explicit"],
     "gptf_unfused_adamw": ["training.optimizer.fused=false"],
