@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import errno
+import os
 import reprlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -143,25 +144,31 @@ def closest_path(path: Path, accept: Callable[[Path], bool], depth: int = 2) -> 
     True
     """
     base = path.parent
-    while not base.is_dir() and base != base.parent:
+    while not os.path.isdir(base) and base != base.parent:  # (isdir: False where it may not look, too)
         base = base.parent
     candidates: list[Path] = []
     level, searched = [base], 0
     for _ in range(depth + 1):
         below: list[Path] = []
         for folder in level:
+            if searched >= _MOST_ENTRIES_SEARCHED:
+                break
             try:
-                entries = sorted(folder.iterdir())
-            except OSError:
+                with os.scandir(folder) as listing:
+                    entries = sorted(listing, key=lambda e: e.name)
+            except OSError:  # unreadable: not searched
                 continue
-            for entry in entries[: max(0, _MOST_ENTRIES_SEARCHED - searched)]:
+            for entry in entries[: _MOST_ENTRIES_SEARCHED - searched]:
                 searched += 1
                 if entry.name.startswith("."):
                     continue
-                if accept(entry):
-                    candidates.append(entry)
-                if entry.is_dir() and not entry.is_symlink():
-                    below.append(entry)
+                try:  # (a place this user may not look into, such as /proc/1/cwd, is passed over)
+                    if accept(Path(entry.path)):
+                        candidates.append(Path(entry.path))
+                    if entry.is_dir(follow_symlinks=False):
+                        below.append(Path(entry.path))
+                except OSError:
+                    continue
         level = below
     wanted = str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
 

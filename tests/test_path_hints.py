@@ -61,3 +61,15 @@ def test_a_misspelt_data_file_names_the_closest_jsonl(tree: Path) -> None:
 
     with pytest.raises(DataError, match=r"data file not found: .*trian\.jsonl \(did you mean .*data/train\.jsonl\?\)"):
         read_jsonl(tree / "data" / "trian.jsonl")
+
+
+def test_places_that_cannot_be_looked_into_are_passed_over(tree: Path) -> None:
+    """A hint never fails the error it belongs to (as root in a container, /proc/1/cwd says EACCES)."""
+
+    def accept(path: Path) -> bool:
+        if path.name == "teacher_3m.yaml":
+            raise PermissionError(13, "Permission denied", str(path))
+        return path.is_file()
+
+    assert closest_path(tree / "recipes" / "teacher3m.yaml", accept) is None
+    assert closest_path(tree / "data" / "trian.jsonl", accept) == tree / "data" / "train.jsonl"
