@@ -546,6 +546,15 @@ CASES = [
         ("register_norms() must return a dict",),
     ),
     Case(
+        "plugin-registers-a-name-no-recipe-can-write",  # was accepted: 3, '' or 'my norm!' as a norm's name
+        student_recipe(
+            "plugins: [./names.py]\n",
+            ("names.py", "from gptf import hookimpl\n@hookimpl\ndef register_norms():\n    return {'my norm!': id}\n"),
+        ),
+        ERROR,
+        ("register_norms() registers a norm named 'my norm!'", "letters, digits, '_', '-' and '.'"),
+    ),
+    Case(
         "component-raises-while-built",
         student_recipe("plugins: [./boom.py]\nmodel: {norm: boom}\n", ("boom.py", BOOM_NORM)),
         ERROR,

@@ -6,6 +6,7 @@ The core never imports a concrete component; it asks the registry by name.
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,10 +15,13 @@ import attrs
 from torch import nn
 
 from gptf.build.plugins import LoadedPlugins, PluginInfo
-from gptf.errors import PluginError, RecipeError, choices_text, did_you_mean
+from gptf.errors import PluginError, RecipeError, choices_text, did_you_mean, shown
 from gptf.hookspecs import CONTEXT, HOOK_FOR_KIND
 from gptf.interfaces import PositionalEncoding
 from gptf.recipe.value_types import type_problem
+
+#: What a component may be called: what a recipe (or a KEY=VALUE override) can write as it is.
+COMPONENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 
 @attrs.define
@@ -71,7 +75,13 @@ class Registry:
                         f"{{name: factory}}, got {type(provided).__name__}"
                     )
                 for name, factory in provided.items():
-                    self._add(ComponentInfo(kind, str(name), factory, impl.plugin_name))
+                    if not isinstance(name, str) or not COMPONENT_NAME.fullmatch(name):
+                        raise PluginError(
+                            f"plugin '{impl.plugin_name}': {hook_name}() registers a {kind} named {shown(name)}: a "
+                            "component's name is what a recipe writes, letters, digits, '_', '-' and '.' "
+                            "(e.g. 'my_norm')"
+                        )
+                    self._add(ComponentInfo(kind, name, factory, impl.plugin_name))
 
     def _add(self, info: ComponentInfo) -> None:
         existing = self.components[info.kind].get(info.name)
