@@ -21,7 +21,7 @@ from gptf.interfaces import PositionalEncoding
 from gptf.recipe.value_types import type_problem
 
 #: What a component may be called: what a recipe (or a KEY=VALUE override) can write as it is.
-COMPONENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+COMPONENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")  # (a leading digit: YAML would read 1 as a number)
 
 
 @attrs.define
@@ -77,9 +77,9 @@ class Registry:
                 for name, factory in provided.items():
                     if not isinstance(name, str) or not COMPONENT_NAME.fullmatch(name):
                         raise PluginError(
-                            f"plugin '{impl.plugin_name}': {hook_name}() registers a {kind} named {shown(name)}: a "
-                            "component's name is what a recipe writes, letters, digits, '_', '-' and '.' "
-                            "(e.g. 'my_norm')"
+                            f"plugin '{impl.plugin_name}': {hook_name}() registers a {kind} named {shown(name)}: "
+                            "a component's name is what a recipe writes: letters, digits, '_', '-' and '.', "
+                            "a letter or '_' first (e.g. 'my_norm')"
                         )
                     self._add(ComponentInfo(kind, name, factory, impl.plugin_name))
 
