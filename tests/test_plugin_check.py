@@ -236,6 +236,8 @@ def test_loading_problems_are_errors_not_crashes(tmp_path: Path) -> None:
         check_target(str(duplicate))
     with pytest.raises(PluginError, match="not found"):
         check_target(str(tmp_path / "missing.py"))
+    with pytest.raises(PluginError, match=r"not found: .*another_rpoe\.py \(did you mean .*another_rope\.py\?\)"):
+        check_target(str(tmp_path / "another_rpoe.py"))  # a typo: the closest .py file nearby
     result = run_gptf(["plugin", "check", str(duplicate)], tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "rename one of them" in result.stderr

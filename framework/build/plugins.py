@@ -132,6 +132,11 @@ def _register_entry_point(manager: pluggy.PluginManager, ep: importlib.metadata.
     return info
 
 
+def closest_plugin_file(path: Path) -> Path | None:
+    """For a plugin file that is not there: the ``.py`` file of the closest name nearby (a typo), if any."""
+    return closest_path(path, lambda p: p.suffix == ".py" and p.is_file(), depth=1)
+
+
 def _register_recipe_plugin(
     manager: pluggy.PluginManager, spec: str, base_dir: Path, loaded: list[PluginInfo]
 ) -> PluginInfo:
@@ -139,7 +144,7 @@ def _register_recipe_plugin(
     if is_plugin_file(spec):
         path = (base_dir / spec).resolve()
         if not path.is_file():
-            close = closest_path(path, lambda p: p.suffix == ".py" and p.is_file(), depth=1)
+            close = closest_plugin_file(path)
             guess = f"; did you mean {close}?" if close is not None else ""
             raise PluginError(f"plugin file not found: {path} (listed in the recipe's plugins: as '{spec}'{guess})")
         name, location = path.stem, str(path)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gptf.build.components import build_model
-from gptf.build.plugins import ENTRY_POINT_GROUP, load_plugins
+from gptf.build.plugins import ENTRY_POINT_GROUP, closest_plugin_file, load_plugins
 from gptf.build.registry import ComponentInfo, Registry
 from gptf.errors import PluginError
 from gptf.interfaces import SPECIAL_TOKENS
@@ -115,7 +115,9 @@ def plugin_specs(target: str) -> tuple[list[str], Path | None]:
             return [path.resolve().name], path.resolve().parent
         raise PluginError(f"{target}: a folder to check needs a pyproject.toml (a package project) or an __init__.py")
     if "/" in target or "\\" in target or target.endswith(".py"):
-        raise PluginError(f"plugin file or folder not found: {target}")
+        close = closest_plugin_file(path)
+        guess = f" (did you mean {close}?)" if close is not None else ""
+        raise PluginError(f"plugin file or folder not found: {target}{guess}")
     return [target], None
 
 
