@@ -162,11 +162,12 @@ def closest_path(path: Path, accept: Callable[[Path], bool], depth: int = 2) -> 
                 searched += 1
                 if entry.name.startswith("."):
                     continue
+                found = Path(entry.path)
                 try:  # (a place this user may not look into, such as /proc/1/cwd, is passed over)
-                    if accept(Path(entry.path)):
-                        candidates.append(Path(entry.path))
+                    if accept(found):
+                        candidates.append(found)
                     if entry.is_dir(follow_symlinks=False):
-                        below.append(Path(entry.path))
+                        below.append(found)
                 except OSError:
                     continue
         level = below
